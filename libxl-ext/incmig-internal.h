@@ -1,0 +1,417 @@
+/* incmig-internal.h: interfaces between libincmig's subsystems.
+ *
+ * One .c per subsystem:
+ *   log.c        logging macros' back end, error strings, size parsing
+ *   bitmap.c     block bitmaps and their compact wire encoding
+ *   diskio.c     image files: O_DIRECT + libaio reader/writer, allocation map
+ *   stream.c     the migration stream codec (docs/specs/incmig-stream.md)
+ *   nbd.c        NBD server (fixed newstyle), used by the source export of
+ *                the simulated guest and by the destination's PULL gate
+ *   tracker.c    write-tracker interface; the in-process tracker
+ *   serve.c      the simulated guest's source disk (NBD + tracker + ctl)
+ *   ctl.c        control protocol between toolstack and serve
+ *   transport.c  ssh / tcp connections, bandwidth cap
+ *   push.c       PUSH rounds and the convergence policy
+ *   migrate.c    source state machine (PUSH, stop-and-copy, PULL serving)
+ *   gate.c       destination PULL gate
+ *   receive.c    destination state machine
+ *   report.c     metrics: human and JSON output, progress line
+ *
+ * Nothing here includes a Xen header.  Internal symbols are incmig__*.
+ */
+#ifndef INCMIG_INTERNAL_H
+#define INCMIG_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "incmig.h"
+
+/* ---- logging (log.c) ----------------------------------------------------- */
+
+void incmig__log(int level, const char *file, int line, int err,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#define LOG(lvl, ...) incmig__log((lvl), __FILE__, __LINE__, 0, __VA_ARGS__)
+#define LOGE(...) incmig__log(0, __FILE__, __LINE__, errno, __VA_ARGS__)
+#define ERR(...) LOG(0, __VA_ARGS__)
+#define INFO(...) LOG(1, __VA_ARGS__)
+#define DBG(...) LOG(2, __VA_ARGS__)
+extern int incmig__verbosity;
+
+double incmig__now(void);   /* CLOCK_MONOTONIC seconds */
+
+/* ---- bitmaps (bitmap.c) -------------------------------------------------- */
+
+#define INCMIG_BS_MIN 4096u
+#define INCMIG_BS_MAX (1u << 20)
+#define INCMIG_BS_DEFAULT 4096u
+/* Largest disk we accept, bounds every bitmap allocation: 16 TiB. */
+#define INCMIG_DISK_MAX (UINT64_C(1) << 44)
+
+bool incmig__block_size_valid(uint64_t bs);  /* power of two, 4K..1M */
+
+struct incmig__bitmap {
+    uint64_t nbits;
+    uint64_t *words;       /* (nbits + 63) / 64 words, bits past nbits 0 */
+};
+
+int incmig__bitmap_init(struct incmig__bitmap *b, uint64_t nbits);
+void incmig__bitmap_dispose(struct incmig__bitmap *b);   /* idempotent */
+void incmig__bitmap_set(struct incmig__bitmap *b, uint64_t bit);
+void incmig__bitmap_clear(struct incmig__bitmap *b, uint64_t bit);
+bool incmig__bitmap_test(const struct incmig__bitmap *b, uint64_t bit);
+void incmig__bitmap_set_range(struct incmig__bitmap *b, uint64_t first,
+                              uint64_t count);
+void incmig__bitmap_clear_range(struct incmig__bitmap *b, uint64_t first,
+                                uint64_t count);
+void incmig__bitmap_clear_all(struct incmig__bitmap *b);
+uint64_t incmig__bitmap_count(const struct incmig__bitmap *b);
+/* dst |= src; sizes must be equal (INCMIG_EINVAL otherwise). */
+int incmig__bitmap_merge(struct incmig__bitmap *dst,
+                         const struct incmig__bitmap *src);
+/* First set bit >= from, or b->nbits if none. */
+uint64_t incmig__bitmap_next_set(const struct incmig__bitmap *b,
+                                 uint64_t from);
+uint64_t incmig__bitmap_next_clear(const struct incmig__bitmap *b,
+                                   uint64_t from);
+/* Next run of set bits starting at or after *pos: returns false when none;
+ * else *start_r/*len_r describe it and *pos is moved past it. */
+bool incmig__bitmap_next_run(const struct incmig__bitmap *b, uint64_t *pos,
+                             uint64_t *start_r, uint64_t *len_r);
+/* Swap contents of two bitmaps of equal size (for get-and-clear). */
+void incmig__bitmap_swap(struct incmig__bitmap *a, struct incmig__bitmap *b);
+
+/* Compact encoding of bits [first, first+nbits) (spec: docs/specs,
+ * "Bitmap encoding").  The encoder picks the smaller of a run-length form
+ * (LEB128 varints of alternating clear/set run lengths) and the raw bits.
+ * encode allocates *buf_r (caller frees); decode ORs the bits into b and
+ * fails with INCMIG_EPROTO on any malformed or out-of-range input. */
+int incmig__bitmap_encode(const struct incmig__bitmap *b, uint64_t first,
+                          uint64_t nbits, uint8_t **buf_r, size_t *len_r);
+int incmig__bitmap_decode(struct incmig__bitmap *b, uint64_t first,
+                          uint64_t nbits, const uint8_t *buf, size_t len);
+
+/* ---- image files (diskio.c) ---------------------------------------------- */
+
+struct incmig__disk {
+    int fd;                /* buffered fd, for small or unaligned I/O */
+    int dfd;               /* O_DIRECT fd (== fd when O_DIRECT refused) */
+    uint64_t size;
+    char *path;
+};
+
+/* flags: INCMIG_DISK_WRITE, INCMIG_DISK_CREATE (create if missing, then
+ * ftruncate to `size` when size != 0).  With size == 0 the size is read. */
+#define INCMIG_DISK_WRITE 1
+#define INCMIG_DISK_CREATE 2
+int incmig__disk_open(struct incmig__disk *d, const char *path, int flags,
+                      uint64_t size);
+void incmig__disk_close(struct incmig__disk *d);          /* idempotent */
+/* Sets in `map` (one bit per block of `bs`) every block that holds data
+ * according to SEEK_DATA/SEEK_HOLE (all blocks when unsupported). */
+int incmig__disk_alloc_map(struct incmig__disk *d, uint32_t bs,
+                           struct incmig__bitmap *map);
+bool incmig__is_zero(const void *buf, size_t len);
+/* Full pread/pwrite loops on the buffered fd; INCMIG_EIO / INCMIG_ENOSPC. */
+int incmig__disk_pread(struct incmig__disk *d, void *buf, size_t len,
+                       uint64_t off);
+int incmig__disk_pwrite(struct incmig__disk *d, const void *buf, size_t len,
+                        uint64_t off);
+int incmig__disk_flush(struct incmig__disk *d);
+/* Deallocate (punch hole, keep size) or fall back to writing zeroes. */
+int incmig__disk_punch(struct incmig__disk *d, uint64_t off, uint64_t len);
+
+/* Asynchronous I/O queue on d->dfd through libaio, `qd` in flight, each
+ * request up to `maxlen` bytes (a multiple of 4096).  Buffers are owned by
+ * the queue and aligned for O_DIRECT.
+ *   get_buf: a free buffer (waits for a completion when all are busy);
+ *   submit: queue a read or write of len bytes at off using that buffer;
+ *   reap:   wait for one completion (any order); returns its tag, offset,
+ *           length and buffer, and the result (0 or INCMIG_EIO/ENOSPC).
+ *           After reap the caller must release the buffer with put_buf.
+ * Reads past EOF return zeroes for the missing part. */
+struct incmig__aioq;
+int incmig__aioq_new(struct incmig__aioq **q, struct incmig__disk *d, int qd,
+                     size_t maxlen);
+void incmig__aioq_free(struct incmig__aioq *q);
+int incmig__aioq_get_buf(struct incmig__aioq *q, uint8_t **buf_r);
+int incmig__aioq_submit(struct incmig__aioq *q, bool write, uint8_t *buf,
+                        size_t len, uint64_t off, uint64_t tag);
+int incmig__aioq_inflight(const struct incmig__aioq *q);
+int incmig__aioq_reap(struct incmig__aioq *q, uint64_t *tag_r,
+                      uint64_t *off_r, size_t *len_r, uint8_t **buf_r,
+                      int *res_r);
+void incmig__aioq_put_buf(struct incmig__aioq *q, uint8_t *buf);
+/* Wait for every in-flight request; first error is returned. */
+int incmig__aioq_drain(struct incmig__aioq *q);
+
+/* ---- migration stream (stream.c, docs/specs/incmig-stream.md) ------------ */
+
+#define INCMIG_STREAM_MAGIC "INCMIG\r\n"  /* 8 bytes */
+#define INCMIG_STREAM_VERSION 1u
+/* Bound on any record body; BLOCKS bodies carry at most 1 MiB of blocks. */
+#define INCMIG_REC_MAX (UINT32_C(4) << 20)
+#define INCMIG_BLOCKS_MAX (UINT32_C(1) << 20)
+#define INCMIG_NAME_MAX 255u
+#define INCMIG_MSG_MAX 1024u
+#define INCMIG_MAX_DISKS 8u
+/* Type bit: a reader that does not know an optional record skips it. */
+#define INCMIG_REC_OPTIONAL 0x80000000u
+
+enum incmig__rec_type {
+    INCMIG_REC_HELLO = 1,     /* both ways, first record */
+    INCMIG_REC_DISK = 2,      /* src->dst, one per disk */
+    INCMIG_REC_DISK_ACK = 3,  /* dst->src, one per disk */
+    INCMIG_REC_BLOCKS = 4,    /* src->dst */
+    INCMIG_REC_ROUND = 5,     /* src->dst, end of a PUSH round */
+    INCMIG_REC_SUSPEND = 6,   /* src->dst, guest paused, bitmaps follow */
+    INCMIG_REC_BITMAP = 7,    /* src->dst (dirty) and dst->src (missing) */
+    INCMIG_REC_READY = 8,     /* dst->src, gates armed */
+    INCMIG_REC_GO = 9,        /* src->dst, point of no return */
+    INCMIG_REC_PULL_REQ = 10, /* dst->src, demand fetch */
+    INCMIG_REC_PULL_END = 11, /* src->dst, every marked block was sent */
+    INCMIG_REC_COMPLETE = 12, /* dst->src, nothing marked any more */
+    INCMIG_REC_ERROR = 13,    /* either way, then the sender closes */
+    INCMIG_REC_RESUME = 14,   /* src->dst after reconnecting in PULL */
+    INCMIG_REC_END = 15,      /* src->dst, last record */
+    INCMIG_REC_XEN_STREAM = 16, /* src->dst, a chunk of libxl's stream */
+    INCMIG_REC_REPORT = 17 | INCMIG_REC_OPTIONAL, /* dst->src, figures */
+};
+
+enum incmig__phase {
+    INCMIG_PHASE_PUSH = 0,
+    INCMIG_PHASE_STOPCOPY = 1,
+    INCMIG_PHASE_PULL_DEMAND = 2,
+    INCMIG_PHASE_PULL_BACKGROUND = 3,
+};
+
+enum incmig__enc {
+    INCMIG_ENC_RAW = 0,
+    INCMIG_ENC_ZLIB = 1,
+    INCMIG_ENC_ZERO = 2,      /* the blocks are all zero; no data */
+};
+
+struct incmig__hello {
+    uint32_t version;
+    uint32_t role;            /* 0 source, 1 destination */
+    uint64_t caps;            /* INCMIG_CAP_* */
+    uint8_t mig_id[16];       /* source picks; destination echoes */
+    uint32_t ndisks;          /* <= INCMIG_MAX_DISKS */
+    char name[INCMIG_NAME_MAX + 1];  /* domain name */
+};
+#define INCMIG_CAP_ZLIB 1u
+#define INCMIG_CAP_RESUME 2u
+
+struct incmig__disk_rec {
+    uint32_t index;
+    uint32_t block_size;
+    uint64_t size;
+    uint8_t lineage[16];
+    char name[INCMIG_NAME_MAX + 1];
+};
+
+struct incmig__disk_ack {
+    uint32_t index;
+    int32_t status;           /* 0 or INCMIG_E* */
+    char msg[INCMIG_MSG_MAX + 1];
+};
+
+/* A BLOCKS record: `nblocks` consecutive blocks starting at `first`.
+ * data/len: raw bytes (nblocks * bs), zlib bytes, or none for ENC_ZERO.
+ * The decoded data pointer points into the record buffer. */
+struct incmig__blocks {
+    uint32_t disk;
+    uint8_t phase;
+    uint8_t enc;
+    uint64_t first;
+    uint32_t nblocks;
+    const uint8_t *data;
+    uint32_t len;
+};
+
+struct incmig__bitmap_rec {
+    uint32_t disk;
+    uint8_t phase;
+    uint64_t first;           /* first bit of this chunk */
+    uint64_t nbits;
+    const uint8_t *data;      /* incmig__bitmap_encode output */
+    uint32_t len;
+};
+
+struct incmig__round {
+    uint32_t round;
+    uint64_t blocks;          /* blocks sent in that round, all disks */
+};
+
+struct incmig__pull_req {
+    uint32_t disk;
+    uint64_t first;
+    uint32_t nblocks;         /* <= INCMIG_BLOCKS_MAX / block size */
+};
+
+struct incmig__error_rec {
+    int32_t code;
+    char msg[INCMIG_MSG_MAX + 1];
+};
+
+/* One received record: type, body length and body (owned by the reader,
+ * valid until the next read). */
+struct incmig__rec {
+    uint32_t type;
+    uint32_t len;
+    const uint8_t *body;
+};
+
+/* A stream endpoint over a pair of fds.  Writes are serialised by a mutex
+ * (several threads may send); one thread reads.  Counts bytes, and paces
+ * writes to `bandwidth` bytes/s when set. */
+struct incmig__stream {
+    int rfd, wfd;
+    pthread_mutex_t wlock;
+    uint8_t *rbuf;            /* INCMIG_REC_MAX + framing */
+    uint64_t bytes_out, bytes_in;
+    uint64_t bandwidth;
+    double pace_t0;
+    uint64_t pace_bytes;
+};
+
+int incmig__stream_init(struct incmig__stream *s, int rfd, int wfd);
+void incmig__stream_dispose(struct incmig__stream *s);   /* closes fds */
+int incmig__stream_send_header(struct incmig__stream *s);
+int incmig__stream_recv_header(struct incmig__stream *s); /* EVERSION etc. */
+/* Frame and send one record (type, body) with its CRC. */
+int incmig__stream_send(struct incmig__stream *s, uint32_t type,
+                        const void *body, uint32_t len);
+/* Read one record; unknown optional records are skipped, unknown
+ * mandatory ones fail with INCMIG_EPROTO; EOF -> INCMIG_ELINK. */
+int incmig__stream_recv(struct incmig__stream *s, struct incmig__rec *r);
+
+/* Body codecs: enc_* fill a caller buffer of INCMIG_REC_MAX bytes at most
+ * and return the body length (or a negative code); dec_* validate every
+ * field and bound (INCMIG_EPROTO with a logged reason on failure). */
+int incmig__enc_hello(const struct incmig__hello *h, uint8_t *buf);
+int incmig__dec_hello(const struct incmig__rec *r, struct incmig__hello *h);
+int incmig__enc_disk(const struct incmig__disk_rec *d, uint8_t *buf);
+int incmig__dec_disk(const struct incmig__rec *r, struct incmig__disk_rec *d);
+int incmig__enc_disk_ack(const struct incmig__disk_ack *a, uint8_t *buf);
+int incmig__dec_disk_ack(const struct incmig__rec *r,
+                         struct incmig__disk_ack *a);
+/* enc_blocks writes the header; the caller appends `b->len` data bytes
+ * (the header is INCMIG_BLOCKS_HDR bytes). */
+#define INCMIG_BLOCKS_HDR 20
+int incmig__enc_blocks_hdr(const struct incmig__blocks *b, uint8_t *buf);
+int incmig__dec_blocks(const struct incmig__rec *r, uint32_t block_size,
+                       struct incmig__blocks *b);
+#define INCMIG_BITMAP_HDR 24
+int incmig__enc_bitmap_hdr(const struct incmig__bitmap_rec *m, uint8_t *buf);
+int incmig__dec_bitmap(const struct incmig__rec *r,
+                       struct incmig__bitmap_rec *m);
+int incmig__enc_round(const struct incmig__round *x, uint8_t *buf);
+int incmig__dec_round(const struct incmig__rec *r, struct incmig__round *x);
+int incmig__enc_pull_req(const struct incmig__pull_req *p, uint8_t *buf);
+int incmig__dec_pull_req(const struct incmig__rec *r,
+                         struct incmig__pull_req *p);
+int incmig__enc_error(const struct incmig__error_rec *e, uint8_t *buf);
+int incmig__dec_error(const struct incmig__rec *r, struct incmig__error_rec *e);
+/* Records with an empty body (SUSPEND, READY, GO, PULL_END, COMPLETE, END)
+ * are checked with this: INCMIG_EPROTO unless r->len == 0. */
+int incmig__dec_empty(const struct incmig__rec *r);
+/* RESUME carries the 16-byte migration id. */
+int incmig__dec_resume(const struct incmig__rec *r, uint8_t mig_id[16]);
+const char *incmig__rec_name(uint32_t type);
+
+/* ---- NBD server (nbd.c) -------------------------------------------------- */
+
+/* Callbacks run on worker threads, several at once; they may block (the
+ * PULL gate does).  Return 0 or a negative errno value (-EIO, -ENOSPC...),
+ * which the server maps to the NBD error code. */
+struct incmig__nbd_ops {
+    int (*pread)(void *opaque, void *buf, uint32_t count, uint64_t offset);
+    int (*pwrite)(void *opaque, const void *buf, uint32_t count,
+                  uint64_t offset, bool fua);
+    int (*flush)(void *opaque);
+    int (*trim)(void *opaque, uint32_t count, uint64_t offset, bool fua);
+    int (*zero)(void *opaque, uint32_t count, uint64_t offset, bool may_trim,
+                bool fua);
+};
+
+struct incmig__nbd_server;
+/* listen_uri: "unix:/path" or "tcp:HOST:PORT".  The socket is bound and
+ * listening when this returns (clients queue in the backlog); requests
+ * are served only after incmig__nbd_start. */
+int incmig__nbd_new(struct incmig__nbd_server **s, const char *listen_uri,
+                    uint64_t size, const struct incmig__nbd_ops *ops,
+                    void *opaque, int workers);
+int incmig__nbd_start(struct incmig__nbd_server *s);
+/* Pause: stop accepting and reading requests, wait until every request
+ * already read has been answered, then close every client connection
+ * (clients see their connection end).  The listening socket stays bound
+ * but is not accepted from until incmig__nbd_start again. */
+int incmig__nbd_quiesce(struct incmig__nbd_server *s);
+int incmig__nbd_clients(struct incmig__nbd_server *s);  /* connected now */
+void incmig__nbd_free(struct incmig__nbd_server *s);    /* stops, unlinks */
+
+/* ---- write trackers (tracker.c) ------------------------------------------ */
+
+/* The write tracker of one disk: the simulated guest's in-process tracker
+ * and blkback's bitmap (xen backend) implement the same operations. */
+struct incmig__tracker;
+struct incmig__tracker_ops {
+    /* Swap in a clean bitmap and OR the old one into `out` (atomic with
+     * respect to concurrent writes: no write is lost between two calls). */
+    int (*get_and_clear)(struct incmig__tracker *t, struct incmig__bitmap *out);
+    /* OR a saved bitmap in. */
+    int (*load)(struct incmig__tracker *t, const struct incmig__bitmap *in);
+    void (*dispose)(struct incmig__tracker *t);
+};
+struct incmig__tracker {
+    const struct incmig__tracker_ops *ops;
+    uint32_t block_size;
+    uint64_t nblocks;
+};
+
+/* In-process tracker: writers call mark; thread safe. */
+struct incmig__memtracker {
+    struct incmig__tracker t;
+    pthread_mutex_t lock;
+    struct incmig__bitmap bm;
+};
+int incmig__memtracker_init(struct incmig__memtracker *m, uint64_t disk_size,
+                            uint32_t block_size);
+void incmig__memtracker_mark(struct incmig__memtracker *m, uint64_t off,
+                             uint64_t len);
+
+/* ---- the domain backend the toolstack drives ----------------------------- */
+
+/* A "domain" as migrate sees it: its disks, their trackers, and
+ * pause/resume/release.  sim (ctl.c) talks to an incmig_serve process;
+ * xen (xen.c, built with libxen) drives libxl and blkback. */
+struct incmig__dom_disk {
+    char name[64];
+    char path[4096];          /* image the toolstack reads blocks from */
+    uint64_t size;
+    uint32_t block_size;
+};
+
+struct incmig__domain;
+struct incmig__domain_ops {
+    int (*get_and_clear)(struct incmig__domain *d, int disk,
+                         struct incmig__bitmap *out);
+    int (*suspend)(struct incmig__domain *d);  /* pause + drain I/O */
+    int (*resume)(struct incmig__domain *d);   /* failure before GO */
+    int (*release)(struct incmig__domain *d);  /* migration complete */
+    void (*close)(struct incmig__domain *d);
+};
+struct incmig__domain {
+    const struct incmig__domain_ops *ops;
+    char name[INCMIG_NAME_MAX + 1];
+    int ndisks;
+    struct incmig__dom_disk disks[INCMIG_MAX_DISKS];
+};
+
+int incmig__sim_domain_open(struct incmig__domain **d, const char *ctl_path);
+
+#endif
