@@ -78,7 +78,7 @@ uint64_t incmig__bitmap_next_set(const struct incmig__bitmap *b,
 uint64_t incmig__bitmap_next_clear(const struct incmig__bitmap *b,
                                    uint64_t from);
 /* Next run of set bits starting at or after *pos: returns false when none;
- * else *start_r/*len_r describe it and *pos is moved past it. */
+ * else *start_r and *len_r describe it and *pos is moved past it. */
 bool incmig__bitmap_next_run(const struct incmig__bitmap *b, uint64_t *pos,
                              uint64_t *start_r, uint64_t *len_r);
 /* Swap contents of two bitmaps of equal size (for get-and-clear). */
@@ -127,12 +127,14 @@ int incmig__disk_punch(struct incmig__disk *d, uint64_t off, uint64_t len);
 /* Asynchronous I/O queue on d->dfd through libaio, `qd` in flight, each
  * request up to `maxlen` bytes (a multiple of 4096).  Buffers are owned by
  * the queue and aligned for O_DIRECT.
- *   get_buf: a free buffer (waits for a completion when all are busy);
+ *   get_buf: a free buffer; fails with INCMIG_EINVAL when all are busy
+ *            (reap and put_buf first: keep inflight() < qd);
  *   submit: queue a read or write of len bytes at off using that buffer;
  *   reap:   wait for one completion (any order); returns its tag, offset,
  *           length and buffer, and the result (0 or INCMIG_EIO/ENOSPC).
  *           After reap the caller must release the buffer with put_buf.
- * Reads past EOF return zeroes for the missing part. */
+ * Reads past EOF return zeroes for the missing part; writes past d->size
+ * are refused; reap with nothing in flight is INCMIG_EINVAL. */
 struct incmig__aioq;
 int incmig__aioq_new(struct incmig__aioq **q, struct incmig__disk *d, int qd,
                      size_t maxlen);
@@ -323,6 +325,55 @@ int incmig__dec_empty(const struct incmig__rec *r);
 int incmig__dec_resume(const struct incmig__rec *r, uint8_t mig_id[16]);
 const char *incmig__rec_name(uint32_t type);
 
+/* ---- transports (transport.c) -------------------------------------------- */
+
+/* "HOST:PORT" (HOST may be a name, an IPv4 address or [IPv6]). */
+int incmig__tcp_connect(const char *hostport, int *fd_r);
+int incmig__tcp_listen(const char *hostport, int *fd_r);
+/* Accept one connection, waiting at most timeout_s (< 0: forever);
+ * INCMIG_ECANCEL on timeout. */
+int incmig__tcp_accept(int lfd, double timeout_s, int *fd_r);
+/* Run `ssh_cmd host remote_cmd` (through /bin/sh) with its stdin/stdout
+ * on a socketpair; *fd_r is our end, *pid_r the child. */
+int incmig__ssh_spawn(const char *ssh_cmd, const char *host,
+                      const char *remote_cmd, int *fd_r, pid_t *pid_r);
+/* Host names and addresses we accept on a command line. */
+bool incmig__host_valid(const char *host);
+
+/* ---- PUSH (push.c) -------------------------------------------------------- */
+
+/* Sends blocks of one disk as BLOCKS records: all-zero runs as ZERO
+ * markers, the rest raw or zlib-compressed (when smaller). */
+struct incmig__sender {
+    struct incmig__stream *st;
+    struct incmig__disk *disk;
+    uint32_t disk_index;
+    uint32_t bs;
+    uint64_t nblocks;
+    int compress;
+    uint8_t *rec;              /* record body buffer, INCMIG_REC_MAX */
+    uint8_t *zbuf;             /* compression scratch */
+    struct incmig__aioq *q;    /* read-ahead on the O_DIRECT fd */
+    uint64_t blocks, zero_blocks, data_bytes;
+};
+int incmig__sender_init(struct incmig__sender *s, struct incmig__stream *st,
+                        struct incmig__disk *disk, uint32_t disk_index,
+                        uint32_t bs, int compress);
+void incmig__sender_dispose(struct incmig__sender *s);
+/* n blocks starting at first, data = n * bs bytes in memory. */
+int incmig__send_blocks(struct incmig__sender *s, uint8_t phase,
+                        uint64_t first, uint64_t n, const uint8_t *data);
+/* Read (synchronously) and send blocks [first, first+n). */
+int incmig__send_range_sync(struct incmig__sender *s, uint8_t phase,
+                            uint64_t first, uint64_t n);
+/* Send every block set in bm, reading ahead with libaio, extents of at
+ * most max_extent bytes.  When `poll` is given it is called between
+ * extents and a nonzero return stops early (the bits of what was sent are
+ * cleared from bm, so a later call carries on). */
+int incmig__send_bitmap(struct incmig__sender *s, uint8_t phase,
+                        struct incmig__bitmap *bm, size_t max_extent,
+                        int (*poll)(void *opaque), void *opaque);
+
 /* ---- NBD server (nbd.c) -------------------------------------------------- */
 
 /* Callbacks run on worker threads, several at once; they may block (the
@@ -353,6 +404,52 @@ int incmig__nbd_start(struct incmig__nbd_server *s);
 int incmig__nbd_quiesce(struct incmig__nbd_server *s);
 int incmig__nbd_clients(struct incmig__nbd_server *s);  /* connected now */
 void incmig__nbd_free(struct incmig__nbd_server *s);    /* stops, unlinks */
+
+/* ---- destination PULL gate (gate.c) -------------------------------------- */
+
+/* The gate of one disk on the destination, armed with the stop-and-copy
+ * bitmap ("missing": blocks whose current data is still on the source).
+ * The guest's NBD requests go through it (incmig__gate_nbd_ops, opaque =
+ * gate): a read, or a write/trim/zero that covers a missing block only
+ * partly, waits until that block has arrived, and the block is requested
+ * from the source first (request callback, coalesced, once per block).  A
+ * write/trim/zero covering a whole missing block makes it current without
+ * fetching it; a copy of that block arriving later is dropped.  Blocks from
+ * the source (demand answers and background pushes) enter via fill, which
+ * writes only blocks still missing.  Thread safe. */
+struct incmig__gate;
+typedef int (*incmig__gate_request_fn)(void *opaque, uint32_t disk,
+                                       uint64_t first, uint32_t nblocks);
+int incmig__gate_new(struct incmig__gate **g, struct incmig__disk *d,
+                     uint32_t disk_index, uint32_t block_size,
+                     incmig__gate_request_fn request, void *opaque);
+void incmig__gate_free(struct incmig__gate *g);
+/* OR blocks into the missing set (the stop-and-copy bitmap). */
+int incmig__gate_mark_missing(struct incmig__gate *g,
+                              const struct incmig__bitmap *m);
+/* Copy of the still-missing set into out (sized to the disk). */
+int incmig__gate_get_missing(struct incmig__gate *g, struct incmig__bitmap *out);
+uint64_t incmig__gate_missing_count(struct incmig__gate *g);
+/* Blocks arriving from the source; data NULL means all zeroes.  Blocks no
+ * longer missing are skipped.  INCMIG_EIO/ENOSPC on write failure. */
+int incmig__gate_fill(struct incmig__gate *g, uint64_t first, uint32_t n,
+                      const uint8_t *data);
+/* After a reconnect: forget which blocks were requested and request again
+ * every missing block a guest request is waiting for. */
+void incmig__gate_relink(struct incmig__gate *g);
+/* Wait until nothing is missing: 0, or INCMIG_ECANCEL after timeout_s
+ * (< 0: forever). */
+int incmig__gate_wait_complete(struct incmig__gate *g, double timeout_s);
+struct incmig__gate_stats {
+    uint64_t demand_requests;  /* request callbacks made */
+    uint64_t demand_blocks;    /* blocks asked for by those */
+    uint64_t waits;            /* guest requests that had to wait */
+    uint64_t overwritten;      /* missing blocks made current by the guest */
+    uint64_t dropped;          /* arrivals skipped: block already current */
+    double max_wait_ms;        /* longest a guest request waited */
+};
+void incmig__gate_get_stats(struct incmig__gate *g, struct incmig__gate_stats *st);
+extern const struct incmig__nbd_ops incmig__gate_nbd_ops;
 
 /* ---- write trackers (tracker.c) ------------------------------------------ */
 
@@ -402,6 +499,7 @@ struct incmig__domain_ops {
                          struct incmig__bitmap *out);
     int (*suspend)(struct incmig__domain *d);  /* pause + drain I/O */
     int (*resume)(struct incmig__domain *d);   /* failure before GO */
+    int (*commit)(struct incmig__domain *d);   /* point of no return */
     int (*release)(struct incmig__domain *d);  /* migration complete */
     void (*close)(struct incmig__domain *d);
 };
@@ -411,6 +509,27 @@ struct incmig__domain {
     int ndisks;
     struct incmig__dom_disk disks[INCMIG_MAX_DISKS];
 };
+
+
+/* ---- control protocol of the simulated guest (ctl.c) --------------------- */
+
+/* Line-based requests on a unix socket, one client at a time:
+ *   INFO            -> "OK <size> <block size> <name> <image path>"
+ *   GETCLEAR <disk> -> "OK <nbits> <len>" then <len> bytes of
+ *                      incmig__bitmap_encode output
+ *   SUSPEND         -> "OK" once the export is drained and closed
+ *   COMMIT          -> "OK": point of no return; the export will not resume
+ *   RESUME          -> "OK" serving again (refused after COMMIT)
+ *   RELEASE         -> "OK", then the serving process exits
+ * Errors: "ERR <message>".  A client that disconnects while the export is
+ * suspended and not committed gets it resumed: a dead toolstack must not
+ * leave the guest paused before the point of no return. */
+#define INCMIG_CTL_LINE_MAX 4608
+int incmig__ctl_readline(int fd, char *buf, size_t cap);
+int incmig__ctl_writeall(int fd, const void *buf, size_t len);
+int incmig__ctl_readall(int fd, void *buf, size_t len);
+int incmig__unix_listen(const char *path, int *fd_r);
+int incmig__unix_connect(const char *path, int *fd_r);
 
 int incmig__sim_domain_open(struct incmig__domain **d, const char *ctl_path);
 

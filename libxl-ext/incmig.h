@@ -133,6 +133,7 @@ struct incmig_receive_opts {
     int exit_when_done;       /* exit once PULL is complete and no NBD
                                * client is connected any more */
     int reconnect_s;          /* how long to wait for a broken link */
+    int force;                /* overwrite an existing image of another size */
 };
 
 /* With o->listen NULL the stream is on in_fd/out_fd (ssh's stdin/stdout). */

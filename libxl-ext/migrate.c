@@ -1,0 +1,859 @@
+/* migrate.c: the source side of a migration (incmig_migrate).
+ *
+ * States, in order; "->fail" resumes the guest on the source, because
+ * until GO the source is authoritative (ARCHITECTURE.md, failure rules):
+ *
+ *   CONNECT    transport up, headers + HELLO both ways       ->fail
+ *   DISKS      DISK per disk, DISK_ACK per disk               ->fail
+ *   PUSH       round 0 (allocated blocks), rounds of dirty
+ *              blocks until the convergence policy stops      ->fail
+ *   STOPCOPY   guest suspended; final bitmap (or, for the
+ *              pre-copy-only policy, the blocks) then READY;
+ *              wait for the destination's READY               ->fail
+ *   COMMIT     domain told it will not resume; GO sent.
+ *              --- point of no return ---
+ *   PULL       background push of the marked blocks; demand
+ *              requests answered first; PULL_END; wait for
+ *              COMPLETE.  A lost link is re-established and
+ *              resumed (RESUME), never abandoned, until
+ *              reconnect_s passes                              ->stuck
+ *   RELEASE    source disk let go, END sent, report.
+ *
+ * Threads: the main thread sends everything.  During PULL a reader thread
+ * takes PULL_REQ, COMPLETE and ERROR records off the stream and queues
+ * demand requests, which the main thread serves between background extents.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "incmig-internal.h"
+
+#define DEMAND_QUEUE 1024
+#define PULL_EXTENT (256u << 10)
+
+struct mdisk {
+    struct incmig__disk disk;
+    struct incmig__sender snd;
+    struct incmig__bitmap dirty;     /* PUSH round set, then final set */
+    uint32_t bs;
+    uint64_t nblocks;
+};
+
+struct mig {
+    const struct incmig_migrate_opts *o;
+    struct incmig_report *rep;
+    struct incmig__domain *dom;
+    struct incmig__stream st;
+    bool st_open;
+    pid_t ssh_pid;
+    uint8_t mig_id[16];
+    int nd;
+    struct mdisk d[INCMIG_MAX_DISKS];
+    uint8_t *buf;                    /* record encoding, INCMIG_REC_MAX */
+    double t0;
+
+    /* PULL, under lock */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t reader;
+    bool reader_running;
+    struct incmig__pull_req q[DEMAND_QUEUE];
+    unsigned q_head, q_len;
+    bool complete, link_down;
+    int peer_rc;
+
+    /* progress */
+    double prog_last;
+    uint64_t prog_total, prog_base;
+    const char *prog_what;
+};
+
+static void phase_add(struct mig *m, uint64_t *slot, uint64_t before)
+{
+    *slot += m->st.bytes_out + m->st.bytes_in - before;
+}
+static uint64_t wire_now(struct mig *m)
+{
+    return m->st.bytes_out + m->st.bytes_in;
+}
+
+/* ---- connection ---------------------------------------------------------- */
+
+static void close_link(struct mig *m)
+{
+    if (m->st_open) {
+        incmig__stream_dispose(&m->st);
+        m->st_open = false;
+    }
+    if (m->ssh_pid > 0) {
+        int status;
+        kill(m->ssh_pid, SIGTERM);
+        waitpid(m->ssh_pid, &status, 0);
+        m->ssh_pid = 0;
+    }
+}
+
+static int open_link(struct mig *m, bool quiet)
+{
+    const struct incmig_migrate_opts *o = m->o;
+    const char *ssh = o->ssh_command ? o->ssh_command : "ssh";
+    int fd = -1, rc;
+    uint64_t in = 0, out = 0;
+
+    if (m->st_open) {   /* keep the byte counts across reconnects */
+        in = m->st.bytes_in;
+        out = m->st.bytes_out;
+    }
+    close_link(m);
+    if (*ssh) {
+        const char *remote = o->remote_command ? o->remote_command
+                                               : "xl-incmig migrate-receive";
+        rc = incmig__ssh_spawn(ssh, o->host, remote, &fd, &m->ssh_pid);
+    } else {
+        rc = incmig__tcp_connect(o->host, &fd);
+        if (rc && !quiet)
+            ERR("cannot connect to the receiver at %s: is `xl-incmig "
+                "migrate-receive --listen %s` running there?", o->host,
+                o->host);
+    }
+    if (rc)
+        return rc;
+    rc = incmig__stream_init(&m->st, fd, fd);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    m->st_open = true;
+    m->st.bytes_in = in;
+    m->st.bytes_out = out;
+    m->st.bandwidth = o->bandwidth;
+    rc = incmig__stream_send_header(&m->st);
+    if (!rc)
+        rc = incmig__stream_recv_header(&m->st);
+    if (rc)
+        return rc;
+
+    struct incmig__hello h = {
+        .version = INCMIG_STREAM_VERSION, .role = 0,
+        .caps = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME,
+        .ndisks = (uint32_t)m->nd,
+    };
+    memcpy(h.mig_id, m->mig_id, 16);
+    snprintf(h.name, sizeof h.name, "%s", m->dom->name);
+    int len = incmig__enc_hello(&h, m->buf);
+    if (len < 0)
+        return len;
+    rc = incmig__stream_send(&m->st, INCMIG_REC_HELLO, m->buf, (uint32_t)len);
+    if (rc)
+        return rc;
+
+    struct incmig__rec r;
+    struct incmig__hello peer;
+    rc = incmig__stream_recv(&m->st, &r);
+    if (rc)
+        return rc;
+    if (r.type == INCMIG_REC_ERROR) {
+        struct incmig__error_rec e;
+        if (!incmig__dec_error(&r, &e))
+            ERR("receiver refused the migration: %s", e.msg);
+        return INCMIG_EPEER;
+    }
+    if (r.type != INCMIG_REC_HELLO) {
+        ERR("expected HELLO from the receiver, got %s", incmig__rec_name(r.type));
+        return INCMIG_EPROTO;
+    }
+    rc = incmig__dec_hello(&r, &peer);
+    if (rc)
+        return rc;
+    if (peer.role != 1) {
+        ERR("the peer is not a receiver (role %u)", peer.role);
+        return INCMIG_EPROTO;
+    }
+    return 0;
+}
+
+static void send_error(struct mig *m, int code, const char *msg)
+{
+    struct incmig__error_rec e = { .code = code };
+    snprintf(e.msg, sizeof e.msg, "%s", msg);
+    int len = incmig__enc_error(&e, m->buf);
+    if (m->st_open && len >= 0)
+        incmig__stream_send(&m->st, INCMIG_REC_ERROR, m->buf, (uint32_t)len);
+}
+
+/* Read the next record, turning an ERROR from the peer into EPEER. */
+static int recv_expect(struct mig *m, struct incmig__rec *r, uint32_t type)
+{
+    int rc = incmig__stream_recv(&m->st, r);
+    if (rc)
+        return rc;
+    if (r->type == INCMIG_REC_ERROR) {
+        struct incmig__error_rec e;
+        if (!incmig__dec_error(r, &e)) {
+            ERR("the receiver failed: %s", e.msg);
+            return e.code < 0 && e.code >= INCMIG_ECANCEL ? e.code
+                                                          : INCMIG_EPEER;
+        }
+        return INCMIG_EPROTO;
+    }
+    if (type && r->type != type) {
+        ERR("expected %s from the receiver, got %s", incmig__rec_name(type),
+            incmig__rec_name(r->type));
+        return INCMIG_EPROTO;
+    }
+    return 0;
+}
+
+static int send_disks(struct mig *m)
+{
+    int rc = 0;
+
+    for (int i = 0; i < m->nd && !rc; i++) {
+        struct incmig__dom_disk *dd = &m->dom->disks[i];
+        struct incmig__disk_rec d = {
+            .index = (uint32_t)i, .block_size = dd->block_size,
+            .size = dd->size,
+        };
+        snprintf(d.name, sizeof d.name, "%s", dd->name);
+        int len = incmig__enc_disk(&d, m->buf);
+        rc = len < 0 ? len
+                     : incmig__stream_send(&m->st, INCMIG_REC_DISK, m->buf,
+                                           (uint32_t)len);
+    }
+    for (int i = 0; i < m->nd && !rc; i++) {
+        struct incmig__rec r;
+        struct incmig__disk_ack a;
+        rc = recv_expect(m, &r, INCMIG_REC_DISK_ACK);
+        if (!rc)
+            rc = incmig__dec_disk_ack(&r, &a);
+        if (!rc && (a.index != (uint32_t)i)) {
+            ERR("receiver acknowledged disk %u, expected %d", a.index, i);
+            rc = INCMIG_EPROTO;
+        }
+        if (!rc && a.status) {
+            ERR("the receiver cannot take disk %d (%s): %s", i,
+                m->dom->disks[i].name, a.msg);
+            rc = a.status < 0 && a.status >= INCMIG_ECANCEL ? a.status
+                                                            : INCMIG_EPEER;
+        }
+    }
+    return rc;
+}
+
+/* ---- progress ------------------------------------------------------------ */
+
+static int progress_poll(void *opaque)
+{
+    struct mig *m = opaque;
+    double now = incmig__now();
+
+    if (!m->o->progress || now - m->prog_last < 0.5)
+        return 0;
+    m->prog_last = now;
+    uint64_t done = 0;
+    for (int i = 0; i < m->nd; i++)
+        done += m->d[i].snd.blocks * m->d[i].bs;
+    done -= m->prog_base;
+    double el = now - m->t0;
+    double rate = el > 0 ? (double)m->st.bytes_out / el : 0;
+    double eta = rate > 0 && m->prog_total > done
+                     ? (double)(m->prog_total - done) / rate : 0;
+    fprintf(stderr, "\r%s: %" PRIu64 "/%" PRIu64 " MiB  %.1f MB/s  ETA %.0fs   ",
+            m->prog_what, done >> 20, m->prog_total >> 20, rate / 1e6, eta);
+    return 0;
+}
+
+static void progress_begin(struct mig *m, const char *what, uint64_t total)
+{
+    m->prog_what = what;
+    m->prog_total = total;
+    m->prog_base = 0;
+    for (int i = 0; i < m->nd; i++)
+        m->prog_base += m->d[i].snd.blocks * m->d[i].bs;
+}
+
+static void progress_end(struct mig *m)
+{
+    if (m->o->progress && m->prog_last > 0) {
+        fprintf(stderr, "\r%*s\r", 70, "");
+        m->prog_last = 0;
+    }
+}
+
+/* ---- PUSH ---------------------------------------------------------------- */
+
+static int get_dirty(struct mig *m, uint64_t *total_r)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < m->nd; i++) {
+        int rc = m->dom->ops->get_and_clear(m->dom, i, &m->d[i].dirty);
+        if (rc)
+            return rc;
+        total += incmig__bitmap_count(&m->d[i].dirty) * m->d[i].bs;
+    }
+    *total_r = total;
+    return 0;
+}
+
+static int send_round(struct mig *m, uint32_t round, uint8_t phase,
+                      uint64_t *blocks_r)
+{
+    uint64_t before = 0, after = 0;
+    int rc = 0;
+
+    for (int i = 0; i < m->nd; i++)
+        before += m->d[i].snd.blocks;
+    for (int i = 0; i < m->nd && !rc; i++)
+        rc = incmig__send_bitmap(&m->d[i].snd, phase, &m->d[i].dirty,
+                                 INCMIG_BLOCKS_MAX, progress_poll, m);
+    progress_end(m);
+    if (rc)
+        return rc;
+    for (int i = 0; i < m->nd; i++)
+        after += m->d[i].snd.blocks;
+    struct incmig__round x = { .round = round, .blocks = after - before };
+    int len = incmig__enc_round(&x, m->buf);
+    if (len < 0)
+        return len;
+    *blocks_r = after - before;
+    return incmig__stream_send(&m->st, INCMIG_REC_ROUND, m->buf, (uint32_t)len);
+}
+
+static int push(struct mig *m)
+{
+    const struct incmig_migrate_opts *o = m->o;
+    struct incmig_report *rep = m->rep;
+    uint64_t dirty, alloc = 0, blocks, w0 = wire_now(m);
+    int max_rounds = o->max_rounds > 0 ? o->max_rounds : 30;
+    double budget = (o->downtime_ms ? o->downtime_ms : 300) / 1000.0;
+    int rc;
+
+    /* Round 0 copies everything allocated: what was written before now
+     * is covered by it, so the tracker starts clean here. */
+    rc = get_dirty(m, &dirty);
+    if (rc)
+        return rc;
+    for (int i = 0; i < m->nd; i++) {
+        incmig__bitmap_clear_all(&m->d[i].dirty);
+        rc = incmig__disk_alloc_map(&m->d[i].disk, m->d[i].bs, &m->d[i].dirty);
+        if (rc)
+            return rc;
+        rep->disks[i].allocated_blocks = incmig__bitmap_count(&m->d[i].dirty);
+        alloc += rep->disks[i].allocated_blocks * m->d[i].bs;
+    }
+    INFO("PUSH round 0: %" PRIu64 " MiB allocated", alloc >> 20);
+    double t = incmig__now();
+    progress_begin(m, "PUSH round 0", alloc);
+    rc = send_round(m, 0, INCMIG_PHASE_PUSH, &blocks);
+    if (rc)
+        return rc;
+    double el = incmig__now() - t;
+    double rate = el > 0 ? (double)(wire_now(m) - w0) / el : 1e9;
+    if (rate < 1e6)
+        rate = 1e6;
+    rep->push_rate = rate;
+    int round = 1;
+    uint64_t prev = UINT64_MAX;
+    for (;; round++) {
+        rc = get_dirty(m, &dirty);
+        if (rc)
+            return rc;
+        double est = (double)dirty / rate;
+        const char *why = NULL;
+        if (o->policy == INCMIG_POLICY_SINGLE)
+            why = "single-pass policy";
+        else if (est <= budget)
+            why = "remaining set fits the downtime budget";
+        else if (round > max_rounds)
+            why = "round limit reached";
+        else if (round >= 3 && dirty >= prev - prev / 10)
+            why = "dirty set no longer shrinking";
+        if (why) {
+            INFO("PUSH converged after %d round(s): %s (%" PRIu64
+                 " KiB dirty, %.0f ms at %.1f MB/s)", round, why,
+                 dirty >> 10, est * 1000, rate / 1e6);
+            break;
+        }
+        prev = dirty;
+        DBG("PUSH round %d: %" PRIu64 " KiB dirty", round, dirty >> 10);
+        t = incmig__now();
+        uint64_t w = wire_now(m);
+        progress_begin(m, "PUSH round", dirty);
+        rc = send_round(m, (uint32_t)round, INCMIG_PHASE_PUSH, &blocks);
+        if (rc)
+            return rc;
+        el = incmig__now() - t;
+        if (el > 0.05)
+            rate = (rate + (double)(wire_now(m) - w) / el) / 2;
+    }
+    for (int i = 0; i < m->nd; i++)
+        rep->disks[i].rounds = round;
+    return 0;
+}
+
+/* ---- stop-and-copy ------------------------------------------------------- */
+
+static int send_bitmaps(struct mig *m, uint8_t phase)
+{
+    int rc = 0;
+    /* chunks small enough that the raw form always fits a record */
+    const uint64_t chunk = (uint64_t)(INCMIG_REC_MAX - INCMIG_BITMAP_HDR - 64) * 8;
+
+    for (int i = 0; i < m->nd && !rc; i++) {
+        struct incmig__bitmap *bm = &m->d[i].dirty;
+        for (uint64_t first = 0; first < bm->nbits && !rc; first += chunk) {
+            uint64_t n = bm->nbits - first < chunk ? bm->nbits - first : chunk;
+            uint8_t *enc = NULL;
+            size_t elen = 0;
+            rc = incmig__bitmap_encode(bm, first, n, &enc, &elen);
+            if (rc)
+                break;
+            struct incmig__bitmap_rec br = {
+                .disk = (uint32_t)i, .phase = phase, .first = first,
+                .nbits = n, .data = enc, .len = (uint32_t)elen,
+            };
+            int hl = incmig__enc_bitmap_hdr(&br, m->buf);
+            if (hl < 0 || hl + elen > INCMIG_REC_MAX) {
+                rc = hl < 0 ? hl : INCMIG_EINVAL;
+            } else {
+                memcpy(m->buf + hl, enc, elen);
+                rc = incmig__stream_send(&m->st, INCMIG_REC_BITMAP, m->buf,
+                                         (uint32_t)(hl + elen));
+            }
+            free(enc);
+        }
+    }
+    return rc;
+}
+
+static int stop_and_copy(struct mig *m, double *t_susp_r)
+{
+    struct incmig_report *rep = m->rep;
+    uint64_t dirty, blocks, w0;
+    struct incmig__rec r;
+    int rc;
+
+    *t_susp_r = incmig__now();
+    rc = m->dom->ops->suspend(m->dom);
+    if (rc)
+        return rc;
+    INFO("guest suspended");
+    /* The bitmap of the last PUSH round is still in d->dirty: merge. */
+    rc = get_dirty(m, &dirty);
+    if (rc)
+        return rc;
+    w0 = wire_now(m);
+    rc = incmig__stream_send(&m->st, INCMIG_REC_SUSPEND, NULL, 0);
+    if (rc)
+        return rc;
+    for (int i = 0; i < m->nd; i++)
+        rep->disks[i].final_dirty_blocks = incmig__bitmap_count(&m->d[i].dirty);
+    if (m->o->policy == INCMIG_POLICY_PRECOPY) {
+        progress_begin(m, "stop-and-copy", dirty);
+        rc = send_round(m, UINT32_MAX, INCMIG_PHASE_STOPCOPY, &blocks);
+        if (rc)
+            return rc;
+    }
+    rc = send_bitmaps(m, INCMIG_PHASE_STOPCOPY);
+    if (!rc)
+        rc = incmig__stream_send(&m->st, INCMIG_REC_READY, NULL, 0);
+    if (!rc)
+        rc = recv_expect(m, &r, INCMIG_REC_READY);
+    phase_add(m, &rep->wire.stopcopy, w0);
+    return rc;
+}
+
+/* ---- PULL ---------------------------------------------------------------- */
+
+static void *reader_main(void *opaque)
+{
+    struct mig *m = opaque;
+    struct incmig__rec r;
+    int rc;
+
+    for (;;) {
+        rc = incmig__stream_recv(&m->st, &r);
+        pthread_mutex_lock(&m->lock);
+        if (rc) {
+            m->link_down = true;
+        } else if (r.type == INCMIG_REC_PULL_REQ) {
+            struct incmig__pull_req p;
+            if (incmig__dec_pull_req(&r, &p) == 0 && p.disk < (uint32_t)m->nd &&
+                m->q_len < DEMAND_QUEUE) {
+                m->q[(m->q_head + m->q_len++) % DEMAND_QUEUE] = p;
+            }
+            /* a dropped request is still served by the background push */
+        } else if (r.type == INCMIG_REC_COMPLETE) {
+            m->complete = true;
+        } else if (r.type == INCMIG_REC_ERROR) {
+            struct incmig__error_rec e;
+            if (!incmig__dec_error(&r, &e))
+                ERR("the receiver reports: %s", e.msg);
+            m->peer_rc = INCMIG_EPEER;
+            m->link_down = true;
+        } else {
+            DBG("ignoring %s during PULL", incmig__rec_name(r.type));
+        }
+        bool stop = m->link_down || m->complete;
+        pthread_cond_broadcast(&m->cond);
+        pthread_mutex_unlock(&m->lock);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+static int start_reader(struct mig *m)
+{
+    m->link_down = false;
+    m->complete = false;
+    if (pthread_create(&m->reader, NULL, reader_main, m))
+        return INCMIG_ENOMEM;
+    m->reader_running = true;
+    return 0;
+}
+
+static void stop_reader(struct mig *m)
+{
+    if (!m->reader_running)
+        return;
+    if (m->st_open)
+        shutdown(m->st.rfd, SHUT_RDWR);
+    pthread_join(m->reader, NULL);
+    m->reader_running = false;
+}
+
+/* Serve queued demand requests; called between background extents. */
+static int serve_demand(void *opaque)
+{
+    struct mig *m = opaque;
+    int rc = 0;
+
+    for (;;) {
+        struct incmig__pull_req p;
+        pthread_mutex_lock(&m->lock);
+        if (m->link_down) {
+            pthread_mutex_unlock(&m->lock);
+            return INCMIG_ELINK;
+        }
+        if (!m->q_len) {
+            pthread_mutex_unlock(&m->lock);
+            return 0;
+        }
+        p = m->q[m->q_head];
+        m->q_head = (m->q_head + 1) % DEMAND_QUEUE;
+        m->q_len--;
+        pthread_mutex_unlock(&m->lock);
+
+        struct mdisk *d = &m->d[p.disk];
+        uint64_t before = d->snd.blocks, w0 = wire_now(m);
+        rc = incmig__send_range_sync(&d->snd, INCMIG_PHASE_PULL_DEMAND,
+                                     p.first, p.nblocks);
+        m->rep->disks[p.disk].demand_blocks += d->snd.blocks - before;
+        phase_add(m, &m->rep->wire.pull_demand, w0);
+        if (rc)
+            return rc;
+        if (p.first < d->nblocks)
+            incmig__bitmap_clear_range(&d->dirty, p.first,
+                                       p.nblocks < d->nblocks - p.first
+                                           ? p.nblocks : d->nblocks - p.first);
+    }
+}
+
+/* Reconnect after a lost link and learn what the destination still lacks. */
+static int resume_link(struct mig *m)
+{
+    double end = incmig__now() + (m->o->reconnect_s > 0 ? m->o->reconnect_s : 600);
+    bool said = false;
+
+    for (;;) {
+        stop_reader(m);
+        int rc = open_link(m, true);
+        if (!rc)
+            rc = incmig__stream_send(&m->st, INCMIG_REC_RESUME, m->mig_id, 16);
+        for (int i = 0; i < m->nd && !rc; i++)
+            incmig__bitmap_clear_all(&m->d[i].dirty);
+        struct incmig__rec r;
+        while (!rc) {
+            rc = recv_expect(m, &r, 0);
+            if (rc)
+                break;
+            if (r.type == INCMIG_REC_READY)
+                break;
+            struct incmig__bitmap_rec br;
+            if (r.type != INCMIG_REC_BITMAP || incmig__dec_bitmap(&r, &br) ||
+                br.disk >= (uint32_t)m->nd) {
+                rc = INCMIG_EPROTO;
+                break;
+            }
+            rc = incmig__bitmap_decode(&m->d[br.disk].dirty, br.first,
+                                       br.nbits, br.data, br.len);
+        }
+        if (!rc) {
+            uint64_t left = 0;
+            for (int i = 0; i < m->nd; i++)
+                left += incmig__bitmap_count(&m->d[i].dirty);
+            INFO("link re-established: PULL resumes, %" PRIu64
+                 " blocks still missing on the destination", left);
+            pthread_mutex_lock(&m->lock);
+            m->q_len = 0;
+            pthread_mutex_unlock(&m->lock);
+            return start_reader(m);
+        }
+        if (rc == INCMIG_EPEER || rc == INCMIG_EPROTO || rc == INCMIG_EVERSION)
+            return rc;
+        if (incmig__now() > end) {
+            ERR("could not re-establish the link within %d s; the guest runs "
+                "on the destination and its missing blocks are still here: "
+                "keep this host's disk and run the migration's resume",
+                m->o->reconnect_s);
+            return INCMIG_ELINK;
+        }
+        if (!said) {
+            ERR("link to the destination lost during PULL: the guest's reads "
+                "of missing blocks wait; retrying");
+            said = true;
+        }
+        sleep(1);
+    }
+}
+
+static int pull(struct mig *m)
+{
+    int rc = start_reader(m);
+    bool end_sent = false;
+
+    while (!rc) {
+        /* background push of everything still marked */
+        for (int i = 0; i < m->nd && !rc; i++) {
+            uint64_t before = m->d[i].snd.blocks, w0 = wire_now(m);
+            rc = incmig__send_bitmap(&m->d[i].snd, INCMIG_PHASE_PULL_BACKGROUND,
+                                     &m->d[i].dirty, PULL_EXTENT, serve_demand, m);
+            m->rep->disks[i].background_blocks += m->d[i].snd.blocks - before;
+            phase_add(m, &m->rep->wire.pull_background, w0);
+        }
+        if (!rc && !end_sent) {
+            rc = incmig__stream_send(&m->st, INCMIG_REC_PULL_END, NULL, 0);
+            end_sent = !rc;
+        }
+        /* wait for COMPLETE, answering late demand requests */
+        while (!rc) {
+            pthread_mutex_lock(&m->lock);
+            while (!m->complete && !m->link_down && !m->q_len)
+                pthread_cond_wait(&m->cond, &m->lock);
+            bool done = m->complete, down = m->link_down;
+            pthread_mutex_unlock(&m->lock);
+            if (done)
+                goto out;
+            if (down) {
+                rc = INCMIG_ELINK;
+                break;
+            }
+            rc = serve_demand(m);
+        }
+        if (rc == INCMIG_ELINK && !m->peer_rc) {
+            rc = resume_link(m);
+            end_sent = false;
+        }
+    }
+out:
+    if (m->peer_rc && !rc)
+        rc = m->peer_rc;
+    stop_reader(m);
+    return rc;
+}
+
+/* ---- the whole migration ---------------------------------------------------- */
+
+static int open_disks(struct mig *m)
+{
+    for (int i = 0; i < m->nd; i++) {
+        struct incmig__dom_disk *dd = &m->dom->disks[i];
+        struct mdisk *d = &m->d[i];
+        int rc = incmig__disk_open(&d->disk, dd->path, 0, 0);
+        if (rc)
+            return rc;
+        if (d->disk.size != dd->size) {
+            ERR("disk %s: image %s is %" PRIu64 " bytes, the domain says %"
+                PRIu64, dd->name, dd->path, d->disk.size, dd->size);
+            return INCMIG_ESIZE;
+        }
+        d->bs = dd->block_size;
+        d->nblocks = (dd->size + d->bs - 1) / d->bs;
+        rc = incmig__bitmap_init(&d->dirty, d->nblocks);
+        if (!rc)
+            rc = incmig__sender_init(&d->snd, &m->st, &d->disk, (uint32_t)i,
+                                     d->bs, m->o->compress);
+        if (rc)
+            return rc;
+        struct incmig_disk_report *dr = &m->rep->disks[i];
+        snprintf(dr->name, sizeof dr->name, "%s", dd->name);
+        dr->size = dd->size;
+        dr->block_size = d->bs;
+    }
+    return 0;
+}
+
+static int open_domain(const char *spec, struct incmig__domain **dom_r)
+{
+    if (!spec || !*spec) {
+        ERR("no domain given");
+        return INCMIG_EINVAL;
+    }
+    if (!strncmp(spec, "sim:", 4))
+        return incmig__sim_domain_open(dom_r, spec + 4);
+    ERR("domain '%s': Xen domains are not supported by this build yet; "
+        "use sim:CONTROL_SOCKET for a guest served by `xl-incmig serve`",
+        spec);
+    return INCMIG_ENOTSUP;
+}
+
+int incmig_migrate(const struct incmig_migrate_opts *o,
+                   struct incmig_report *rep)
+{
+    struct mig m;
+    double t_susp = 0;
+    int rc;
+    bool suspended = false;
+
+    memset(&m, 0, sizeof m);
+    memset(rep, 0, sizeof *rep);
+    m.o = o;
+    m.rep = rep;
+    m.t0 = incmig__now();
+    pthread_mutex_init(&m.lock, NULL);
+    pthread_cond_init(&m.cond, NULL);
+    for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++)
+        m.d[i].disk.fd = m.d[i].disk.dfd = -1;
+    snprintf(rep->policy, sizeof rep->policy, "%s",
+             o->policy == INCMIG_POLICY_PRECOPY ? "precopy"
+             : o->policy == INCMIG_POLICY_SINGLE ? "single" : "default");
+    if (!o->host || !*o->host) {
+        ERR("no destination host given");
+        return INCMIG_EINVAL;
+    }
+    m.buf = malloc(INCMIG_REC_MAX);
+    if (!m.buf)
+        return INCMIG_ENOMEM;
+    int ufd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (ufd < 0 || read(ufd, m.mig_id, 16) != 16)
+        memcpy(m.mig_id, &m.t0, sizeof m.t0);
+    if (ufd >= 0)
+        close(ufd);
+
+    rc = open_domain(o->domain, &m.dom);
+    if (rc)
+        goto out;
+    m.nd = m.dom->ndisks;
+    rep->ndisks = m.nd;
+    rc = open_disks(&m);
+    if (rc)
+        goto failed_resume;
+    uint64_t w0 = 0;
+    rc = open_link(&m, false);
+    if (!rc)
+        rc = send_disks(&m);
+    phase_add(&m, &rep->wire.control, w0);
+    if (rc)
+        goto failed_resume;
+
+    w0 = wire_now(&m);
+    double tp = incmig__now();
+    rc = push(&m);
+    phase_add(&m, &rep->wire.push, w0);
+    rep->push_s = incmig__now() - tp;
+    for (int i = 0; i < m.nd; i++) {
+        rep->disks[i].pushed_blocks = m.d[i].snd.blocks;
+        rep->disks[i].zero_blocks = m.d[i].snd.zero_blocks;
+    }
+    if (rc)
+        goto failed_resume;
+    /* Xen: libxl's memory pre-copy runs here, the bitmap still recording. */
+
+    suspended = true;
+    rc = stop_and_copy(&m, &t_susp);
+    if (rc)
+        goto failed_resume;
+    rc = m.dom->ops->commit(m.dom);
+    if (rc)
+        goto failed_resume;
+    /* --- point of no return --- the guest will run on the destination. */
+    rc = incmig__stream_send(&m.st, INCMIG_REC_GO, NULL, 0);
+    rep->downtime_ms = (incmig__now() - t_susp) * 1000;
+    if (rc) {
+        ERR("sending GO failed: the guest is paused on the source and "
+            "committed to the destination, which may not run it; check the "
+            "destination before doing anything else");
+        goto failed_badly;
+    }
+    INFO("GO: guest runs on the destination (disk downtime %.1f ms)",
+         rep->downtime_ms);
+
+    double tpull = incmig__now();
+    w0 = wire_now(&m);
+    rc = pull(&m);
+    rep->pull_s = incmig__now() - tpull;
+    if (rc)
+        goto failed_badly;
+    rc = m.dom->ops->release(m.dom);
+    if (rc)
+        ERR("the source disk could not be released (migration itself is "
+            "complete)");
+    w0 = wire_now(&m);
+    incmig__stream_send(&m.st, INCMIG_REC_END, NULL, 0);
+    phase_add(&m, &rep->wire.control, w0);
+    goto out;
+
+failed_resume:
+    {
+        char msg[128];
+        snprintf(msg, sizeof msg, "source aborted the migration: %s",
+                 incmig_strerror(rc));
+        send_error(&m, rc, msg);
+    }
+    if (m.dom && suspended) {
+        if (m.dom->ops->resume(m.dom) == 0)
+            INFO("migration failed before the point of no return: the guest "
+                 "runs on the source, its disks untouched");
+        else
+            ERR("migration failed and the guest could not be resumed on the "
+                "source");
+    } else if (m.dom) {
+        INFO("migration failed before the point of no return: the guest "
+             "kept running on the source, its disks untouched");
+    }
+    goto out;
+failed_badly:
+    ERR("migration failed after the point of no return: %s",
+        incmig_strerror(rc));
+out:
+    stop_reader(&m);
+    rep->total_s = incmig__now() - m.t0;
+    if (m.st_open) {
+        rep->wire_total = m.st.bytes_out + m.st.bytes_in;
+    }
+    for (int i = 0; i < m.nd; i++) {
+        struct incmig_disk_report *dr = &rep->disks[i];
+        dr->wire = rep->wire;   /* one disk per stream today */
+        incmig__sender_dispose(&m.d[i].snd);
+        incmig__bitmap_dispose(&m.d[i].dirty);
+        incmig__disk_close(&m.d[i].disk);
+    }
+    close_link(&m);
+    if (m.dom)
+        m.dom->ops->close(m.dom);
+    free(m.buf);
+    pthread_mutex_destroy(&m.lock);
+    pthread_cond_destroy(&m.cond);
+    return rc;
+}

@@ -1,0 +1,1103 @@
+/* nbd.c: a small NBD server (fixed newstyle handshake, simple replies).
+ *
+ * Used as the export of the simulated guest's source disk (serve.c) and as
+ * the destination's PULL gate (gate.c), where the Linux kernel's nbd client
+ * or qemu sits on it.  The protocol is the NetworkBlockDevice project's
+ * doc/proto.md; only what those clients need is implemented.
+ *
+ * Entry points (incmig-internal.h, "NBD server"): incmig__nbd_new binds and
+ * listens, incmig__nbd_start accepts and serves, incmig__nbd_quiesce drains
+ * and closes every connection (start again resumes), incmig__nbd_clients,
+ * incmig__nbd_free.
+ *
+ * Handshake: "NBDMAGIC" "IHAVEOPT", flags FIXED_NEWSTYLE|NO_ZEROES; the
+ * client must set C_FIXED_NEWSTYLE and no unknown bit.  Options:
+ *   EXPORT_NAME, GO   any export name is accepted: there is one export
+ *   INFO              NBD_INFO_EXPORT, then NBD_INFO_BLOCK_SIZE (1/4K/32M)
+ *   LIST              one export, named ""
+ *   ABORT             ACK, then close
+ *   anything else     NBD_REP_ERR_UNSUP (STARTTLS, STRUCTURED_REPLY, ...)
+ * An option longer than OPT_MAX bytes ends the connection.
+ *
+ * Transmission: READ, WRITE(FUA), DISC, FLUSH, TRIM(FUA),
+ * WRITE_ZEROES(NO_HOLE, FUA).  Each request is validated once by the
+ * reader; a bad range, flag or command gets EINVAL and the connection goes
+ * on.  A bad magic, or a WRITE longer than DATA_MAX (its payload cannot be
+ * skipped safely), ends the connection.
+ *
+ * Threading model:
+ *   acceptor  one thread while started: polls the listening socket and a
+ *             wake pipe, accepts, creates a connection and its reader;
+ *             reaps (joins) connections whose reader has finished.
+ *   reader    one per connection: handshake, then reads requests (with
+ *             WRITE payloads into a per-request buffer) and queues them;
+ *             waits while the connection has CONN_MAX_REQS requests or
+ *             CONN_MAX_BYTES bytes in flight.  When it stops reading (EOF,
+ *             error, DISC, quiesce) it waits until every queued request is
+ *             answered, then closes the socket: the fd never goes away under
+ *             a worker.
+ *   workers   a pool shared by all connections; each takes a request,
+ *             calls the ops callback (which may block for a long time) and
+ *             writes the reply under the connection's write lock.
+ * s->lock guards the queue, the connection list and every counter and
+ * flag below; c->wlock only serialises replies on one socket.  No thread
+ * holds both.
+ *
+ * Connection states (c->state, under s->lock):
+ *   state       entered when                     leaves to
+ *   HANDSHAKE   accepted                         SERVING (GO/EXPORT_NAME),
+ *                                                DRAINING (abort/EOF/error/quiesce)
+ *   SERVING     options done                     DRAINING (EOF, DISC, bad
+ *                                                request, quiesce)
+ *   DRAINING    reader stopped reading           FINISHED when inflight == 0
+ *   FINISHED    socket closed, reader returning  reaped: joined and freed
+ * Quiesce sets c->stop on every connection and shutdown(SHUT_RD)s it: a
+ * reader blocked in recv sees EOF, one that is waiting for a free slot
+ * sees c->stop.  A request whose header and payload were fully read is
+ * always executed and answered before the socket is closed; a request
+ * only partly read when the stop came was never acknowledged, so dropping
+ * it loses nothing the client was told is done.
+ *
+ * incmig__nbd_start and incmig__nbd_quiesce are called by the server's
+ * owner from one thread (they are not meant to race each other); quiesce
+ * and free are idempotent.
+ *
+ * Known limits: a client that sends requests but never reads replies
+ * blocks a worker in send() and, with it, a quiesce (the kernel nbd client,
+ * qemu and libnbd always read).  A connection whose ops callbacks block
+ * (PULL gate) stays counted by incmig__nbd_clients until they return, even
+ * if its client has gone.  Memory is bounded per connection
+ * (CONN_MAX_BYTES), not per server: the number of clients is not capped.
+ * Over TCP, closing with unread requests in the receive queue makes the
+ * kernel send an RST, which may discard replies the client has not read
+ * yet; the writes they acknowledge are done all the same.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "incmig-internal.h"
+
+/* ---- protocol constants (doc/proto.md) ---- */
+#define NBDMAGIC UINT64_C(0x4e42444d41474943)       /* "NBDMAGIC" */
+#define IHAVEOPT UINT64_C(0x49484156454f5054)       /* "IHAVEOPT" */
+#define REPLY_MAGIC UINT64_C(0x0003e889045565a9)    /* option replies */
+#define REQUEST_MAGIC 0x25609513u
+#define SIMPLE_REPLY_MAGIC 0x67446698u
+
+#define FLAG_FIXED_NEWSTYLE 1u
+#define FLAG_NO_ZEROES 2u
+
+#define OPT_EXPORT_NAME 1u
+#define OPT_ABORT 2u
+#define OPT_LIST 3u
+#define OPT_INFO 6u
+#define OPT_GO 7u
+
+#define REP_ACK 1u
+#define REP_SERVER 2u
+#define REP_INFO 3u
+#define REP_ERR_UNSUP 0x80000001u
+#define REP_ERR_INVALID 0x80000003u
+
+#define INFO_EXPORT 0u
+#define INFO_BLOCK_SIZE 3u
+
+#define TF_HAS_FLAGS (1u << 0)
+#define TF_READ_ONLY (1u << 1)
+#define TF_SEND_FLUSH (1u << 2)
+#define TF_SEND_FUA (1u << 3)
+#define TF_SEND_TRIM (1u << 5)
+#define TF_SEND_WRITE_ZEROES (1u << 6)
+#define TF_CAN_MULTI_CONN (1u << 8)
+
+#define CMD_READ 0u
+#define CMD_WRITE 1u
+#define CMD_DISC 2u
+#define CMD_FLUSH 3u
+#define CMD_TRIM 4u
+#define CMD_WRITE_ZEROES 6u
+
+#define CMD_FLAG_FUA (1u << 0)
+#define CMD_FLAG_NO_HOLE (1u << 1)
+
+#define NBD_EPERM 1u
+#define NBD_EIO 5u
+#define NBD_ENOMEM 12u
+#define NBD_EINVAL 22u
+#define NBD_ENOSPC 28u
+#define NBD_EOVERFLOW 75u
+#define NBD_ENOTSUP 95u
+#define NBD_ESHUTDOWN 108u
+
+/* ---- our bounds ---- */
+#define OPT_MAX 4096u                  /* longest option payload accepted */
+#define DATA_MAX (UINT32_C(32) << 20)  /* READ/WRITE length, advertised max */
+#define BS_PREFERRED 4096u
+#define CONN_MAX_REQS 64               /* requests in flight per connection */
+#define CONN_MAX_BYTES (UINT64_C(128) << 20) /* their buffers, per connection */
+#define WORKERS_DEFAULT 8
+#define WORKERS_MAX 256
+
+enum conn_state { HANDSHAKE, SERVING, DRAINING, FINISHED };
+
+struct conn;
+
+struct req {
+    struct req *next;        /* worker queue */
+    struct conn *c;
+    uint16_t flags, type;
+    uint64_t cookie, offset;
+    uint32_t count;
+    uint8_t *buf;            /* WRITE payload, or NULL (READ allocates) */
+};
+
+struct conn {
+    struct conn *next;              /* s->conns */
+    struct incmig__nbd_server *s;
+    int fd;
+    pthread_t reader;
+    pthread_mutex_t wlock;          /* one reply at a time on fd */
+    bool dead;                      /* under wlock: a reply write failed */
+    bool no_zeroes;
+    /* under s->lock: */
+    enum conn_state state;
+    bool stop;                      /* quiesce/free: read nothing more */
+    int inflight;                   /* queued or executing requests */
+    uint64_t inflight_bytes;
+};
+
+struct incmig__nbd_server {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;            /* any change of state below */
+    pthread_cond_t qcond;           /* queue not empty, or stopping */
+    int lfd;
+    int wake[2];                    /* wakes the acceptor's poll */
+    char *unix_path;                /* to unlink on free, or NULL */
+    char *uri;                      /* for messages */
+    uint64_t size;
+    uint16_t tflags;
+    struct incmig__nbd_ops ops;
+    void *opaque;
+    int nworkers;
+    pthread_t *workers;
+    int workers_started;
+    bool stopping;                  /* free: workers exit */
+    bool accepting;                 /* acceptor keeps going */
+    bool acceptor_running;
+    pthread_t acceptor;
+    struct req *qhead, *qtail;
+    struct conn *conns;             /* all connections not yet reaped */
+    int nclients;                   /* connections not FINISHED */
+};
+
+/* ---- byte order and socket helpers ---- */
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v; }
+static void put32(uint8_t *p, uint32_t v)
+{
+    put16(p, v >> 16);
+    put16(p + 2, v);
+}
+static void put64(uint8_t *p, uint64_t v)
+{
+    put32(p, v >> 32);
+    put32(p + 4, v);
+}
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)get16(p) << 16 | get16(p + 2);
+}
+static uint64_t get64(const uint8_t *p)
+{
+    return (uint64_t)get32(p) << 32 | get32(p + 4);
+}
+
+/* 0, or -1 on EOF or error (the peer went away or we were shut down). */
+static int recv_all(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t r = recv(fd, p, len, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p += r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Writes every byte of iov[0..n); MSG_NOSIGNAL so a vanished client is an
+ * EPIPE here rather than a SIGPIPE for the whole process. */
+static int send_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+        ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        while (n > 0 && (size_t)r >= iov->iov_len) {
+            r -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + r;
+            iov->iov_len -= (size_t)r;
+        }
+    }
+    return 0;
+}
+
+static int send_buf(int fd, const void *buf, size_t len)
+{
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    return send_all(fd, &iov, 1);
+}
+
+/* ---- handshake ---- */
+
+static int send_opt_reply(struct conn *c, uint32_t opt, uint32_t type,
+                          const void *data, uint32_t len)
+{
+    uint8_t h[20];
+    struct iovec iov[2] = {
+        { .iov_base = h, .iov_len = sizeof h },
+        { .iov_base = (void *)data, .iov_len = len },
+    };
+
+    put64(h, REPLY_MAGIC);
+    put32(h + 8, opt);
+    put32(h + 12, type);
+    put32(h + 16, len);
+    return send_all(c->fd, iov, len ? 2 : 1);
+}
+
+/* NBD_OPT_INFO / NBD_OPT_GO: data = u32 namelen, name, u16 n, n * u16.
+ * Returns 0 replied (ACK or error), -1 the connection is broken; *ok_r
+ * tells whether the export was described (GO then enters transmission). */
+static int opt_info_go(struct conn *c, uint32_t opt, const uint8_t *d,
+                       uint32_t len, bool *ok_r)
+{
+    struct incmig__nbd_server *s = c->s;
+    uint8_t info[14];
+    uint32_t namelen;
+
+    *ok_r = false;
+    if (len < 6)
+        goto invalid;
+    namelen = get32(d);
+    if (namelen > len - 6)
+        goto invalid;
+    uint16_t nreq = get16(d + 4 + namelen);
+    if ((uint64_t)len != 6 + (uint64_t)namelen + 2 * (uint64_t)nreq)
+        goto invalid;
+    /* Requests for NAME/DESCRIPTION are optional to honour; we send
+     * EXPORT (mandatory) and BLOCK_SIZE (min 1, so safe unrequested). */
+    put16(info, INFO_EXPORT);
+    put64(info + 2, s->size);
+    put16(info + 10, s->tflags);
+    if (send_opt_reply(c, opt, REP_INFO, info, 12) < 0)
+        return -1;
+    put16(info, INFO_BLOCK_SIZE);
+    put32(info + 2, 1);
+    put32(info + 6, BS_PREFERRED);
+    put32(info + 10, DATA_MAX);
+    if (send_opt_reply(c, opt, REP_INFO, info, 14) < 0)
+        return -1;
+    if (send_opt_reply(c, opt, REP_ACK, NULL, 0) < 0)
+        return -1;
+    *ok_r = true;
+    return 0;
+
+invalid:
+    DBG("nbd %s: malformed option %" PRIu32 " (length %" PRIu32 ")",
+        s->uri, opt, len);
+    return send_opt_reply(c, opt, REP_ERR_INVALID, NULL, 0);
+}
+
+/* 0: enter transmission; -1: close the connection. */
+static int handshake(struct conn *c)
+{
+    struct incmig__nbd_server *s = c->s;
+    uint8_t b[18];
+    uint8_t *data = NULL;
+    int ret = -1;
+
+    put64(b, NBDMAGIC);
+    put64(b + 8, IHAVEOPT);
+    put16(b + 16, FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
+    if (send_buf(c->fd, b, 18) < 0 || recv_all(c->fd, b, 4) < 0)
+        goto out;
+    uint32_t cflags = get32(b);
+    if (!(cflags & FLAG_FIXED_NEWSTYLE) ||
+        (cflags & ~(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES))) {
+        ERR("nbd %s: client flags 0x%" PRIx32 " not supported (this server "
+            "speaks fixed newstyle only); closing", s->uri, cflags);
+        goto out;
+    }
+    c->no_zeroes = cflags & FLAG_NO_ZEROES;
+
+    data = malloc(OPT_MAX);
+    if (!data)
+        goto out;
+    for (;;) {
+        if (recv_all(c->fd, b, 16) < 0)
+            goto out;
+        if (get64(b) != IHAVEOPT) {
+            ERR("nbd %s: bad option magic from client; closing", s->uri);
+            goto out;
+        }
+        uint32_t opt = get32(b + 8), len = get32(b + 12);
+        if (len > OPT_MAX) {
+            ERR("nbd %s: option %" PRIu32 " of %" PRIu32 " bytes exceeds "
+                "the %u byte limit; closing", s->uri, opt, len, OPT_MAX);
+            goto out;
+        }
+        if (len && recv_all(c->fd, data, len) < 0)
+            goto out;
+        bool ok;
+        switch (opt) {
+        case OPT_EXPORT_NAME: {
+            /* No reply frame: size, flags, and 124 zeroes unless the
+             * client negotiated NO_ZEROES.  Any name selects the export. */
+            uint8_t r[10 + 124];
+            memset(r, 0, sizeof r);
+            put64(r, s->size);
+            put16(r + 8, s->tflags);
+            if (send_buf(c->fd, r, c->no_zeroes ? 10 : sizeof r) < 0)
+                goto out;
+            ret = 0;
+            goto out;
+        }
+        case OPT_ABORT:
+            (void)send_opt_reply(c, opt, REP_ACK, NULL, 0);
+            goto out;
+        case OPT_LIST: {
+            uint8_t srv[4] = { 0, 0, 0, 0 };  /* one export, name "" */
+            if (len != 0) {
+                if (send_opt_reply(c, opt, REP_ERR_INVALID, NULL, 0) < 0)
+                    goto out;
+                break;
+            }
+            if (send_opt_reply(c, opt, REP_SERVER, srv, 4) < 0 ||
+                send_opt_reply(c, opt, REP_ACK, NULL, 0) < 0)
+                goto out;
+            break;
+        }
+        case OPT_INFO:
+        case OPT_GO:
+            if (opt_info_go(c, opt, data, len, &ok) < 0)
+                goto out;
+            if (ok && opt == OPT_GO) {
+                ret = 0;
+                goto out;
+            }
+            break;
+        default:
+            if (send_opt_reply(c, opt, REP_ERR_UNSUP, NULL, 0) < 0)
+                goto out;
+            break;
+        }
+    }
+
+out:
+    free(data);
+    return ret;
+}
+
+/* ---- transmission ---- */
+
+static uint32_t nbd_errno(int err)
+{
+    switch (err) {
+    case EPERM: case EROFS: return NBD_EPERM;
+    case EIO: return NBD_EIO;
+    case ENOMEM: return NBD_ENOMEM;
+    case EINVAL: return NBD_EINVAL;
+    case ENOSPC: case EDQUOT: case EFBIG: return NBD_ENOSPC;
+    case EOVERFLOW: return NBD_EOVERFLOW;
+    case ENOTSUP: return NBD_ENOTSUP;
+    case ESHUTDOWN: return NBD_ESHUTDOWN;
+    default: return NBD_EIO;
+    }
+}
+
+/* Sends a simple reply; data only when error == 0.  A failed write marks
+ * the connection dead and shuts it down so the reader stops too. */
+static void send_reply(struct conn *c, uint64_t cookie, uint32_t error,
+                       const void *data, uint32_t len)
+{
+    uint8_t h[16];
+    struct iovec iov[2] = {
+        { .iov_base = h, .iov_len = sizeof h },
+        { .iov_base = (void *)data, .iov_len = len },
+    };
+
+    put32(h, SIMPLE_REPLY_MAGIC);
+    put32(h + 4, error);
+    put64(h + 8, cookie);
+    pthread_mutex_lock(&c->wlock);
+    if (!c->dead && send_all(c->fd, iov, error == 0 && len ? 2 : 1) < 0) {
+        DBG("nbd %s: client gone while replying: %s", c->s->uri,
+            strerror(errno));
+        c->dead = true;
+        shutdown(c->fd, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&c->wlock);
+}
+
+static void execute(struct req *q)
+{
+    struct conn *c = q->c;
+    struct incmig__nbd_server *s = c->s;
+    bool fua = q->flags & CMD_FLAG_FUA;
+    int r = 0;
+
+    switch (q->type) {
+    case CMD_READ:
+        q->buf = malloc(q->count);
+        if (!q->buf) {
+            r = -ENOMEM;
+            break;
+        }
+        r = s->ops.pread(s->opaque, q->buf, q->count, q->offset);
+        break;
+    case CMD_WRITE:
+        r = s->ops.pwrite(s->opaque, q->buf, q->count, q->offset, fua);
+        break;
+    case CMD_FLUSH:
+        r = s->ops.flush(s->opaque);
+        break;
+    case CMD_TRIM:
+        r = s->ops.trim(s->opaque, q->count, q->offset, fua);
+        break;
+    case CMD_WRITE_ZEROES:
+        r = s->ops.zero(s->opaque, q->count, q->offset,
+                        !(q->flags & CMD_FLAG_NO_HOLE), fua);
+        break;
+    default:
+        r = -EINVAL;   /* the reader only queues the commands above */
+        break;
+    }
+    if (r > 0)
+        r = 0;
+    if (r < 0)
+        DBG("nbd %s: command %u offset %" PRIu64 " length %" PRIu32
+            " failed: %s", s->uri, q->type, q->offset, q->count,
+            strerror(-r));
+    send_reply(c, q->cookie, r < 0 ? nbd_errno(-r) : 0,
+               q->type == CMD_READ ? q->buf : NULL,
+               q->type == CMD_READ ? q->count : 0);
+}
+
+static void *worker_main(void *arg)
+{
+    struct incmig__nbd_server *s = arg;
+
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->qhead && !s->stopping)
+            pthread_cond_wait(&s->qcond, &s->lock);
+        if (!s->qhead)
+            break;   /* stopping, and nothing left to answer */
+        struct req *q = s->qhead;
+        s->qhead = q->next;
+        if (!s->qhead)
+            s->qtail = NULL;
+        pthread_mutex_unlock(&s->lock);
+
+        execute(q);
+
+        pthread_mutex_lock(&s->lock);
+        q->c->inflight--;
+        q->c->inflight_bytes -= q->type == CMD_READ || q->type == CMD_WRITE
+                                ? q->count : 0;
+        pthread_cond_broadcast(&s->cond);
+        free(q->buf);
+        free(q);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Reads and discards a payload we will not use (a WRITE being rejected),
+ * so the stream stays in step.  len <= DATA_MAX. */
+static int skip_payload(int fd, uint32_t len)
+{
+    uint8_t tmp[4096];
+
+    while (len > 0) {
+        uint32_t n = len < sizeof tmp ? len : (uint32_t)sizeof tmp;
+        if (recv_all(fd, tmp, n) < 0)
+            return -1;
+        len -= n;
+    }
+    return 0;
+}
+
+/* The checks of doc/proto.md, once, before anything is queued. */
+static uint32_t validate(struct incmig__nbd_server *s, uint16_t type,
+                         uint16_t flags, uint64_t off, uint32_t count)
+{
+    uint16_t allowed;
+    bool ranged = true;
+
+    switch (type) {
+    case CMD_READ:
+        allowed = 0;
+        break;
+    case CMD_WRITE:
+        if (!s->ops.pwrite)
+            return NBD_EPERM;
+        allowed = CMD_FLAG_FUA;
+        break;
+    case CMD_FLUSH:
+        if (!s->ops.flush)
+            return NBD_EINVAL;
+        allowed = 0;
+        ranged = false;
+        if (off != 0 || count != 0)
+            return NBD_EINVAL;
+        break;
+    case CMD_TRIM:
+        if (!s->ops.trim)
+            return NBD_EINVAL;
+        if (!s->ops.pwrite)
+            return NBD_EPERM;
+        allowed = CMD_FLAG_FUA;
+        break;
+    case CMD_WRITE_ZEROES:
+        if (!s->ops.zero)
+            return NBD_EINVAL;
+        if (!s->ops.pwrite)
+            return NBD_EPERM;
+        allowed = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE;
+        break;
+    default:
+        return NBD_EINVAL;
+    }
+    if (flags & ~allowed)
+        return NBD_EINVAL;
+    if ((flags & CMD_FLAG_FUA) && !s->ops.flush)
+        return NBD_EINVAL;
+    if ((type == CMD_READ || type == CMD_WRITE) && count > DATA_MAX)
+        return NBD_EINVAL;
+    if (ranged && (count == 0 || off > s->size || count > s->size - off))
+        return NBD_EINVAL;
+    return 0;
+}
+
+/* Reads requests until EOF, DISC, a fatal protocol error or a stop. */
+static void serve_requests(struct conn *c)
+{
+    struct incmig__nbd_server *s = c->s;
+    uint8_t h[28];
+
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        bool stop = c->stop;
+        pthread_mutex_unlock(&s->lock);
+        if (stop || recv_all(c->fd, h, sizeof h) < 0)
+            return;
+        if (get32(h) != REQUEST_MAGIC) {
+            ERR("nbd %s: bad request magic 0x%08" PRIx32 "; closing the "
+                "connection (the stream cannot be resynchronised)",
+                s->uri, get32(h));
+            return;
+        }
+        uint16_t flags = get16(h + 4), type = get16(h + 6);
+        uint64_t cookie = get64(h + 8), off = get64(h + 16);
+        uint32_t count = get32(h + 24);
+
+        if (type == CMD_DISC)
+            return;
+        if (type == CMD_WRITE && count > DATA_MAX) {
+            ERR("nbd %s: WRITE of %" PRIu32 " bytes at offset %" PRIu64
+                " exceeds the %" PRIu32 " byte maximum; closing the "
+                "connection", s->uri, count, off, DATA_MAX);
+            return;
+        }
+        uint32_t err = validate(s, type, flags, off, count);
+        if (err) {
+            DBG("nbd %s: rejecting command %u flags 0x%x offset %" PRIu64
+                " length %" PRIu32, s->uri, type, flags, off, count);
+            if (type == CMD_WRITE && skip_payload(c->fd, count) < 0)
+                return;
+            send_reply(c, cookie, err, NULL, 0);
+            continue;
+        }
+
+        /* Wait for a slot: this is what bounds memory per connection. */
+        uint64_t bytes = type == CMD_READ || type == CMD_WRITE ? count : 0;
+        pthread_mutex_lock(&s->lock);
+        while (!c->stop && c->inflight > 0 &&
+               (c->inflight >= CONN_MAX_REQS ||
+                c->inflight_bytes + bytes > CONN_MAX_BYTES))
+            pthread_cond_wait(&s->cond, &s->lock);
+        pthread_mutex_unlock(&s->lock);
+        /* On a stop we still finish reading this request: its header is
+         * in, and its payload, if any, is likely already buffered. */
+
+        struct req *q = calloc(1, sizeof *q);
+        if (!q)
+            goto nomem;
+        q->c = c;
+        q->flags = flags;
+        q->type = type;
+        q->cookie = cookie;
+        q->offset = off;
+        q->count = count;
+        if (type == CMD_WRITE) {
+            q->buf = malloc(count);
+            if (!q->buf) {
+                free(q);
+                goto nomem;
+            }
+            if (recv_all(c->fd, q->buf, count) < 0) {
+                free(q->buf);
+                free(q);
+                return;
+            }
+        }
+        pthread_mutex_lock(&s->lock);
+        c->inflight++;
+        c->inflight_bytes += bytes;
+        q->next = NULL;
+        if (s->qtail)
+            s->qtail->next = q;
+        else
+            s->qhead = q;
+        s->qtail = q;
+        pthread_cond_signal(&s->qcond);
+        pthread_mutex_unlock(&s->lock);
+        continue;
+
+    nomem:
+        ERR("nbd %s: out of memory for a request of %" PRIu32 " bytes",
+            s->uri, count);
+        if (type == CMD_WRITE && skip_payload(c->fd, count) < 0)
+            return;
+        send_reply(c, cookie, NBD_ENOMEM, NULL, 0);
+    }
+}
+
+static void *reader_main(void *arg)
+{
+    struct conn *c = arg;
+    struct incmig__nbd_server *s = c->s;
+
+    if (handshake(c) == 0) {
+        pthread_mutex_lock(&s->lock);
+        if (c->state == HANDSHAKE)
+            c->state = SERVING;
+        pthread_mutex_unlock(&s->lock);
+        serve_requests(c);
+    }
+
+    pthread_mutex_lock(&s->lock);
+    c->state = DRAINING;
+    while (c->inflight > 0)
+        pthread_cond_wait(&s->cond, &s->lock);
+    /* Closed under the lock: quiesce shuts down c->fd under it too, and
+     * must never touch a number the kernel has already handed out again. */
+    close(c->fd);
+    c->fd = -1;
+    c->state = FINISHED;
+    s->nclients--;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Joins and frees connections whose reader has finished. */
+static void reap(struct incmig__nbd_server *s)
+{
+    struct conn *done = NULL, **pp;
+
+    pthread_mutex_lock(&s->lock);
+    for (pp = &s->conns; *pp;) {
+        struct conn *c = *pp;
+        if (c->state == FINISHED) {
+            *pp = c->next;
+            c->next = done;
+            done = c;
+        } else {
+            pp = &c->next;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    while (done) {
+        struct conn *c = done;
+        done = c->next;
+        pthread_join(c->reader, NULL);
+        pthread_mutex_destroy(&c->wlock);
+        free(c);
+    }
+}
+
+static void accept_one(struct incmig__nbd_server *s)
+{
+    struct conn *c;
+    int fd, r, one = 1;
+
+    fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+            errno != ECONNABORTED) {
+            LOGE("nbd %s: accept", s->uri);
+            usleep(100000);   /* EMFILE & co: do not spin */
+        }
+        return;
+    }
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c = calloc(1, sizeof *c);
+    if (!c) {
+        ERR("nbd %s: out of memory for a new connection", s->uri);
+        close(fd);
+        return;
+    }
+    c->s = s;
+    c->fd = fd;
+    c->state = HANDSHAKE;
+    pthread_mutex_init(&c->wlock, NULL);
+    pthread_mutex_lock(&s->lock);
+    c->next = s->conns;
+    s->conns = c;
+    s->nclients++;
+    r = pthread_create(&c->reader, NULL, reader_main, c);
+    if (r) {
+        s->conns = c->next;
+        s->nclients--;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (r) {
+        errno = r;
+        LOGE("nbd %s: cannot start a thread for a new connection", s->uri);
+        pthread_mutex_destroy(&c->wlock);
+        close(fd);
+        free(c);
+        return;
+    }
+    DBG("nbd %s: client connected", s->uri);
+}
+
+static void *acceptor_main(void *arg)
+{
+    struct incmig__nbd_server *s = arg;
+
+    for (;;) {
+        struct pollfd p[2] = {
+            { .fd = s->lfd, .events = POLLIN },
+            { .fd = s->wake[0], .events = POLLIN },
+        };
+        pthread_mutex_lock(&s->lock);
+        bool go = s->accepting;
+        pthread_mutex_unlock(&s->lock);
+        if (!go)
+            break;
+        reap(s);
+        int r = poll(p, 2, -1);
+        if (r < 0 && errno != EINTR) {
+            LOGE("nbd %s: poll", s->uri);
+            usleep(100000);
+            continue;
+        }
+        if (r > 0 && (p[0].revents & POLLIN))
+            accept_one(s);
+        if (r > 0 && (p[1].revents & POLLIN)) {
+            char junk[16];
+            while (read(s->wake[0], junk, sizeof junk) > 0)
+                ;
+        }
+    }
+    return NULL;
+}
+
+/* ---- listening ---- */
+
+static int listen_unix(struct incmig__nbd_server *s, const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct stat st;
+
+    if (strlen(path) == 0 || strlen(path) >= sizeof sa.sun_path) {
+        ERR("nbd: unix socket path '%s' is empty or longer than %zu bytes",
+            path, sizeof sa.sun_path - 1);
+        return INCMIG_EINVAL;
+    }
+    strcpy(sa.sun_path, path);
+    /* A stale socket from an earlier run would make bind fail; anything
+     * that is not a socket is somebody's file and is left alone. */
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            ERR("nbd: %s exists and is not a socket; choose another path",
+                path);
+            return INCMIG_EINVAL;
+        }
+        unlink(path);
+    }
+    s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s->lfd < 0) {
+        LOGE("nbd: socket");
+        return INCMIG_EIO;
+    }
+    if (bind(s->lfd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        LOGE("nbd: bind %s", path);
+        return INCMIG_EIO;
+    }
+    s->unix_path = strdup(path);
+    if (!s->unix_path) {
+        unlink(path);
+        return INCMIG_ENOMEM;
+    }
+    if (listen(s->lfd, SOMAXCONN) < 0) {
+        LOGE("nbd: listen %s", path);
+        return INCMIG_EIO;
+    }
+    return 0;
+}
+
+static int listen_tcp(struct incmig__nbd_server *s, const char *hostport)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                              .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+    struct addrinfo *res = NULL, *ai;
+    char host[256];
+    const char *colon = strrchr(hostport, ':');
+    int rc = INCMIG_EIO, one = 1, err = 0;
+
+    if (!colon || colon == hostport || !colon[1] ||
+        (size_t)(colon - hostport) >= sizeof host) {
+        ERR("nbd: bad listen address 'tcp:%s' (expected tcp:HOST:PORT)",
+            hostport);
+        return INCMIG_EINVAL;
+    }
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = 0;
+    char *h = host;
+    size_t hl = strlen(h);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {   /* [::1]:10809 */
+        h[hl - 1] = 0;
+        h++;
+    }
+    int r = getaddrinfo(h, colon + 1, &hints, &res);
+    if (r) {
+        ERR("nbd: cannot resolve 'tcp:%s': %s", hostport, gai_strerror(r));
+        return INCMIG_EINVAL;
+    }
+    for (ai = res; ai; ai = ai->ai_next) {
+        s->lfd = socket(ai->ai_family,
+                        ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                        ai->ai_protocol);
+        if (s->lfd < 0)
+            continue;
+        (void)setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(s->lfd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+            listen(s->lfd, SOMAXCONN) == 0) {
+            rc = 0;
+            goto out;
+        }
+        err = errno;
+        close(s->lfd);
+        s->lfd = -1;
+    }
+    errno = err;
+    LOGE("nbd: cannot listen on tcp:%s", hostport);
+out:
+    freeaddrinfo(res);
+    return rc;
+}
+
+/* ---- entry points ---- */
+
+int incmig__nbd_new(struct incmig__nbd_server **s_r, const char *listen_uri,
+                    uint64_t size, const struct incmig__nbd_ops *ops,
+                    void *opaque, int workers)
+{
+    struct incmig__nbd_server *s = NULL;
+    int rc;
+
+    *s_r = NULL;
+    if (!listen_uri || !ops || !ops->pread || size > INT64_MAX ||
+        workers > WORKERS_MAX) {
+        ERR("nbd: invalid server parameters (uri %s, size %" PRIu64
+            ", workers %d)", listen_uri ? listen_uri : "(none)", size,
+            workers);
+        return INCMIG_EINVAL;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return INCMIG_ENOMEM;
+    s->lfd = s->wake[0] = s->wake[1] = -1;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    pthread_cond_init(&s->qcond, NULL);
+    s->size = size;
+    s->ops = *ops;
+    s->opaque = opaque;
+    s->nworkers = workers > 0 ? workers : WORKERS_DEFAULT;
+    s->tflags = TF_HAS_FLAGS | TF_CAN_MULTI_CONN;
+    if (!ops->pwrite)
+        s->tflags |= TF_READ_ONLY;
+    if (ops->flush)
+        s->tflags |= TF_SEND_FLUSH | TF_SEND_FUA;
+    if (ops->pwrite && ops->trim)
+        s->tflags |= TF_SEND_TRIM;
+    if (ops->pwrite && ops->zero)
+        s->tflags |= TF_SEND_WRITE_ZEROES;
+    s->uri = strdup(listen_uri);
+    s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
+    if (!s->uri || !s->workers) {
+        rc = INCMIG_ENOMEM;
+        goto out;
+    }
+    if (pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
+        LOGE("nbd: pipe");
+        rc = INCMIG_EIO;
+        goto out;
+    }
+    if (strncmp(listen_uri, "unix:", 5) == 0) {
+        rc = listen_unix(s, listen_uri + 5);
+    } else if (strncmp(listen_uri, "tcp:", 4) == 0) {
+        rc = listen_tcp(s, listen_uri + 4);
+    } else {
+        ERR("nbd: listen address '%s' is neither unix:PATH nor "
+            "tcp:HOST:PORT", listen_uri);
+        rc = INCMIG_EINVAL;
+    }
+    if (rc)
+        goto out;
+    *s_r = s;
+    s = NULL;
+out:
+    incmig__nbd_free(s);
+    return rc;
+}
+
+int incmig__nbd_start(struct incmig__nbd_server *s)
+{
+    int rc = 0, r;
+
+    pthread_mutex_lock(&s->lock);
+    if (s->acceptor_running)
+        goto out;   /* already serving */
+    while (s->workers_started < s->nworkers) {
+        r = pthread_create(&s->workers[s->workers_started], NULL,
+                           worker_main, s);
+        if (r) {
+            errno = r;
+            LOGE("nbd %s: cannot start worker thread", s->uri);
+            rc = INCMIG_ENOMEM;
+            goto out;
+        }
+        s->workers_started++;
+    }
+    s->accepting = true;
+    r = pthread_create(&s->acceptor, NULL, acceptor_main, s);
+    if (r) {
+        errno = r;
+        LOGE("nbd %s: cannot start the accepting thread", s->uri);
+        s->accepting = false;
+        rc = INCMIG_ENOMEM;
+        goto out;
+    }
+    s->acceptor_running = true;
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int incmig__nbd_quiesce(struct incmig__nbd_server *s)
+{
+    struct conn *c;
+    bool join;
+
+    /* 1. Stop accepting: new clients wait in the backlog. */
+    pthread_mutex_lock(&s->lock);
+    join = s->acceptor_running;
+    s->accepting = false;
+    s->acceptor_running = false;
+    pthread_mutex_unlock(&s->lock);
+    if (join) {
+        (void)!write(s->wake[1], "q", 1);
+        pthread_join(s->acceptor, NULL);
+    }
+
+    /* 2. Stop every reader; SHUT_RD wakes one blocked in recv while the
+     * write side stays open for the replies still owed. */
+    pthread_mutex_lock(&s->lock);
+    for (c = s->conns; c; c = c->next) {
+        if (c->state == FINISHED)
+            continue;
+        c->stop = true;
+        shutdown(c->fd, SHUT_RD);
+    }
+    pthread_cond_broadcast(&s->cond);
+
+    /* 3. Each reader closes its socket once its requests are answered. */
+    while (s->nclients > 0)
+        pthread_cond_wait(&s->cond, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    reap(s);
+    return 0;
+}
+
+int incmig__nbd_clients(struct incmig__nbd_server *s)
+{
+    int n;
+
+    pthread_mutex_lock(&s->lock);
+    n = s->nclients;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+void incmig__nbd_free(struct incmig__nbd_server *s)
+{
+    if (!s)
+        return;
+    (void)incmig__nbd_quiesce(s);
+    pthread_mutex_lock(&s->lock);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->qcond);
+    pthread_mutex_unlock(&s->lock);
+    for (int i = 0; i < s->workers_started; i++)
+        pthread_join(s->workers[i], NULL);
+    if (s->lfd >= 0)
+        close(s->lfd);
+    if (s->unix_path) {
+        unlink(s->unix_path);
+        free(s->unix_path);
+    }
+    if (s->wake[0] >= 0)
+        close(s->wake[0]);
+    if (s->wake[1] >= 0)
+        close(s->wake[1]);
+    pthread_cond_destroy(&s->qcond);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+    free(s->workers);
+    free(s->uri);
+    free(s);
+}

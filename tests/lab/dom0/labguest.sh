@@ -1,0 +1,67 @@
+#!/bin/bash
+# dom0/labguest.sh: runs inside dom0 (pushed to /root/lab by lab.sh wait).
+# Drives the PV test guest (guest/init) and reads its console log.
+#   labguest.sh start NAME [DISK] [--wipe]  create the guest on DISK (default
+#           /dev/vdb, the disk shared by both hosts), wait for WL-READY
+#   labguest.sh check NAME    ask the running guest to check its disk; print
+#           the CHECK line; exit 0 only on CHECK OK
+#   labguest.sh hb NAME       heartbeats seen on this host, one a line:
+#           "G <seq> <guest wallclock>" and "H <seq> <dom0 wallclock>"
+#   labguest.sh log NAME      the guest's console log(s)
+# xenconsoled (restarted by lab-ready) logs guest consoles to $L, with
+# 1-second timestamps only; for sub-second host-side times a tail -F | ts
+# writes $D/NAME.hostts next to it.
+set -u
+L=/var/log/xen/console; D=/root/lab
+BB=$D/busybox
+cmd=$1; name=$2
+logs() { cat "$L/guest-$name.log" "$L/guest-$name--incoming.log" 2>/dev/null; }
+now() { date +%s.%N; }
+case $cmd in
+start)
+	disk=${3:-/dev/vdb}; [ "${4:-}" = --wipe ] && dd if=/dev/zero of="$disk" bs=1M count=2 conv=fsync 2>/dev/null
+	cat >"$D/$name.cfg" <<E2
+name = "$name"
+type = "pv"
+kernel = "$D/guest-vmlinuz"
+ramdisk = "$D/guest-initrd.gz"
+extra = "console=hvc0 loglevel=4"
+memory = 128
+vcpus = 1
+disk = [ 'format=raw, vdev=xvda, access=rw, target=$disk' ]
+on_crash = "preserve"
+E2
+	rm -f "$L/guest-$name.log" "$L/guest-$name--incoming.log" "$D/$name.hostts"
+	t0=$(now)
+	xl create "$D/$name.cfg" || exit 1
+	(tail -n +1 -F "$L/guest-$name.log" "$L/guest-$name--incoming.log" 2>/dev/null | $BB ts '%.s' >"$D/$name.hostts") &
+	for i in $(seq 1 600); do
+		logs | grep -a -q 'WL-READY\|WL-NODISK' && break
+		sleep 0.2
+	done
+	t1=$(now)
+	logs | grep -a -q WL-READY || { echo "guest $name not ready:"; logs | tail -20; exit 1; }
+	logs | grep -a 'CHECK\|WL-FORMAT' | tail -1
+	echo "guest $name ready after $(echo "$t1 - $t0" | bc)s"
+	;;
+check)
+	before=$(logs | grep -a -c 'CHECK ')
+	id=$(xl domid "$name") || exit 1
+	tty=$(xenstore-read "/local/domain/$id/console/tty") || exit 1
+	echo check >"$tty"
+	for i in $(seq 1 300); do
+		[ "$(logs | grep -a -c 'CHECK ')" -gt "$before" ] && break
+		sleep 0.2
+	done
+	r=$(logs | grep -a -o 'CHECK .*' | tail -1 | tr -d '\r')
+	[ "$(logs | grep -a -c 'CHECK ')" -gt "$before" ] || { echo "no CHECK answer from $name"; exit 1; }
+	echo "$r"
+	case $r in "CHECK OK"*) exit 0 ;; *) exit 1 ;; esac
+	;;
+hb)
+	logs | tr -d '\r' | awk '{ for (k = 2; k < NF; k++) if ($k == "HB") { print "G", $(k + 1), $(k - 1); next } }'
+	tr -d '\r' <"$D/$name.hostts" 2>/dev/null | awk '{ for (k = 2; k < NF; k++) if ($k == "HB") { print "H", $(k + 1), $1; next } }'
+	;;
+log) logs ;;
+*) echo "usage: labguest.sh start|check|hb|log NAME" >&2; exit 2 ;;
+esac

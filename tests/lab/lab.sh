@@ -1,0 +1,138 @@
+#!/bin/bash
+# tests/lab/lab.sh: the nested Xen lab's single entry point (README here).
+# Real Xen 4.17 + Debian 12 dom0 + PV test guests, booted under QEMU TCG on
+# this machine, built from Debian's packages and cached in $LAB
+# (INCMIG_LAB_DIR, default /var/tmp/incmig-lab), never in the repository.
+#
+#   lab.sh build            build what changed (stamp files, see lib.sh step)
+#   lab.sh boot N [--two]   boot host N (1|2); --two: with the link to the other
+#   lab.sh wait N           wait until dom0 N is ready, sync its clock, push
+#                           dom0/ helpers and the guest into /root/lab
+#   lab.sh up [--two]       boot + wait host 1 (and host 2, linked)
+#   lab.sh deploy N         build incmig (a copy of this work tree, built in
+#                           $LAB/work) and install it into dom0 N's /usr/local
+#   lab.sh ssh N CMD...     run CMD in dom0 of host N
+#   lab.sh stop [N]         stop host N (default: all)
+#   lab.sh check            build, boot both hosts, run every tests/*.sh
+#   lab.sh smoke            build, boot host 1, run the one-host tests
+#   lab.sh status | clean
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+build() {
+	local t0=$(date +%s)
+	host_deps
+	[ -f "$LAB/out/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C incmig-lab -f "$LAB/out/id_ed25519" || die "ssh-keygen"
+	step xen build-xen.sh
+	step rootfs build-rootfs.sh extract-vmlinux.py "$(mirror)" "$LAB/out/id_ed25519.pub"
+	step image build-image.sh "$LAB/stamps/rootfs"
+	step guest build-guest.sh guest/init "$LAB/stamps/rootfs"
+	log "build: all up to date after $(( $(date +%s) - t0 ))s"
+}
+
+running() { [ -f "$LAB/run/host$1.pid" ] && kill -0 "$(cat "$LAB/run/host$1.pid")" 2>/dev/null; }
+
+stop() {
+	local n
+	for n in ${1:-1 2}; do
+		running "$n" || continue
+		kill "$(cat "$LAB/run/host$n.pid")"
+		for i in $(seq 1 50); do running "$n" || break; sleep 0.1; done
+		running "$n" && kill -9 "$(cat "$LAB/run/host$n.pid")"
+		log "host $n stopped"
+	done
+}
+
+wait_host() {
+	local n=$1 tmo=${INCMIG_LAB_BOOT_TIMEOUT:-900} S=$LAB/logs/host$n.serial t0 el xen_t= ready_t=
+	t0=$(cat "$LAB/run/host$n.t0") || die "host $n was not booted"
+	while :; do
+		el=$(echo "$(date +%s.%N) - $t0" | bc)
+		[ -z "$xen_t" ] && grep -a -q '(XEN) Xen version' "$S" 2>/dev/null && xen_t=$el
+		if [ -z "$ready_t" ] && grep -a -q 'LAB-DOM0-READY' "$S" 2>/dev/null; then
+			hssh "$n" true 2>/dev/null && ready_t=$el && break
+		fi
+		grep -a -q 'Panic on CPU\|Kernel panic\|Dom0 crashed' "$S" 2>/dev/null &&
+			{ tail -30 "$S" >&2; die "host $n crashed after ${el}s (console: $S)"; }
+		running "$n" || die "host $n: qemu exited after ${el}s: $(cat "$LAB/logs/host$n.qemu.stderr")"
+		[ "$(echo "$el > $tmo" | bc)" = 1 ] && { tail -20 "$S" >&2; die "host $n not ready after ${tmo}s"; }
+		sleep 1
+	done
+	log "host $n: xen banner ${xen_t}s, dom0 ready (marker + ssh) ${ready_t}s ($(grep -a -o 'LAB-DOM0-READY.*' "$S" | head -1 | tr -d '\r'))"
+	echo "xen_banner=${xen_t} dom0_ready=${ready_t}" >"$LAB/logs/host$n.boottime"
+	# same wall clock as this machine (dom0 passes it to Xen, Xen to guests):
+	# heartbeat gaps are measured across hosts with it
+	hssh "$n" "date -s @$(date +%s.%N) >/dev/null" || die "host $n: clock sync"
+	tar -C "$LABSRC/dom0" -cf - . | hssh "$n" 'mkdir -p /root/lab && tar -C /root/lab -xf -' || die "host $n: push dom0/"
+	tar -C "$LAB/out" -cf - guest-vmlinuz guest-initrd.gz -C /bin busybox |
+		hssh "$n" 'tar -C /root/lab -xf -' || die "host $n: push guest"
+}
+
+up() {
+	local two=${1:-}
+	if [ "$two" = --two ]; then
+		"$LABSRC/boot.sh" 1 --two || exit 1
+		"$LABSRC/boot.sh" 2 --two || exit 1
+		wait_host 1; wait_host 2
+		hssh 1 'ping -c1 -W5 xen2 >/dev/null && ssh xen2 true' || die "dom0 1 cannot ssh to dom0 2 over the link"
+		log "hosts 1 and 2 up and linked"
+	else
+		"$LABSRC/boot.sh" 1 || exit 1
+		wait_host 1
+	fi
+}
+
+# run_tests GLOB...: run tests/NN-*.sh, 0 pass, 77 skip; summary in logs/
+run_tests() {
+	local t rc fail=0 s=$LAB/logs/summary
+	: >"$s"
+	for t in "$@"; do
+		local t0=$(date +%s)
+		log "=== $(basename "$t")"
+		bash "$t" 2>&1 | tee "$LAB/logs/$(basename "$t" .sh).log"
+		rc=${PIPESTATUS[0]}
+		case $rc in 0) r=PASS ;; 77) r=SKIP ;; *) r=FAIL; fail=1 ;; esac
+		echo "$r $(basename "$t") $(( $(date +%s) - t0 ))s $(grep -h '^RESULT' "$LAB/logs/$(basename "$t" .sh).log" | tr '\n' ' ')" | tee -a "$s"
+	done
+	log "summary:"; cat "$s" >&2
+	return $fail
+}
+
+# deploy N: the project's own build, made on this machine (Debian 12 like
+# dom0) from a copy of the work tree (no build files land in the repository)
+# and unpacked into dom0's /usr/local.  The lab's baselines do not need it.
+deploy() {
+	local n=$1 top=$(cd "$LABSRC/../.." && pwd) B=$LAB/work/incmig
+	local deps="autoconf automake libtool pkg-config libaio-dev zlib1g-dev libnbd-dev libxen-dev"
+	HOST_PKGS=$deps host_deps
+	rm -rf "$B"; mkdir -p "$B/src" "$B/root"
+	(cd "$top" && git ls-files -co --exclude-standard | tar -cf - -T -) | tar -C "$B/src" -xf - || die "deploy: copy"
+	(cd "$B/src" && autoreconf -fi && ./configure --prefix=/usr/local && make -j"$(nproc)" && make install DESTDIR="$B/root") \
+		>"$LAB/logs/deploy-build.log" 2>&1 || { log "deploy: incmig build failed, see $LAB/logs/deploy-build.log"; return 1; }
+	tar -C "$B/root" -cf - . | hssh "$n" 'tar -C / -xf - && ldconfig' || die "deploy: push to host $n"
+	log "deploy: incmig installed in dom0 $n ($(hssh "$n" 'ls /usr/local/bin /usr/local/sbin 2>/dev/null | tr "\n" " "'))"
+}
+
+cmd=${1:-}; shift || true
+case $cmd in
+build) build ;;
+boot) "$LABSRC/boot.sh" "$@" ;;
+wait) wait_host "${1:?host}" ;;
+deploy) deploy "${1:?host}" ;;
+up) up "$@" ;;
+ssh) n=${1:?host}; shift; hssh "$n" "$@" ;;
+stop) stop "${1:-}" ;;
+status) for n in 1 2; do running $n && echo "host $n: running, ssh port $((PORTBASE + n))" || echo "host $n: stopped"; done
+	ls -la "$LAB/out" "$LAB/stamps" ;;
+check|smoke)
+	T0=$(date +%s); build
+	stop; rm -f "$LAB/run/shared.raw"
+	if [ "$cmd" = check ]; then up --two; tests=("$LABSRC"/tests/[0-9]*.sh)
+	else up; tests=("$LABSRC"/tests/1*.sh "$LABSRC"/tests/2*.sh); fi
+	run_tests "${tests[@]}"; rc=$?
+	[ -n "${INCMIG_LAB_KEEP:-}" ] || stop
+	log "$cmd: rc=$rc, total $(( $(date +%s) - T0 ))s"
+	exit $rc ;;
+clean) stop; umount "$LAB/work/rootfs/proc" 2>/dev/null; rm -rf "$LAB" ;;
+*) sed -n '2,17p' "$0" | sed 's/^# \?//'; exit 2 ;;
+esac

@@ -1,0 +1,38 @@
+# tests/lab/tests/common.sh: helpers of the lab's tests (sourced).
+# A test runs in this machine's shell and drives dom0 over ssh; it prints
+# "RESULT key=value ..." lines that lab.sh copies into logs/summary, and exits
+# 0 pass, 1 fail, 77 skip.
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+fail() { log "FAIL: $*"; exit 1; }
+lg() { local n=$1; shift; hssh "$n" /root/lab/labguest.sh "$@"; }
+now() { date +%s.%N; }
+el() { echo "$2 - $1" | bc; }
+needhost() { hssh "$1" true 2>/dev/null || { log "SKIP: host $1 is not up (lab.sh up${2:+ $2})"; exit 77; }; }
+
+# hbgap NAME SINCE HOST...: largest heartbeat gap of guest NAME after time
+# SINCE (epoch seconds, this machine's clock), from the console logs of every
+# HOST merged by heartbeat number.  Prints "gap_guest=<s> gap_host=<s>
+# mean=<s> hb=<n> lost=<n>": gap_guest uses the wall clock the guest prints in
+# each line, gap_host the time dom0 saw the line (tail -F | ts); both clocks
+# are synced to this machine's at boot.  mean = mean heartbeat interval.
+hbgap() {
+	local name=$1 since=$2 h; shift 2
+	for h in "$@"; do lg "$h" hb "$name"; done | awk -v since="$since" '
+	$3 + 0 >= since - 1 && !(($1, $2) in t) {
+		t[$1, $2] = $3; if ($2 + 0 > max[$1]) max[$1] = $2 + 0
+		if (!($1 in min) || $2 + 0 < min[$1]) min[$1] = $2 + 0 }
+	END {
+		for (k = 1; k <= 2; k++) {
+			K = (k == 1) ? "G" : "H"; g = 0; c = 0; lost = 0; p = ""; sum = 0
+			if (!(K in min)) { out = out " " K "=none"; continue }
+			for (s = min[K]; s <= max[K]; s++) {
+				if (!((K, s) in t)) { lost++; continue }
+				if (p != "") { d = t[K, s] - p; if (d > g) g = d; sum += d; c++ }
+				p = t[K, s]
+			}
+			if (K == "G") out = sprintf("gap_guest=%.2f mean=%.2f hb=%d lost=%d", g, c ? sum / c : 0, c + 1, lost)
+			else out = out sprintf(" gap_host=%.2f", g)
+		}
+		print out
+	}'
+}

@@ -1,0 +1,410 @@
+/* test-bitmap.c: unit tests of bitmap.c: bit and range operations across
+ * word boundaries, scans at the edges, merge/swap, and the wire encoding
+ * (round trips, form choice, one test per decode error rule, the size of a
+ * sparse 64 GiB bitmap).
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "incmig-internal.h"
+
+/* A bitmap filled from a simple reference: bool per bit. */
+static void check_same(const struct incmig__bitmap *b, const bool *ref)
+{
+    for (uint64_t i = 0; i < b->nbits; i++)
+        assert_int_equal(incmig__bitmap_test(b, i), ref[i]);
+}
+
+static void test_init_bounds(void **state)
+{
+    struct incmig__bitmap b;
+
+    assert_int_equal(incmig__bitmap_init(&b, (INCMIG_DISK_MAX /
+                                              INCMIG_BS_MIN) + 1),
+                     INCMIG_EINVAL);
+    assert_null(b.words);
+    incmig__bitmap_dispose(&b);
+    assert_int_equal(incmig__bitmap_init(&b, 0), 0);
+    assert_int_equal(incmig__bitmap_count(&b), 0);
+    assert_int_equal(incmig__bitmap_next_set(&b, 0), 0);
+    incmig__bitmap_set(&b, 0);       /* out of range: ignored */
+    assert_false(incmig__bitmap_test(&b, 0));
+    incmig__bitmap_dispose(&b);
+    incmig__bitmap_dispose(&b);      /* idempotent */
+    assert_null(b.words);
+}
+
+static void test_block_size_valid(void **state)
+{
+    assert_true(incmig__block_size_valid(4096));
+    assert_true(incmig__block_size_valid(65536));
+    assert_true(incmig__block_size_valid(1 << 20));
+    assert_false(incmig__block_size_valid(2048));
+    assert_false(incmig__block_size_valid(2 << 20));
+    assert_false(incmig__block_size_valid(12288));
+    assert_false(incmig__block_size_valid(0));
+}
+
+static void test_set_clear_ranges(void **state)
+{
+    const uint64_t n = 200;            /* not a multiple of 64 */
+    struct incmig__bitmap b;
+    bool ref[200] = { false };
+
+    assert_int_equal(incmig__bitmap_init(&b, n), 0);
+    incmig__bitmap_set(&b, 0);
+    ref[0] = true;
+    incmig__bitmap_set(&b, 199);
+    ref[199] = true;
+    incmig__bitmap_set_range(&b, 60, 70);   /* spans words 0..2 */
+    for (int i = 60; i < 130; i++)
+        ref[i] = true;
+    check_same(&b, ref);
+    assert_int_equal(incmig__bitmap_count(&b), 72);
+
+    incmig__bitmap_clear_range(&b, 63, 2);
+    ref[63] = ref[64] = false;
+    incmig__bitmap_clear(&b, 100);
+    ref[100] = false;
+    check_same(&b, ref);
+    assert_int_equal(incmig__bitmap_count(&b), 69);
+
+    /* Out of range: clamped or ignored, never past words[]. */
+    incmig__bitmap_set_range(&b, 190, 1000);
+    for (int i = 190; i < 200; i++)
+        ref[i] = true;
+    incmig__bitmap_set(&b, 200);
+    incmig__bitmap_set_range(&b, 500, 10);
+    incmig__bitmap_set_range(&b, UINT64_MAX - 1, UINT64_MAX);
+    check_same(&b, ref);
+    assert_false(incmig__bitmap_test(&b, 200));
+    /* padding bits past nbits stay 0 */
+    assert_int_equal(b.words[3] >> (200 - 192), 0);
+    incmig__bitmap_set_range(&b, 0, 64);
+    assert_int_equal(b.words[0], UINT64_MAX);
+    incmig__bitmap_clear_all(&b);
+    assert_int_equal(incmig__bitmap_count(&b), 0);
+    incmig__bitmap_dispose(&b);
+}
+
+static void test_next(void **state)
+{
+    struct incmig__bitmap b;
+    uint64_t pos = 0, s, l;
+
+    assert_int_equal(incmig__bitmap_init(&b, 130), 0);
+    assert_int_equal(incmig__bitmap_next_set(&b, 0), 130);
+    assert_int_equal(incmig__bitmap_next_clear(&b, 0), 0);
+    assert_false(incmig__bitmap_next_run(&b, &pos, &s, &l));
+    assert_int_equal(pos, 130);
+
+    incmig__bitmap_set(&b, 0);
+    incmig__bitmap_set_range(&b, 63, 3);     /* 63,64,65 */
+    incmig__bitmap_set(&b, 129);             /* last bit */
+    assert_int_equal(incmig__bitmap_next_set(&b, 0), 0);
+    assert_int_equal(incmig__bitmap_next_set(&b, 1), 63);
+    assert_int_equal(incmig__bitmap_next_set(&b, 66), 129);
+    assert_int_equal(incmig__bitmap_next_set(&b, 130), 130);
+    assert_int_equal(incmig__bitmap_next_set(&b, UINT64_MAX), 130);
+    assert_int_equal(incmig__bitmap_next_clear(&b, 0), 1);
+    assert_int_equal(incmig__bitmap_next_clear(&b, 63), 66);
+    /* the last bit is set: the padding must not count as clear */
+    assert_int_equal(incmig__bitmap_next_clear(&b, 129), 130);
+
+    pos = 0;
+    assert_true(incmig__bitmap_next_run(&b, &pos, &s, &l));
+    assert_int_equal(s, 0);
+    assert_int_equal(l, 1);
+    assert_int_equal(pos, 1);
+    assert_true(incmig__bitmap_next_run(&b, &pos, &s, &l));
+    assert_int_equal(s, 63);
+    assert_int_equal(l, 3);
+    assert_true(incmig__bitmap_next_run(&b, &pos, &s, &l));
+    assert_int_equal(s, 129);
+    assert_int_equal(l, 1);
+    assert_int_equal(pos, 130);
+    assert_false(incmig__bitmap_next_run(&b, &pos, &s, &l));
+
+    /* all set: one run of the whole bitmap */
+    incmig__bitmap_set_range(&b, 0, 130);
+    pos = 0;
+    assert_true(incmig__bitmap_next_run(&b, &pos, &s, &l));
+    assert_int_equal(s, 0);
+    assert_int_equal(l, 130);
+    assert_int_equal(incmig__bitmap_next_clear(&b, 0), 130);
+    incmig__bitmap_dispose(&b);
+}
+
+static void test_merge_swap(void **state)
+{
+    struct incmig__bitmap a, b, c;
+
+    assert_int_equal(incmig__bitmap_init(&a, 100), 0);
+    assert_int_equal(incmig__bitmap_init(&b, 100), 0);
+    assert_int_equal(incmig__bitmap_init(&c, 101), 0);
+    incmig__bitmap_set(&a, 1);
+    incmig__bitmap_set(&b, 99);
+    incmig__bitmap_set(&c, 5);
+    assert_int_equal(incmig__bitmap_merge(&a, &c), INCMIG_EINVAL);
+    assert_int_equal(incmig__bitmap_count(&a), 1);
+    assert_int_equal(incmig__bitmap_merge(&a, &b), 0);
+    assert_true(incmig__bitmap_test(&a, 1));
+    assert_true(incmig__bitmap_test(&a, 99));
+    assert_int_equal(incmig__bitmap_count(&a), 2);
+
+    incmig__bitmap_clear_all(&b);
+    incmig__bitmap_swap(&a, &b);
+    assert_int_equal(incmig__bitmap_count(&a), 0);
+    assert_int_equal(incmig__bitmap_count(&b), 2);
+    assert_int_equal(a.nbits, 100);
+    incmig__bitmap_dispose(&a);
+    incmig__bitmap_dispose(&b);
+    incmig__bitmap_dispose(&c);
+}
+
+/* Round trip bits [first, first+n) of `b` into a fresh bitmap; returns
+ * the form byte used. */
+static int round_trip(const struct incmig__bitmap *b, uint64_t first,
+                      uint64_t n)
+{
+    struct incmig__bitmap d;
+    uint8_t *buf;
+    size_t len;
+
+    assert_int_equal(incmig__bitmap_encode(b, first, n, &buf, &len), 0);
+    assert_true(len >= 1);
+    assert_int_equal(incmig__bitmap_init(&d, b->nbits), 0);
+    assert_int_equal(incmig__bitmap_decode(&d, first, n, buf, len), 0);
+    for (uint64_t i = 0; i < b->nbits; i++) {
+        bool in = i >= first && i < first + n;
+        assert_int_equal(incmig__bitmap_test(&d, i),
+                         in && incmig__bitmap_test(b, i));
+    }
+    int form = buf[0];
+    free(buf);
+    incmig__bitmap_dispose(&d);
+    return form;
+}
+
+static void test_encode_round_trip(void **state)
+{
+    struct incmig__bitmap b;
+    const uint64_t n = 1000;
+
+    srand(42);
+    assert_int_equal(incmig__bitmap_init(&b, n), 0);
+    /* empty: one clear run */
+    assert_int_equal(round_trip(&b, 0, n), 1);
+    assert_int_equal(round_trip(&b, 0, 0), 0);
+    /* dense random bits: raw is smaller */
+    for (int iter = 0; iter < 20; iter++) {
+        incmig__bitmap_clear_all(&b);
+        for (uint64_t i = 0; i < n; i++)
+            if (rand() % 2)
+                incmig__bitmap_set(&b, i);
+        assert_int_equal(round_trip(&b, 0, n), 0);
+        uint64_t f = (uint64_t)rand() % n;
+        round_trip(&b, f, (uint64_t)rand() % (n - f + 1));
+    }
+    /* a few long runs: runs is smaller, including one ending on a set run
+     * and one starting with a set bit (first clear run of 0) */
+    for (int iter = 0; iter < 20; iter++) {
+        incmig__bitmap_clear_all(&b);
+        for (int k = 0; k < 4; k++)
+            incmig__bitmap_set_range(&b, (uint64_t)rand() % n,
+                                     (uint64_t)rand() % 100 + 1);
+        assert_int_equal(round_trip(&b, 0, n), 1);
+        uint64_t f = (uint64_t)rand() % n;
+        round_trip(&b, f, (uint64_t)rand() % (n - f + 1));
+    }
+    incmig__bitmap_clear_all(&b);
+    incmig__bitmap_set(&b, 0);
+    incmig__bitmap_set(&b, n - 1);
+    assert_int_equal(round_trip(&b, 0, n), 1);
+    round_trip(&b, 1, n - 2);
+    round_trip(&b, 0, 1);
+    round_trip(&b, n - 1, 1);
+    /* out of range encode */
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(incmig__bitmap_encode(&b, 1, n, &buf, &len),
+                     INCMIG_EINVAL);
+    assert_null(buf);
+    incmig__bitmap_dispose(&b);
+}
+
+static void test_encode_exact_bytes(void **state)
+{
+    struct incmig__bitmap b;
+    uint8_t *buf;
+    size_t len;
+
+    assert_int_equal(incmig__bitmap_init(&b, 400), 0);
+    /* bits 3..5 and 300..399 -> runs 3,3,294,100 */
+    incmig__bitmap_set_range(&b, 3, 3);
+    incmig__bitmap_set_range(&b, 300, 100);
+    assert_int_equal(incmig__bitmap_encode(&b, 0, 400, &buf, &len), 0);
+    const uint8_t want[] = { 1, 3, 3, 0xa6, 0x02, 100 };
+    assert_int_equal(len, sizeof want);
+    assert_memory_equal(buf, want, sizeof want);
+    free(buf);
+    /* raw: 10 bits 0b1000000101 starting at bit 3 */
+    incmig__bitmap_clear_all(&b);
+    for (int i = 0; i < 10; i++)
+        if ((0x205 >> i) & 1)
+            incmig__bitmap_set(&b, 3 + (uint64_t)i);
+    assert_int_equal(incmig__bitmap_encode(&b, 3, 10, &buf, &len), 0);
+    const uint8_t raw[] = { 0, 0x05, 0x02 };
+    assert_int_equal(len, sizeof raw);
+    assert_memory_equal(buf, raw, sizeof raw);
+    free(buf);
+    incmig__bitmap_dispose(&b);
+}
+
+/* decode must fail with EPROTO and leave b (pre-filled) unchanged. */
+static void expect_bad(uint64_t first, uint64_t nbits, const uint8_t *buf,
+                       size_t len)
+{
+    struct incmig__bitmap b;
+
+    assert_int_equal(incmig__bitmap_init(&b, 100), 0);
+    incmig__bitmap_set(&b, 7);
+    incmig__bitmap_set(&b, 50);
+    assert_int_equal(incmig__bitmap_decode(&b, first, nbits, buf, len),
+                     INCMIG_EPROTO);
+    assert_int_equal(incmig__bitmap_count(&b), 2);
+    assert_true(incmig__bitmap_test(&b, 7));
+    assert_true(incmig__bitmap_test(&b, 50));
+    incmig__bitmap_dispose(&b);
+}
+
+static void test_decode_errors(void **state)
+{
+    /* the good one, to show the bad ones fail for their stated reason */
+    struct incmig__bitmap b;
+    const uint8_t good[] = { 1, 2, 3, 5 };     /* 10 bits: ..XXX..... */
+    assert_int_equal(incmig__bitmap_init(&b, 100), 0);
+    assert_int_equal(incmig__bitmap_decode(&b, 90, 10, good, sizeof good), 0);
+    assert_int_equal(incmig__bitmap_count(&b), 3);
+    assert_true(incmig__bitmap_test(&b, 92));
+    incmig__bitmap_dispose(&b);
+
+    /* range: first+nbits past the bitmap; overflow of first+nbits */
+    expect_bad(91, 10, good, sizeof good);
+    expect_bad(UINT64_MAX, 2, good, sizeof good);
+    expect_bad(5, UINT64_MAX, good, sizeof good);
+    /* empty input */
+    expect_bad(0, 10, good, 0);
+    /* unknown form */
+    expect_bad(0, 10, (const uint8_t[]){ 2, 10 }, 2);
+    /* raw: too short, too long, pad bits set */
+    expect_bad(0, 10, (const uint8_t[]){ 0, 0xff }, 2);
+    expect_bad(0, 10, (const uint8_t[]){ 0, 0xff, 0x03, 0 }, 4);
+    expect_bad(0, 10, (const uint8_t[]){ 0, 0xff, 0x07 }, 3);
+    /* runs: truncated varint, 11-byte varint, 10th byte > 1 (> 64 bits) */
+    expect_bad(0, 10, (const uint8_t[]){ 1, 2, 0x83 }, 3);
+    expect_bad(0, 10, (const uint8_t[]){ 1, 0x80, 0x80, 0x80, 0x80, 0x80,
+                                         0x80, 0x80, 0x80, 0x80, 0x80, 0 },
+               12);
+    expect_bad(0, 10, (const uint8_t[]){ 1, 0x80, 0x80, 0x80, 0x80, 0x80,
+                                         0x80, 0x80, 0x80, 0x80, 0x02 }, 11);
+    /* runs: a zero-length run other than the first */
+    expect_bad(0, 10, (const uint8_t[]){ 1, 2, 0, 8 }, 4);
+    expect_bad(0, 10, (const uint8_t[]){ 1, 0, 4, 6, 0 }, 5);
+    /* runs: sum short, sum long, sum overflowing 64 bits */
+    expect_bad(0, 10, (const uint8_t[]){ 1, 2, 3 }, 3);
+    expect_bad(0, 10, (const uint8_t[]){ 1, 2, 3, 6 }, 4);
+    expect_bad(0, 10, (const uint8_t[]){ 1, 2, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                         0xff, 0xff, 0xff, 0xff, 0x01 }, 12);
+    /* runs: empty list for nbits > 0 */
+    expect_bad(0, 10, (const uint8_t[]){ 1 }, 1);
+    /* trailing bytes after an exact sum */
+    expect_bad(0, 10, (const uint8_t[]){ 1, 2, 8, 0 }, 4);
+}
+
+static void test_decode_accepts(void **state)
+{
+    struct incmig__bitmap b;
+
+    assert_int_equal(incmig__bitmap_init(&b, 100), 0);
+    /* first run 0: starts with a set run; ends with a set run */
+    assert_int_equal(incmig__bitmap_decode(&b, 0, 10,
+                     (const uint8_t[]){ 1, 0, 4, 5, 1 }, 5), 0);
+    assert_int_equal(incmig__bitmap_count(&b), 5);
+    assert_true(incmig__bitmap_test(&b, 0));
+    assert_true(incmig__bitmap_test(&b, 3));
+    assert_false(incmig__bitmap_test(&b, 4));
+    assert_true(incmig__bitmap_test(&b, 9));
+    /* an overlong but 64-bit value encoding of 10 is accepted */
+    assert_int_equal(incmig__bitmap_decode(&b, 0, 10,
+                     (const uint8_t[]){ 1, 0x8a, 0x00 }, 3), 0);
+    /* zero bits: raw with no bytes, and runs with an empty list */
+    assert_int_equal(incmig__bitmap_decode(&b, 100, 0,
+                     (const uint8_t[]){ 0 }, 1), 0);
+    assert_int_equal(incmig__bitmap_decode(&b, 100, 0,
+                     (const uint8_t[]){ 1 }, 1), 0);
+    /* raw at an unaligned offset ORs into existing bits */
+    assert_int_equal(incmig__bitmap_decode(&b, 60, 9,
+                     (const uint8_t[]){ 0, 0x81, 0x01 }, 3), 0);
+    assert_true(incmig__bitmap_test(&b, 60));
+    assert_true(incmig__bitmap_test(&b, 67));
+    assert_true(incmig__bitmap_test(&b, 68));
+    assert_int_equal(incmig__bitmap_count(&b), 8);
+    incmig__bitmap_dispose(&b);
+}
+
+/* A 64 GiB disk at 4 KiB with 100 scattered runs: a few hundred bytes. */
+static void test_sparse_64g_size(void **state)
+{
+    const uint64_t n = (UINT64_C(64) << 30) / 4096;
+    struct incmig__bitmap b, d;
+    uint8_t *buf;
+    size_t len;
+
+    srand(7);
+    assert_int_equal(incmig__bitmap_init(&b, n), 0);
+    for (int i = 0; i < 100; i++) {
+        uint64_t at = ((uint64_t)rand() << 16 ^ (uint64_t)rand()) % n;
+        incmig__bitmap_set_range(&b, at, (uint64_t)(rand() % 64) + 1);
+    }
+    double t0 = incmig__now();
+    assert_int_equal(incmig__bitmap_encode(&b, 0, n, &buf, &len), 0);
+    double t1 = incmig__now();
+    assert_int_equal(buf[0], 1);
+    assert_true(len <= 600);      /* <= 200 runs * 3 bytes */
+    assert_true(t1 - t0 < 0.5);   /* word-at-a-time scan, not per bit */
+    assert_int_equal(incmig__bitmap_init(&d, n), 0);
+    assert_int_equal(incmig__bitmap_decode(&d, 0, n, buf, len), 0);
+    assert_memory_equal(b.words, d.words, n / 8);
+    assert_int_equal(incmig__bitmap_count(&d), incmig__bitmap_count(&b));
+    free(buf);
+    incmig__bitmap_dispose(&b);
+    incmig__bitmap_dispose(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_init_bounds),
+        cmocka_unit_test(test_block_size_valid),
+        cmocka_unit_test(test_set_clear_ranges),
+        cmocka_unit_test(test_next),
+        cmocka_unit_test(test_merge_swap),
+        cmocka_unit_test(test_encode_round_trip),
+        cmocka_unit_test(test_encode_exact_bytes),
+        cmocka_unit_test(test_decode_errors),
+        cmocka_unit_test(test_decode_accepts),
+        cmocka_unit_test(test_sparse_64g_size),
+    };
+    /* Decode errors are expected here: keep stderr quiet. */
+    incmig__verbosity = -1;
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
