@@ -67,6 +67,7 @@ struct mig {
     pthread_cond_t cond;
     pthread_t reader;
     bool reader_running;
+    bool reader_done;          /* the reader left by itself */
     struct incmig__pull_req q[DEMAND_QUEUE];
     unsigned q_head, q_len;
     bool complete, link_down;
@@ -505,6 +506,7 @@ static void *reader_main(void *opaque)
             DBG("ignoring %s during PULL", incmig__rec_name(r.type));
         }
         bool stop = m->link_down || m->complete;
+        m->reader_done = stop;
         pthread_cond_broadcast(&m->cond);
         pthread_mutex_unlock(&m->lock);
         if (stop)
@@ -517,6 +519,7 @@ static int start_reader(struct mig *m)
 {
     m->link_down = false;
     m->complete = false;
+    m->reader_done = false;
     if (pthread_create(&m->reader, NULL, reader_main, m))
         return INCMIG_ENOMEM;
     m->reader_running = true;
@@ -527,8 +530,11 @@ static void stop_reader(struct mig *m)
 {
     if (!m->reader_running)
         return;
-    if (m->st_open)
-        shutdown(m->st.rfd, SHUT_RDWR);
+    pthread_mutex_lock(&m->lock);
+    bool done = m->reader_done;
+    pthread_mutex_unlock(&m->lock);
+    if (!done && m->st_open)    /* wake it; our sending side stays open */
+        shutdown(m->st.rfd, SHUT_RD);
     pthread_join(m->reader, NULL);
     m->reader_running = false;
 }

@@ -580,9 +580,16 @@ static int relink(struct recv *r)
     double end = incmig__now() + t;
     while (!stop_requested) {
         int fd, rc;
-        rc = incmig__tcp_accept(r->lfd, end - incmig__now(), &fd);
+        double left = end - incmig__now();
+        if (left <= 0) {
+            ERR("the source did not come back within %.0f s", t);
+            return INCMIG_ELINK;
+        }
+        rc = incmig__tcp_accept(r->lfd, left < 1 ? left : 1, &fd);
+        if (rc == INCMIG_ECANCEL)
+            continue;
         if (rc)
-            return rc == INCMIG_ECANCEL ? INCMIG_ELINK : rc;
+            return rc;
         rc = open_stream(r, fd, fd);
         if (!rc)
             rc = hello(r, true);
@@ -656,7 +663,9 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
         if (rc)
             goto out;
         INFO("waiting for the source on %s", o->listen);
-        rc = incmig__tcp_accept(r.lfd, -1, &fd);
+        do
+            rc = incmig__tcp_accept(r.lfd, 1, &fd);
+        while (rc == INCMIG_ECANCEL && !stop_requested);
         if (rc)
             goto out;
         in_fd = out_fd = fd;

@@ -44,7 +44,8 @@ stop() {
 }
 
 wait_host() {
-	local n=$1 tmo=${INCMIG_LAB_BOOT_TIMEOUT:-900} S=$LAB/logs/host$n.serial t0 el xen_t= ready_t=
+	local n=$1 tmo=${INCMIG_LAB_BOOT_TIMEOUT:-900} S t0 el xen_t= ready_t=
+	S=$LAB/logs/host$n.serial
 	t0=$(cat "$LAB/run/host$n.t0") || die "host $n was not booted"
 	while :; do
 		el=$(echo "$(date +%s.%N) - $t0" | bc)

@@ -993,7 +993,7 @@ static void test_bandwidth(void **st)
     incmig__stream_dispose(&s);
     pthread_join(th, NULL);
     close(sv[1]);
-    assert_true(dt < 0.3);
+    assert_true(dt < 0.4);
 }
 
 static void test_rec_name(void **st)

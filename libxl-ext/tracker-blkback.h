@@ -1,0 +1,57 @@
+/* tracker-blkback.h: the write tracker of a VBD served by incmig's
+ * patched xen-blkback (blkback-patch/, interface in
+ * blkback-patch/ABI-sysfs-xen-blkback-tracking.txt).
+ *
+ * Entry points: open (enable tracking and wait for blkback's answer),
+ * drain_wait (after the domain is suspended), disable; the
+ * get_and_clear / load / dispose operations of struct incmig__tracker.
+ *
+ * Built only with libxen (HAVE_XEN).  sysfs is reached under a root
+ * prefix and xenstore through a small ops table, so the unit test runs
+ * against a fake directory and a fake store.
+ */
+#ifndef INCMIG_TRACKER_BLKBACK_H
+#define INCMIG_TRACKER_BLKBACK_H
+
+#include <stdint.h>
+
+#include "incmig-internal.h"
+
+/* xenstore access.  write: one transaction, retried on EAGAIN.  read:
+ * 0 with *val_r malloc'd, 1 when the node does not exist, or an
+ * INCMIG_E* code. */
+struct incmig__blkback_xs_ops {
+    int (*write)(void *opaque, const char *path, const char *val);
+    int (*read)(void *opaque, const char *path, char **val_r);
+    void (*close)(void *opaque);
+};
+
+struct incmig__blkback_opts {
+    /* Prepended to /sys/...; NULL: $INCMIG_SYSFS_ROOT, else "". */
+    const char *sysfs_root;
+    /* Backend directory; NULL: /local/domain/0/backend/vbd/DOMID/DEVID. */
+    const char *backend_path;
+    /* incmig-track-key (parks the bitmap when the VBD goes away); NULL:
+     * none.  [A-Za-z0-9._-], at most 64 characters. */
+    const char *key;
+    /* NULL: libxenstore (xs_open).  Called on dispose: close(opaque). */
+    const struct incmig__blkback_xs_ops *xs;
+    void *xs_opaque;
+    double timeout_s;        /* blkback's answer to enable; 0: 10 s */
+};
+
+/* Enable tracking at block_size (power of two, 4K..1M) and wait, bounded,
+ * for incmig-tracking to report it.  INCMIG_ENOTSUP with a message naming
+ * the fix when the loaded xen-blkback is the stock one; INCMIG_EINVAL
+ * with blkback's reason when it refuses. */
+int incmig__blkback_tracker_open(struct incmig__tracker **t, uint32_t domid,
+                                 uint32_t devid, uint32_t block_size,
+                                 const struct incmig__blkback_opts *opts);
+/* Wait until the VBD has no request in flight (call after the domain is
+ * suspended, before the final get_and_clear).  INCMIG_ECANCEL on
+ * timeout. */
+int incmig__blkback_drain_wait(struct incmig__tracker *t, double timeout_s);
+/* Stop tracking (the kernel frees the bitmap). */
+int incmig__blkback_disable(struct incmig__tracker *t);
+
+#endif
