@@ -100,11 +100,17 @@ int incmig__gate_new(struct incmig__gate **g_r, struct incmig__disk *d,
     bool ca_ok = false;
 
     *g_r = NULL;
-    if (!d || !request || !incmig__block_size_valid(block_size) ||
-        d->size == 0 || d->size > INCMIG_DISK_MAX) {
-        ERR("cannot set up the PULL gate of disk %u: invalid disk size "
-            "%" PRIu64 " or block size %" PRIu32, disk_index,
-            d ? d->size : 0, block_size);
+    if (!d || !request) {
+        ERR("PULL gate of disk %u: no disk or no request callback",
+            disk_index);
+        rc = INCMIG_EINVAL;
+        goto out;
+    }
+    if (!incmig__block_size_valid(block_size) || d->size == 0 ||
+        d->size > INCMIG_DISK_MAX) {
+        ERR("cannot set up the PULL gate of disk %u: disk size %" PRIu64
+            " or block size %" PRIu32 " out of range", disk_index, d->size,
+            block_size);
         rc = INCMIG_EINVAL;
         goto out;
     }
@@ -180,16 +186,15 @@ int incmig__gate_mark_missing(struct incmig__gate *g,
 {
     int rc;
 
-    pthread_mutex_lock(&g->lock);
-    rc = incmig__bitmap_merge(&g->missing, m);
-    if (rc) {
+    if (m->nbits != g->nblocks) {
         ERR("stop-and-copy bitmap of disk %u has %" PRIu64 " bits, the "
             "disk has %" PRIu64 " blocks", g->disk, m->nbits, g->nblocks);
-        goto out;
+        return INCMIG_EINVAL;
     }
+    pthread_mutex_lock(&g->lock);
+    rc = incmig__bitmap_merge(&g->missing, m);
     g->nmissing = incmig__bitmap_count(&g->missing);
     pthread_cond_broadcast(&g->cond);
-out:
     pthread_mutex_unlock(&g->lock);
     return rc;
 }

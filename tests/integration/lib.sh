@@ -18,3 +18,73 @@ bg() { "$@" & PIDS="$PIDS $!"; LASTPID=$!; }
 # wait_for COND_CMD [seconds]: poll until COND_CMD succeeds
 wait_for() { local i=0 n=$(( ${2:-20} * 10 )); while ! eval "$1" >/dev/null 2>&1; do i=$((i+1)); [ $i -ge $n ] && return 1; sleep 0.1; done; }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' 2>/dev/null || echo $(( 20000 + RANDOM % 20000 )); }
+
+# ---- migration scaffolding: serve -> guest -> receiver -> migrate -------
+
+# mkimage PATH MIB [ALLOC_PERCENT]: random data in ALLOC_PERCENT of the
+# 1 MiB extents (default 50), holes elsewhere; PATH.orig is a copy that
+# verify uses for the blocks the guest never wrote.
+mkimage() {
+    local path=$1 mib=$2 pct=${3:-50} i
+    head -c $((mib << 20)) /dev/urandom >"$path"
+    for i in $(seq 0 $((mib - 1))); do
+        [ $(( (i * 37) % 100 )) -lt "$pct" ] && continue
+        fallocate -p -o $((i << 20)) -l $((1 << 20)) "$path" 2>/dev/null ||
+            dd if=/dev/zero of="$path" bs=1M seek=$i count=1 conv=notrunc status=none
+    done
+    cp --sparse=always "$path" "$path.orig"
+}
+
+# start_serve IMAGE [serve options...]: the source export
+start_serve() {
+    local img=$1; shift
+    SRC_SOCK=$T/src.sock; SRC_CTL=$T/src.ctl
+    bg "$XL_INCMIG" serve --nbd "unix:$SRC_SOCK" --control "$SRC_CTL" "$@" "$img" 2>"$T/serve.log"
+    SERVE_PID=$LASTPID
+    wait_for "[ -S '$SRC_CTL' ]" 20 || fail "serve did not start"
+}
+
+# start_guest RATE [guest options...]: writes to the source, then the destination
+start_guest() {
+    local rate=$1; shift
+    DST_SOCK=${DST_SOCK:-$T/dst.sock}
+    bg "$XL_INCMIG" guest --nbd "nbd+unix:///?socket=$SRC_SOCK,nbd+unix:///?socket=$DST_SOCK" \
+        --seconds 0 --rate "$rate" --journal "$T/journal" --stats-json "$T/guest.json" "$@" \
+        >"$T/guest.log" 2>&1
+    GUEST_PID=$LASTPID
+}
+
+# start_receiver [receiver options...]: listens on 127.0.0.1:$PORT
+start_receiver() {
+    DST_SOCK=${DST_SOCK:-$T/dst.sock}
+    PORT=$(free_port)
+    bg "$XL_INCMIG" migrate-receive --listen "127.0.0.1:$PORT" --image "$T/dst.img" \
+        --nbd "unix:$DST_SOCK" --exit-when-done "$@" 2>"$T/receive.log"
+    RECV_PID=$LASTPID
+    wait_for "grep -q 'waiting for the source' '$T/receive.log'" 20 || fail "receiver did not start"
+}
+
+# run_migrate [migrate options...]: to $MIG_HOST (default the receiver)
+run_migrate() {
+    "$XL_INCMIG" migrate -s "" --no-progress --json "$T/report.json" "$@" \
+        "sim:$SRC_CTL" "${MIG_HOST:-127.0.0.1:$PORT}" >"$T/migrate.out" 2>"$T/migrate.log"
+}
+
+# stop_guest: SIGTERM, and its exit status must be 0 (no read mismatch)
+stop_guest() {
+    kill -TERM "$GUEST_PID"
+    wait "$GUEST_PID" || fail "guest exited with status $? (read mismatches or errors)"
+    grep -q ' 0 mismatches' "$T/guest.log" || fail "guest reported mismatches"
+}
+
+# verify_image IMAGE: every block as the journal and the original say
+verify_image() {
+    "$XL_INCMIG" verify --journal "$T/journal" --image "$1" --original "$T/src.img.orig" \
+        >"$T/verify.log" 2>&1 || fail "verify of $1 failed: $(cat "$T/verify.log")"
+    grep -q ' 0 mismatches' "$T/verify.log" || fail "verify: $(cat "$T/verify.log")"
+}
+
+# json KEY [FILE]: first numeric value of "KEY" in the report
+json() { grep -o "\"$1\":[0-9.e+-]*" "${2:-$T/report.json}" | head -n 1 | cut -d: -f2; }
+# fcmp A OP B: floating-point comparison with awk
+fcmp() { awk -v a="$1" -v b="$3" "BEGIN { exit !(a $2 b) }"; }

@@ -418,34 +418,129 @@ static void test_fill(void **state)
 
 static void test_relink(void **state)
 {
-    const uint64_t miss[] = { 13, UINT64_MAX };
+    const uint64_t miss[] = { 13, 40, UINT64_MAX };
     struct fx *f = fx_new(64 * BS, miss);
-    struct reader r;
+    struct reader r[2];
 
     f->fail_next = 1;          /* the link is down for the first request */
     fx_answer(f, 0);
-    reader_start(&r, f, 13 * BS, BS);
-    for (int i = 0; i < 400; i++) {
-        pthread_mutex_lock(&f->lock);
-        int a = f->attempts;
-        pthread_mutex_unlock(&f->lock);
-        if (a == 1)
-            break;
+    reader_start(&r[0], f, 13 * BS, BS);
+    for (int i = 0; i < 400 && stats(f).waits < 1; i++)
         usleep(5000);
-    }
+    reader_start(&r[1], f, 40 * BS + 10, 100);
+    for (int i = 0; i < 400 && stats(f).waits < 2; i++)
+        usleep(5000);
     usleep(50000);
-    /* Waiting, and not hammering the dead link. */
-    assert_false(__atomic_load_n(&r.done, __ATOMIC_SEQ_CST));
+    /* Both wait, and the dead link is not hammered: one attempt only. */
+    assert_int_equal(stats(f).waits, 2);
+    assert_false(__atomic_load_n(&r[0].done, __ATOMIC_SEQ_CST));
+    assert_false(__atomic_load_n(&r[1].done, __ATOMIC_SEQ_CST));
+    pthread_mutex_lock(&f->lock);
     assert_int_equal(f->attempts, 1);
-    assert_int_equal(fx_nreq(f), 0);
+    assert_int_equal(f->nreq, 0);
+    pthread_mutex_unlock(&f->lock);
 
+    /* Back: what both readers wait for is asked for again, once. */
     incmig__gate_relink(f->g);
-    reader_join_check(&r);
-    assert_int_equal(f->attempts, 2);
-    assert_int_equal(fx_nreq(f), 1);
-    assert_int_equal(f->reqs[0].first, 13);
+    reader_join_check(&r[0]);
+    reader_join_check(&r[1]);
+    assert_int_equal(f->attempts, 3);
+    assert_int_equal(fx_nreq(f), 2);
     assert_int_equal(f->reqs[0].n, 1);
-    assert_int_equal(stats(f).demand_requests, 2);
+    assert_int_equal(f->reqs[1].n, 1);
+    assert_int_equal(f->reqs[0].first + f->reqs[1].first, 13 + 40);
+    assert_int_equal(stats(f).demand_requests, 3);
+    fx_free(f);
+}
+
+/* A fill of a long run is writing while the guest overwrites whole blocks
+ * inside it: whichever comes first, the guest's data must stay. */
+struct overwriter {
+    struct fx *f;
+    uint64_t first, n;
+    int rc;
+};
+
+static void *overwriter_main(void *arg)
+{
+    struct overwriter *o = arg;
+    uint8_t buf[BS];
+
+    memset(buf, 0x5A, sizeof buf);
+    for (uint64_t k = 0; k < o->n && !o->rc; k++)
+        o->rc = gwrite(o->f, buf, BS, (o->first + o->n - 1 - k * 7 % o->n) * BS);
+    return NULL;
+}
+
+static void test_write_during_fill(void **state)
+{
+    enum { NB = 4096 };
+    uint64_t *miss = malloc((NB + 1) * sizeof *miss);
+    assert_non_null(miss);
+    for (uint64_t b = 0; b < NB; b++)
+        miss[b] = b;
+    miss[NB] = UINT64_MAX;
+    struct fx *f = fx_new((uint64_t)NB * BS, miss);
+    struct overwriter o = { .f = f, .first = NB / 2, .n = NB / 2 };
+    uint8_t *disk = malloc((uint64_t)NB * BS), want[BS];
+    pthread_t t;
+
+    assert_non_null(disk);
+    memset(want, 0x5A, sizeof want);
+    assert_int_equal(pthread_create(&t, NULL, overwriter_main, &o), 0);
+    assert_int_equal(incmig__gate_fill(f->g, 0, NB, f->src), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(o.rc, 0);
+    assert_int_equal(incmig__gate_missing_count(f->g), 0);
+    assert_int_equal(fx_nreq(f), 0);
+    file_read(f, disk, (uint64_t)NB * BS, 0);
+    for (uint64_t b = 0; b < NB; b++) {
+        const uint8_t *exp = b < NB / 2 ? f->src + b * BS : want;
+        if (memcmp(disk + b * BS, exp, BS))
+            fail_msg("block %llu: the guest's write was lost",
+                     (unsigned long long)b);
+    }
+    struct incmig__gate_stats st = stats(f);
+    assert_int_equal(st.dropped, st.overwritten);
+    free(disk);
+    free(miss);
+    fx_free(f);
+}
+
+/* The destination volume fails writes: fill and guest writes report it,
+ * and the blocks stay missing. */
+static void test_io_errors(void **state)
+{
+    const uint64_t miss[] = { 3, UINT64_MAX };
+    struct fx *f = fx_new(64 * BS, miss);
+    struct incmig__disk ro;
+    struct incmig__gate *g = NULL;
+    struct incmig__bitmap m = { 0 };
+    uint8_t buf[BS] = { 0 };
+
+    assert_int_equal(incmig__disk_open(&ro, f->path, 0, 0), 0);
+    assert_int_equal(incmig__gate_new(&g, &ro, 1, BS, request_cb, f), 0);
+    assert_int_equal(incmig__gate_get_missing(f->g, &m), 0);
+    assert_int_equal(incmig__gate_mark_missing(g, &m), 0);
+    assert_int_equal(incmig__gate_fill(g, 3, 1, f->src + 3 * BS), INCMIG_EIO);
+    assert_int_equal(incmig__gate_missing_count(g), 1);
+    assert_int_equal(incmig__gate_nbd_ops.pwrite(g, buf, BS, 5 * BS, false),
+                     -EIO);
+    incmig__gate_free(g);
+    incmig__disk_close(&ro);
+
+    /* Bad arguments. */
+    struct incmig__bitmap small = { 0 };
+    assert_int_equal(incmig__bitmap_init(&small, 10), 0);
+    assert_int_equal(incmig__gate_mark_missing(f->g, &small), INCMIG_EINVAL);
+    assert_int_equal(incmig__gate_get_missing(f->g, &small), INCMIG_EINVAL);
+    assert_int_equal(incmig__gate_new(&g, &f->d, 0, 1000, request_cb, f),
+                     INCMIG_EINVAL);
+    assert_null(g);
+    assert_int_equal(incmig__gate_new(&g, &f->d, 0, BS, NULL, f),
+                     INCMIG_EINVAL);
+    incmig__bitmap_dispose(&small);
+    incmig__bitmap_dispose(&m);
     fx_free(f);
 }
 
@@ -707,6 +802,8 @@ int main(void)
         cmocka_unit_test(test_partial_write_merges),
         cmocka_unit_test(test_fill),
         cmocka_unit_test(test_relink),
+        cmocka_unit_test(test_write_during_fill),
+        cmocka_unit_test(test_io_errors),
         cmocka_unit_test(test_wait_complete),
         cmocka_unit_test(test_trim_zero),
         cmocka_unit_test(test_short_last_block),
