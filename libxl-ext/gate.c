@@ -285,16 +285,17 @@ static uint64_t make_current(struct incmig__gate *g, uint64_t first,
     return cnt;
 }
 
-/* First block in [from, last] that is missing and not requested, or
- * UINT64_MAX.  A word at a time: a read may span thousands of blocks and
- * this runs on every wake-up. */
+/* First block in [from, last] that is missing, not requested and not
+ * being filled (that copy is as good as an answer), or UINT64_MAX.  A word
+ * at a time: a read may span thousands of blocks and this runs on every
+ * wake-up. */
 static uint64_t next_wanted(const struct incmig__gate *g, uint64_t from,
                             uint64_t last)
 {
     while (from <= last) {
         uint64_t i = from / 64;
         uint64_t w = g->missing.words[i] & ~g->requested.words[i] &
-                     (~UINT64_C(0) << (from % 64));
+                     ~g->busy.words[i] & (~UINT64_C(0) << (from % 64));
         if (w) {
             uint64_t b = i * 64 + (uint64_t)__builtin_ctzll(w);
             return b <= last ? b : UINT64_MAX;
@@ -304,8 +305,7 @@ static uint64_t next_wanted(const struct incmig__gate *g, uint64_t from,
     return UINT64_MAX;
 }
 
-/* Ask the source for the first run of missing, not yet requested blocks in
- * [first, last].  Returns 0 when there was nothing to ask, 1 when a request
+/* Ask the source for the first run of next_wanted blocks in [first, last].  Returns 0 when there was nothing to ask, 1 when a request
  * went out, -1 when it failed; in the last two cases the lock was dropped
  * and everything must be re-checked. */
 static int request_next(struct incmig__gate *g, uint64_t first, uint64_t last)
@@ -317,7 +317,8 @@ static int request_next(struct incmig__gate *g, uint64_t first, uint64_t last)
         return 0;
     while (n < g->req_max && b + n <= last &&
            incmig__bitmap_test(&g->missing, b + n) &&
-           !incmig__bitmap_test(&g->requested, b + n))
+           !incmig__bitmap_test(&g->requested, b + n) &&
+           !incmig__bitmap_test(&g->busy, b + n))
         n++;
     incmig__bitmap_set_range(&g->requested, b, n);
     g->st.demand_requests++;

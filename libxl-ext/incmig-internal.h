@@ -399,8 +399,11 @@ int incmig__nbd_new(struct incmig__nbd_server **s, const char *listen_uri,
 int incmig__nbd_start(struct incmig__nbd_server *s);
 /* Pause: stop accepting and reading requests, wait until every request
  * already read has been answered, then close every client connection
- * (clients see their connection end).  The listening socket stays bound
- * but is not accepted from until incmig__nbd_start again. */
+ * (clients see their connection end).  The listening socket is closed (a
+ * unix socket is removed) so that new clients are refused at once;
+ * incmig__nbd_start listens again.  Before the first start, clients wait
+ * in the backlog (the destination stages its export that way).  start and
+ * quiesce are called from one thread. */
 int incmig__nbd_quiesce(struct incmig__nbd_server *s);
 int incmig__nbd_clients(struct incmig__nbd_server *s);  /* connected now */
 void incmig__nbd_free(struct incmig__nbd_server *s);    /* stops, unlinks */

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,7 +123,7 @@ static int open_link(struct mig *m, bool quiet)
         rc = incmig__ssh_spawn(ssh, o->host, remote, &fd, &m->ssh_pid);
     } else {
         rc = incmig__tcp_connect(o->host, &fd);
-        if (rc && !quiet)
+        if (rc == INCMIG_ELINK && !quiet)
             ERR("cannot connect to the receiver at %s: is `xl-incmig "
                 "migrate-receive --listen %s` running there?", o->host,
                 o->host);
@@ -213,6 +214,29 @@ static int recv_expect(struct mig *m, struct incmig__rec *r, uint32_t type)
         return INCMIG_EPROTO;
     }
     return 0;
+}
+
+/* A send failed: the receiver may have said why before it closed (a full
+ * disk, a bad record).  Read what is left for up to a second. */
+static int peer_reason(struct mig *m, int rc)
+{
+    struct incmig__rec r;
+    struct pollfd p = { .fd = m->st.rfd, .events = POLLIN };
+    double end = incmig__now() + 1.0;
+
+    while (incmig__now() < end && poll(&p, 1, 200) > 0) {
+        if (incmig__stream_recv(&m->st, &r))
+            break;
+        if (r.type == INCMIG_REC_ERROR) {
+            struct incmig__error_rec e;
+            if (incmig__dec_error(&r, &e))
+                break;
+            ERR("the receiver failed: %s", e.msg);
+            return e.code < 0 && e.code >= INCMIG_ECANCEL ? e.code
+                                                          : INCMIG_EPEER;
+        }
+    }
+    return rc;
 }
 
 static int send_disks(struct mig *m)
@@ -492,6 +516,8 @@ static void *reader_main(void *opaque)
             if (incmig__dec_pull_req(&r, &p) == 0 && p.disk < (uint32_t)m->nd &&
                 m->q_len < DEMAND_QUEUE) {
                 m->q[(m->q_head + m->q_len++) % DEMAND_QUEUE] = p;
+                DBG("demand request: disk %u blocks %" PRIu64 "+%u", p.disk,
+                    p.first, p.nblocks);
             }
             /* a dropped request is still served by the background push */
         } else if (r.type == INCMIG_REC_COMPLETE) {
@@ -744,8 +770,8 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     snprintf(rep->policy, sizeof rep->policy, "%s",
              o->policy == INCMIG_POLICY_PRECOPY ? "precopy"
              : o->policy == INCMIG_POLICY_SINGLE ? "single" : "default");
-    if (!o->host || !*o->host) {
-        ERR("no destination host given");
+    if (!incmig__host_valid(o->host)) {
+        ERR("'%s' is not a valid host name", o->host ? o->host : "");
         return INCMIG_EINVAL;
     }
     m.buf = malloc(INCMIG_REC_MAX);
@@ -821,6 +847,8 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     goto out;
 
 failed_resume:
+    if (rc == INCMIG_ELINK && m.st_open)
+        rc = peer_reason(&m, rc);
     {
         char msg[128];
         snprintf(msg, sizeof msg, "source aborted the migration: %s",

@@ -1013,6 +1013,16 @@ int incmig__nbd_start(struct incmig__nbd_server *s)
         }
         s->workers_started++;
     }
+    if (s->lfd < 0) {   /* closed by quiesce: listen again */
+        if (s->unix_path) {
+            free(s->unix_path);
+            s->unix_path = NULL;
+        }
+        rc = strncmp(s->uri, "unix:", 5) == 0 ? listen_unix(s, s->uri + 5)
+                                              : listen_tcp(s, s->uri + 4);
+        if (rc)
+            goto out;
+    }
     s->accepting = true;
     r = pthread_create(&s->acceptor, NULL, acceptor_main, s);
     if (r) {
@@ -1033,7 +1043,9 @@ int incmig__nbd_quiesce(struct incmig__nbd_server *s)
     struct conn *c;
     bool join;
 
-    /* 1. Stop accepting: new clients wait in the backlog. */
+    /* 1. Stop accepting and stop listening: a paused guest's disk must
+     * refuse connections at once (a client then tries the destination)
+     * rather than hold them in the backlog; start listens again. */
     pthread_mutex_lock(&s->lock);
     join = s->acceptor_running;
     s->accepting = false;
@@ -1042,6 +1054,10 @@ int incmig__nbd_quiesce(struct incmig__nbd_server *s)
     if (join) {
         (void)!write(s->wake[1], "q", 1);
         pthread_join(s->acceptor, NULL);
+        close(s->lfd);
+        s->lfd = -1;
+        if (s->unix_path)
+            unlink(s->unix_path);
     }
 
     /* 2. Stop every reader; SHUT_RD wakes one blocked in recv while the

@@ -213,10 +213,19 @@ int incmig__send_bitmap(struct incmig__sender *s, uint8_t phase,
             len -= k;
         }
     }
+    /* What is still in flight is sent only while nothing has failed. */
     while (incmig__aioq_inflight(s->q) > 0) {
-        int rc2 = reap_one(s, phase);
-        if (!rc)
-            rc = rc2;
+        if (!rc) {
+            rc = reap_one(s, phase);
+            continue;
+        }
+        uint64_t tag, roff;
+        size_t rlen;
+        uint8_t *buf;
+        int res;
+        if (incmig__aioq_reap(s->q, &tag, &roff, &rlen, &buf, &res))
+            break;
+        incmig__aioq_put_buf(s->q, buf);
     }
     return rc;
 }

@@ -69,8 +69,15 @@ struct recv {
     uint8_t *ebuf;             /* record encoding */
     enum rstate state;
     bool complete_sent;
+    bool error_sent;           /* an ERROR went out: say nothing more */
     double t_go;
 };
+
+static const char *state_name(enum rstate st)
+{
+    static const char *names[] = { "DISKS", "PUSH", "STOPCOPY", "PULL", "DONE" };
+    return names[st];
+}
 
 static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) { stop_requested = sig; }
@@ -85,6 +92,9 @@ static int send_error(struct recv *r, int code, const char *fmt, ...)
     vsnprintf(e.msg, sizeof e.msg, fmt, ap);
     va_end(ap);
     ERR("%s", e.msg);
+    if (r->error_sent)
+        return code;
+    r->error_sent = true;
     uint8_t buf[INCMIG_MSG_MAX + 64];
     int len = incmig__enc_error(&e, buf);
     if (r->st_open && len >= 0)
@@ -368,17 +378,15 @@ static int on_blocks(struct recv *r, const struct incmig__rec *rec)
     rc = incmig__dec_blocks(rec, d->bs, &b);
     if (rc)
         return rc;
-    if (b.first >= d->nblocks || b.nblocks > d->nblocks - b.first) {
-        ERR("BLOCKS record for blocks %" PRIu64 "+%u beyond disk %u's %"
-            PRIu64 " blocks", b.first, b.nblocks, disk, d->nblocks);
-        return INCMIG_EPROTO;
-    }
+    if (b.first >= d->nblocks || b.nblocks > d->nblocks - b.first)
+        return send_error(r, INCMIG_EPROTO, "BLOCKS record for blocks %"
+                          PRIu64 "+%u beyond disk %u's %" PRIu64 " blocks",
+                          b.first, b.nblocks, disk, d->nblocks);
     bool pull = b.phase == INCMIG_PHASE_PULL_DEMAND ||
                 b.phase == INCMIG_PHASE_PULL_BACKGROUND;
-    if (pull != (r->state == R_PULL)) {
-        ERR("BLOCKS record of phase %u in the wrong state", b.phase);
-        return INCMIG_EPROTO;
-    }
+    if (pull != (r->state == R_PULL))
+        return send_error(r, INCMIG_EPROTO, "BLOCKS record of phase %u in "
+                          "state %s", b.phase, state_name(r->state));
     const uint8_t *data = b.data;
     size_t want = (size_t)b.nblocks * d->bs;
     if (b.enc == INCMIG_ENC_ZERO) {
@@ -460,6 +468,14 @@ static void rerequest_missing(struct recv *r)
     }
 }
 
+static int bad_state(struct recv *r, const struct incmig__rec *rec, int rc)
+{
+    if (rc)
+        return rc;
+    return send_error(r, INCMIG_EPROTO, "unexpected %s record in state %s",
+                      incmig__rec_name(rec->type), state_name(r->state));
+}
+
 static int on_record(struct recv *r, const struct incmig__rec *rec)
 {
     int rc = 0;
@@ -478,7 +494,7 @@ static int on_record(struct recv *r, const struct incmig__rec *rec)
     }
     case INCMIG_REC_SUSPEND:
         if ((rc = incmig__dec_empty(rec)) || r->state != R_PUSH)
-            return rc ? rc : INCMIG_EPROTO;
+            return bad_state(r, rec, rc);
         r->state = R_STOPCOPY;
         return drain(r);
     case INCMIG_REC_BITMAP: {
@@ -486,16 +502,16 @@ static int on_record(struct recv *r, const struct incmig__rec *rec)
         rc = incmig__dec_bitmap(rec, &br);
         if (rc)
             return rc;
-        if (r->state != R_STOPCOPY || br.disk >= (uint32_t)r->nd) {
-            ERR("unexpected BITMAP record (disk %u)", br.disk);
-            return INCMIG_EPROTO;
-        }
+        if (r->state != R_STOPCOPY || br.disk >= (uint32_t)r->nd)
+            return send_error(r, INCMIG_EPROTO, "unexpected BITMAP record "
+                              "(disk %u) in state %s", br.disk,
+                              state_name(r->state));
         return incmig__bitmap_decode(&r->d[br.disk].final, br.first, br.nbits,
                                      br.data, br.len);
     }
     case INCMIG_REC_READY:
         if ((rc = incmig__dec_empty(rec)) || r->state != R_STOPCOPY)
-            return rc ? rc : INCMIG_EPROTO;
+            return bad_state(r, rec, rc);
         rc = drain(r);
         for (int i = 0; i < r->nd && !rc; i++) {
             rc = incmig__disk_flush(&r->d[i].disk);
@@ -509,7 +525,7 @@ static int on_record(struct recv *r, const struct incmig__rec *rec)
         return rc;
     case INCMIG_REC_GO:
         if ((rc = incmig__dec_empty(rec)) || r->state != R_STOPCOPY)
-            return rc ? rc : INCMIG_EPROTO;
+            return bad_state(r, rec, rc);
         r->state = R_PULL;
         r->t_go = incmig__now();
         rc = incmig__nbd_start(r->nbd);
@@ -520,7 +536,7 @@ static int on_record(struct recv *r, const struct incmig__rec *rec)
         return 0;
     case INCMIG_REC_PULL_END:
         if ((rc = incmig__dec_empty(rec)) || r->state != R_PULL)
-            return rc ? rc : INCMIG_EPROTO;
+            return bad_state(r, rec, rc);
         maybe_complete(r);
         if (!r->complete_sent)
             rerequest_missing(r);
@@ -540,8 +556,7 @@ static int on_record(struct recv *r, const struct incmig__rec *rec)
         return INCMIG_EPEER;
     }
     default:
-        ERR("unexpected %s record", incmig__rec_name(rec->type));
-        return INCMIG_EPROTO;
+        return bad_state(r, rec, 0);
     }
 }
 
@@ -723,7 +738,7 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
 failed_discard:
     if (rc == INCMIG_ELINK)
         ERR("connection to the source lost before the point of no return");
-    else if (rc != INCMIG_EPEER)
+    else if (rc != INCMIG_EPEER && !r.error_sent)
         send_error(&r, rc, "receiver failed: %s", incmig_strerror(rc));
     for (int i = 0; i < r.nd; i++)
         if (r.d[i].q)

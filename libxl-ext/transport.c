@@ -165,6 +165,29 @@ int incmig__tcp_accept(int lfd, double timeout_s, int *fd_r)
     }
 }
 
+/* s in single quotes for /bin/sh; malloc'd. */
+static char *quote(const char *s)
+{
+    size_t n = 3;
+    for (const char *p = s; *p; p++)
+        n += *p == '\'' ? 4 : 1;
+    char *out = malloc(n), *o = out;
+    if (!out)
+        return NULL;
+    *o++ = '\'';
+    for (const char *p = s; *p; p++) {
+        if (*p == '\'') {
+            memcpy(o, "'\\''", 4);
+            o += 4;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o++ = '\'';
+    *o = '\0';
+    return out;
+}
+
 int incmig__ssh_spawn(const char *ssh_cmd, const char *host,
                       const char *remote_cmd, int *fd_r, pid_t *pid_r)
 {
@@ -175,7 +198,15 @@ int incmig__ssh_spawn(const char *ssh_cmd, const char *host,
         ERR("'%s' is not a valid host name", host ? host : "");
         return INCMIG_EINVAL;
     }
-    if (asprintf(&cmd, "exec %s %s %s", ssh_cmd, host, remote_cmd) < 0)
+    /* The local shell runs ssh; ssh hands the remote command to the remote
+     * user's shell, which splits it again: so it travels as one quoted
+     * word and keeps its own quoting for the far side. */
+    char *q = quote(remote_cmd);
+    if (!q)
+        return INCMIG_ENOMEM;
+    int n = asprintf(&cmd, "exec %s %s %s", ssh_cmd, host, q);
+    free(q);
+    if (n < 0)
         return INCMIG_ENOMEM;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         LOGE("socketpair");

@@ -38,7 +38,7 @@
  *   written block, plus the pending version of writes not acknowledged at
  *   exit (either version is then correct).  Rewritten every second as a
  *   "checkpoint" so a killed guest leaves a usable journal, and as "final"
- *   at a clean exit.
+ *   at a clean exit.  The --stats-json figures are rewritten with it.
  */
 #include "config.h"
 
@@ -614,15 +614,23 @@ out:
     return rc;
 }
 
+/* Also rewritten every second (tests poll it to see the guest make
+ * progress), so it goes through a rename like the journal. */
 static int write_stats(struct guest *g, double elapsed)
 {
+    char tmp[PATH_MAX];
     FILE *f;
 
     if (!g->stats_json)
         return 0;
-    f = fopen(g->stats_json, "w");
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", g->stats_json) >=
+        (int)sizeof tmp) {
+        fprintf(stderr, "guest: path too long: %s\n", g->stats_json);
+        return -1;
+    }
+    f = fopen(tmp, "w");
     if (!f) {
-        fprintf(stderr, "guest: cannot write %s: %s\n", g->stats_json,
+        fprintf(stderr, "guest: cannot write %s: %s\n", tmp,
                 strerror(errno));
         return -1;
     }
@@ -635,8 +643,9 @@ static int write_stats(struct guest *g, double elapsed)
             elapsed, g->writes, g->write_bytes, g->reads, g->read_bytes,
             g->flushes, g->reconnects, g->retries,
             g->longest_stall * 1000, g->mismatches, g->io_errors, g->seed);
-    if (ferror(f) | fclose(f)) {
-        fprintf(stderr, "guest: writing %s failed\n", g->stats_json);
+    if (ferror(f) | fclose(f) || rename(tmp, g->stats_json) < 0) {
+        fprintf(stderr, "guest: writing %s failed: %s\n", g->stats_json,
+                strerror(errno));
         return -1;
     }
     return 0;
@@ -978,8 +987,9 @@ int cmd_guest(int argc, char **argv)
                 submit(&g, &g.slots[i]);
         note_busy(&g, t, g.nbusy_slots > 0);
 
-        if (g.journal && t >= next_journal) {
+        if (t >= next_journal) {
             write_journal(&g, false);
+            write_stats(&g, t - g.t_start);
             next_journal = t + 1;
         }
 

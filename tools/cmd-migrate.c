@@ -165,7 +165,7 @@ int cmd_migrate(int argc, char **argv)
         return 2;
     }
     int rc = incmig_migrate(&o, &rep);
-    if (xl_verbose)
+    if (xl_verbose && (rc == 0 || rep.wire_total > 0))
         incmig_report_print(&rep, stdout);
     if (json) {
         FILE *f = strcmp(json, "-") ? fopen(json, "w") : stdout;

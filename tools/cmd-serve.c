@@ -41,8 +41,10 @@ int cmd_serve(int argc, char **argv)
         case 'n': o.nbd_uri = optarg; break;
         case 'c': o.control_path = optarg; break;
         case 'b':
-            if (incmig_parse_size(optarg, &v) || v > (1u << 20)) {
-                xl_usage_error("serve", "bad --block-size '%s'", optarg);
+            if (incmig_parse_size(optarg, &v) || v < 4096 || v > (1u << 20) ||
+                (v & (v - 1))) {
+                xl_usage_error("serve", "bad --block-size '%s': a power of "
+                               "two from 4K to 1M", optarg);
                 return 2;
             }
             o.block_size = (uint32_t)v;

@@ -85,6 +85,27 @@ verify_image() {
 }
 
 # json KEY [FILE]: first numeric value of "KEY" in the report
-json() { grep -o "\"$1\":[0-9.e+-]*" "${2:-$T/report.json}" | head -n 1 | cut -d: -f2; }
+json() { grep -o "\"$1\": *[0-9.e+-]*" "${2:-$T/report.json}" | head -n 1 | sed "s/.*: *//"; }
 # fcmp A OP B: floating-point comparison with awk
 fcmp() { awk -v a="$1" -v b="$3" "BEGIN { exit !(a $2 b) }"; }
+
+# start_proxy: linkproxy from 127.0.0.1:$PPORT to the receiver; commands
+# go to the FIFO $T/proxy.ctl (cut, down, up, cut-after BYTES)
+start_proxy() {
+    PPORT=$(free_port)
+    mkfifo "$T/proxy.ctl"
+    bg "$TESTS_BUILDDIR/integration/linkproxy" "$PPORT" "127.0.0.1:$PORT" \
+        --control "$T/proxy.ctl" >"$T/proxy.out" 2>"$T/proxy.log"
+    wait_for "grep -q ready '$T/proxy.out'" 10 || fail "linkproxy did not start"
+    MIG_HOST=127.0.0.1:$PPORT
+}
+proxy() { echo "$*" >"$T/proxy.ctl"; }
+# guest_writes: writes the guest has completed so far (from its stats file)
+guest_writes() { json writes "$T/guest.json" 2>/dev/null || echo 0; }
+# bg_migrate [options...]: run_migrate in the background; $MIG is its pid
+# (the xl-incmig process itself, so that a test can kill it)
+bg_migrate() {
+    "$XL_INCMIG" migrate -s "" --no-progress --json "$T/report.json" "$@" \
+        "sim:$SRC_CTL" "${MIG_HOST:-127.0.0.1:$PORT}" >"$T/migrate.out" 2>"$T/migrate.log" &
+    MIG=$!
+}

@@ -22,6 +22,8 @@
  * shutdown(SHUT_WR) once the buffer is flushed.  The target connect is
  * blocking: targets are local in the tests.
  */
+#include "config.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>

@@ -36,9 +36,10 @@ date +%s.%N >"$R/host$n.t0"
 $NICE qemu-system-x86_64 -name "incmig-lab-host$n" -accel tcg,thread=multi -cpu max -smp 2 -m "$MEM" -machine pc \
 	-kernel "$LAB/out/xen" -append "$XENARGS" \
 	-initrd "$LAB/out/vmlinux $DOM0ARGS,$LAB/out/initrd.img" \
-	-drive "file=$R/host$n.qcow2,if=virtio,format=qcow2,cache=unsafe" \
+	-drive "file=$R/host$n.qcow2,if=none,id=root,format=qcow2,cache=unsafe" \
+	-device virtio-blk-pci,drive=root,addr=0x4,serial=labroot \
 	-drive "file=$R/shared.raw,if=none,id=shared,format=raw,cache=none,file.locking=off" \
-	-device virtio-blk-pci,drive=shared,share-rw=on \
+	-device virtio-blk-pci,drive=shared,addr=0x5,serial=labshared,share-rw=on \
 	-nic "user,restrict=on,model=virtio-net-pci,mac=52:54:00:12:00:0$n,hostfwd=tcp:127.0.0.1:$((PORTBASE + n))-:22" \
 	"${LINK[@]}" -device virtio-rng-pci \
 	-display none -vga none -serial "file:$LAB/logs/host$n.serial" \
