@@ -74,7 +74,8 @@ static int send_record(struct incmig__sender *s, uint8_t phase, uint8_t enc,
         return hl;
     if ((uint64_t)hl + len > INCMIG_REC_MAX)
         return INCMIG_EINVAL;
-    memcpy(s->rec + hl, data, len);
+    if (len)
+        memcpy(s->rec + hl, data, len);
     s->blocks += n;
     if (enc == INCMIG_ENC_ZERO)
         s->zero_blocks += n;
