@@ -431,33 +431,9 @@ static int push(struct mig *m)
 static int send_bitmaps(struct mig *m, uint8_t phase)
 {
     int rc = 0;
-    /* chunks small enough that the raw form always fits a record */
-    const uint64_t chunk = (uint64_t)(INCMIG_REC_MAX - INCMIG_BITMAP_HDR - 64) * 8;
-
-    for (int i = 0; i < m->nd && !rc; i++) {
-        struct incmig__bitmap *bm = &m->d[i].dirty;
-        for (uint64_t first = 0; first < bm->nbits && !rc; first += chunk) {
-            uint64_t n = bm->nbits - first < chunk ? bm->nbits - first : chunk;
-            uint8_t *enc = NULL;
-            size_t elen = 0;
-            rc = incmig__bitmap_encode(bm, first, n, &enc, &elen);
-            if (rc)
-                break;
-            struct incmig__bitmap_rec br = {
-                .disk = (uint32_t)i, .phase = phase, .first = first,
-                .nbits = n, .data = enc, .len = (uint32_t)elen,
-            };
-            int hl = incmig__enc_bitmap_hdr(&br, m->buf);
-            if (hl < 0 || hl + elen > INCMIG_REC_MAX) {
-                rc = hl < 0 ? hl : INCMIG_EINVAL;
-            } else {
-                memcpy(m->buf + hl, enc, elen);
-                rc = incmig__stream_send(&m->st, INCMIG_REC_BITMAP, m->buf,
-                                         (uint32_t)(hl + elen));
-            }
-            free(enc);
-        }
-    }
+    for (int i = 0; i < m->nd && !rc; i++)
+        rc = incmig__send_bitmap_recs(&m->st, (uint32_t)i, phase,
+                                      &m->d[i].dirty, m->buf);
     return rc;
 }
 

@@ -230,3 +230,35 @@ int incmig__send_bitmap(struct incmig__sender *s, uint8_t phase,
     }
     return rc;
 }
+
+int incmig__send_bitmap_recs(struct incmig__stream *st, uint32_t disk,
+                             uint8_t phase, const struct incmig__bitmap *bm,
+                             uint8_t *buf)
+{
+    /* chunks small enough that even the raw form fits one record */
+    const uint64_t chunk = (uint64_t)(INCMIG_REC_MAX - INCMIG_BITMAP_HDR - 64) * 8;
+    int rc = 0;
+
+    for (uint64_t first = 0; first < bm->nbits && !rc; first += chunk) {
+        uint64_t n = bm->nbits - first < chunk ? bm->nbits - first : chunk;
+        uint8_t *enc = NULL;
+        size_t elen = 0;
+        rc = incmig__bitmap_encode(bm, first, n, &enc, &elen);
+        if (rc)
+            break;
+        struct incmig__bitmap_rec br = {
+            .disk = disk, .phase = phase, .first = first, .nbits = n,
+            .data = enc, .len = (uint32_t)elen,
+        };
+        int hl = incmig__enc_bitmap_hdr(&br, buf);
+        if (hl < 0 || hl + elen > INCMIG_REC_MAX) {
+            rc = hl < 0 ? hl : INCMIG_EINVAL;
+        } else {
+            memcpy(buf + hl, enc, elen);
+            rc = incmig__stream_send(st, INCMIG_REC_BITMAP, buf,
+                                     (uint32_t)(hl + elen));
+        }
+        free(enc);
+    }
+    return rc;
+}

@@ -416,32 +416,13 @@ static int send_missing(struct recv *r)
     int rc = 0;
     for (int i = 0; i < r->nd && !rc; i++) {
         struct incmig__bitmap m = {0};
-        uint8_t *enc = NULL;
-        size_t elen = 0;
-        const uint64_t chunk = (uint64_t)(INCMIG_REC_MAX - INCMIG_BITMAP_HDR - 64) * 8;
         rc = incmig__bitmap_init(&m, r->d[i].nblocks);
         if (!rc)
             rc = incmig__gate_get_missing(r->d[i].gate, &m);
-        for (uint64_t first = 0; !rc && first < m.nbits; first += chunk) {
-            uint64_t n = m.nbits - first < chunk ? m.nbits - first : chunk;
-            rc = incmig__bitmap_encode(&m, first, n, &enc, &elen);
-            if (rc)
-                break;
-            struct incmig__bitmap_rec br = {
-                .disk = (uint32_t)i, .phase = INCMIG_PHASE_PULL_BACKGROUND,
-                .first = first, .nbits = n, .data = enc, .len = (uint32_t)elen,
-            };
-            int hl = incmig__enc_bitmap_hdr(&br, r->ebuf);
-            if (hl < 0) {
-                rc = hl;
-            } else {
-                memcpy(r->ebuf + hl, enc, elen);
-                rc = incmig__stream_send(&r->st, INCMIG_REC_BITMAP, r->ebuf,
-                                         (uint32_t)(hl + elen));
-            }
-            free(enc);
-            enc = NULL;
-        }
+        if (!rc)
+            rc = incmig__send_bitmap_recs(&r->st, (uint32_t)i,
+                                          INCMIG_PHASE_PULL_BACKGROUND, &m,
+                                          r->ebuf);
         incmig__bitmap_dispose(&m);
     }
     return rc;

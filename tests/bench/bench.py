@@ -1,0 +1,663 @@
+#!/usr/bin/env python3
+"""bench.py: incmig against QEMU's mirror and nbdcopy, same disk, same
+workload, same run.  Started by run.sh (which builds countproxy and mkimg);
+see README.md for what is measured and how.
+
+For each scenario (image size, random or 25%-allocated sparse, guest write
+rate) it runs every tool in turn on a fresh copy of the same image, with
+the same guest (`xl-incmig guest`, same seed, default 80:10 hot spot), and
+every migration link goes through the same byte-counting proxy:
+
+  incmig          serve -> guest; migrate-receive --listen; migrate -s ""
+                  --bandwidth CAP (link: migrate -> countproxy -> receiver)
+  incmig-nocap    the same without --bandwidth (idle scenarios only)
+  qemu-mirror-bg  qemu-storage-daemon exports the source to the guest;
+                  blockdev-mirror sync=full copy-mode=background speed=CAP
+                  to an NBD blockdev (-> countproxy -> destination
+                  qemu-storage-daemon's writable NBD export); at READY the
+                  guest is paused (SIGSTOP), block-job-cancel (libvirt's
+                  way: a READY mirror completes with the target in sync),
+                  the source export is removed (mode=hard), the guest is
+                  resumed and reconnects to the destination export
+  qemu-mirror-wb  the same with copy-mode=write-blocking
+  nbdcopy         source file -> destination export (no cap, no guest)
+  nbdcopy-cap     the same through the proxy capped at CAP (no guest)
+  qemu-img-cap    qemu-img convert -n -r CAP to the destination export
+
+One JSON object per (scenario, tool) goes to OUT/results.json.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+MiB = 1 << 20
+GiB = 1 << 30
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def now():
+    return time.monotonic()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_for(cond, timeout, step=0.05):
+    end = now() + timeout
+    while now() < end:
+        try:
+            if cond():
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(step)
+    return False
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class Procs:
+    """Processes started by one run; stopped by pid at the end."""
+
+    def __init__(self, d):
+        self.d, self.list = d, []
+
+    def start(self, name, argv, stdout=None):
+        log = open(os.path.join(self.d, name + ".log"), "w")
+        p = subprocess.Popen(argv, stdout=stdout or log, stderr=log,
+                             stdin=subprocess.DEVNULL)
+        self.list.append((name, p))
+        return p
+
+    def stop_all(self):
+        for _, p in self.list:
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGCONT)
+                    p.terminate()
+                except OSError:
+                    pass
+        for _, p in self.list:
+            try:
+                p.wait(3)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+class QMP:
+    def __init__(self, path, timeout=10):
+        wait_for(lambda: os.path.exists(path), timeout)
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.connect(path)
+        self.f = self.s.makefile("rwb", buffering=0)
+        self.events = []
+        self._line()  # greeting
+        self.cmd("qmp_capabilities")
+
+    def _line(self, timeout=None):
+        self.s.settimeout(timeout)
+        line = self.f.readline()
+        if not line:
+            raise OSError("QMP connection closed")
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        self.f.write(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
+        while True:
+            m = self._line(60)
+            if "event" in m:
+                self.events.append(m)
+            elif "error" in m:
+                raise RuntimeError("%s: %s" % (name, m["error"].get("desc")))
+            elif "return" in m:
+                return m["return"]
+
+    def wait_event(self, names, timeout):
+        """First queued or arriving event in names, or None at timeout."""
+        end = now() + timeout
+        while True:
+            for i, e in enumerate(self.events):
+                if e["event"] in names:
+                    return self.events.pop(i)
+            left = end - now()
+            if left <= 0:
+                return None
+            try:
+                self.events.append(self._line(left))
+            except socket.timeout:
+                return None
+
+
+class Sampler:
+    """The guest's --stats-json is rewritten every second; sampled here so
+    that its write counter can be read at any moment of the run."""
+
+    def __init__(self, path):
+        self.path, self.samples = path, []  # (monotonic, seconds, write_bytes)
+
+    def poll(self):
+        j = read_json(self.path)
+        if j and (not self.samples or j["seconds"] != self.samples[-1][1]):
+            self.samples.append((now(), j["seconds"], j["write_bytes"]))
+        return j
+
+    def sleep(self, secs):
+        end = now() + secs
+        while now() < end:
+            self.poll()
+            time.sleep(min(0.1, max(0, end - now())))
+
+    def writes_at(self, t):
+        """write_bytes at monotonic time t, by linear interpolation; the
+        file's own `seconds` dates each sample (read lag removed)."""
+        s = self.samples
+        if len(s) < 2:
+            return None
+        off = min(m - sec for m, sec, _ in s)  # guest start, monotonic
+        pts = [(off + sec, w) for _, sec, w in s]
+        if t <= pts[0][0]:
+            return pts[0][1]
+        for (t0, w0), (t1, w1) in zip(pts, pts[1:]):
+            if t <= t1:
+                return w0 + (w1 - w0) * (t - t0) / (t1 - t0)
+        return None  # after the last sample
+
+    def rate(self, a, b):
+        wa, wb = self.writes_at(a), self.writes_at(b)
+        if wa is None or wb is None or b - a < 0.5:
+            return None
+        return (wb - wa) / (b - a)
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.x = a.xl_incmig
+        self.cap = a.cap
+        self.results = []
+
+    # ---- pieces shared by the migration runs ---------------------------
+
+    def proxy(self, P, d, target_port, rate=0):
+        port = free_port()
+        stats = os.path.join(d, "proxy.stats")
+        argv = [self.a.countproxy, str(port), "127.0.0.1:%d" % target_port, stats]
+        if rate:
+            argv.append(str(rate))
+        p = P.start("proxy", argv, stdout=subprocess.PIPE)
+        if p.stdout.readline().strip() != b"ready":
+            raise RuntimeError("countproxy did not start")
+        return port, stats
+
+    @staticmethod
+    def proxy_bytes(stats):
+        time.sleep(0.25)
+        try:
+            up, down, _ = open(stats).read().split()
+            return int(up) + int(down)
+        except (OSError, ValueError):
+            return None
+
+    def guest(self, P, d, uris, rate):
+        gj = os.path.join(d, "guest.json")
+        argv = [self.x, "guest", "--nbd", ",".join(uris), "--seconds", "0",
+                "--rate", str(rate), "--seed", "1",
+                "--stats-json", gj]
+        if rate == 0:
+            argv += ["--read-rate", "4M"]
+        p = P.start("guest", argv)
+        s = Sampler(gj)
+        # The counter must move (writes) or at least the file appear.
+        ok = wait_for(lambda: (s.poll() or {}).get("write_bytes", 0) > 0
+                      if rate else s.poll() is not None, 30)
+        if not ok:
+            raise RuntimeError("guest did not start (see guest.log)")
+        s.sleep(self.a.baseline)  # the no-migration reference window
+        return p, s
+
+    def finish_guest(self, gp, s, d, r, t0, t_switch, t_end):
+        s.sleep(1.6)  # one more stats rewrite on the destination
+        if gp.poll() is None:
+            gp.send_signal(signal.SIGCONT)
+            gp.terminate()
+            try:
+                gp.wait(20)
+            except subprocess.TimeoutExpired:
+                gp.kill()
+        g = read_json(os.path.join(d, "guest.json")) or {}
+        r["guest_stall_ms"] = g.get("longest_stall_ms")
+        r["guest_mismatches"] = g.get("mismatches")
+        r["guest_exit"] = gp.returncode
+        if self.rate:
+            base = s.rate(t0 - self.a.baseline + 0.3, t0)
+            during = s.rate(t0, t_end)
+            r["guest_base_MBps"] = base and round(base / 1e6, 2)
+            r["guest_during_MBps"] = during and round(during / 1e6, 2)
+            r["guest_write_ratio"] = (round(during / base, 3)
+                                      if base and during is not None else None)
+            w0, w1 = s.writes_at(t0), s.writes_at(t_switch)
+            r["rewritten_bytes"] = (int(w1 - w0) if w0 is not None and
+                                    w1 is not None else None)
+        else:
+            r["guest_write_ratio"] = None
+            r["rewritten_bytes"] = 0
+
+    # ---- the tools -------------------------------------------------------
+
+    def run_incmig(self, d, img, r, cap):
+        P = Procs(d)
+        try:
+            src_sock, dst_sock = d + "/src.sock", d + "/dst.sock"
+            P.start("serve", [self.x, "serve", "--nbd", "unix:" + src_sock,
+                              "--control", d + "/src.ctl", img])
+            if not wait_for(lambda: os.path.exists(d + "/src.ctl"), 20):
+                raise RuntimeError("serve did not start")
+            rport = free_port()
+            P.start("receive", [self.x, "migrate-receive", "--listen",
+                                "127.0.0.1:%d" % rport, "--image", d + "/dst.img",
+                                "--nbd", "unix:" + dst_sock, "--exit-when-done"])
+            if not wait_for(lambda: "waiting for the source" in
+                            open(d + "/receive.log").read(), 20):
+                raise RuntimeError("receiver did not start")
+            pport, stats = self.proxy(P, d, rport)
+            gp, s = self.guest(P, d, ["nbd+unix:///?socket=" + src_sock,
+                                      "nbd+unix:///?socket=" + dst_sock], self.rate)
+            argv = [self.x, "migrate", "-s", "", "--no-progress",
+                    "--json", d + "/report.json"]
+            if cap:
+                argv += ["--bandwidth", str(cap)]
+            argv += ["sim:" + d + "/src.ctl", "127.0.0.1:%d" % pport]
+            t0 = now()
+            mp = P.start("migrate", argv)
+            end = t0 + self.a.time_limit
+            while mp.poll() is None and now() < end:
+                s.sleep(0.1)
+            t_end = now()
+            if mp.poll() is None:
+                mp.terminate()
+                mp.wait()
+                r["error"] = "time limit"
+            elif mp.returncode != 0:
+                r["error"] = "migrate exit %d" % mp.returncode
+            rep = read_json(d + "/report.json") or {}
+            r["finished"] = mp.returncode == 0 and "error" not in r
+            r["total_s"] = rep.get("total_s", round(t_end - t0, 3))
+            r["downtime_ms"] = rep.get("downtime_ms")
+            r["report_wire_bytes"] = rep.get("wire_bytes")
+            r["copy_MBps"] = rep.get("push_rate_bps") and round(rep["push_rate_bps"] / 1e6, 1)
+            disk = (rep.get("disks") or [{}])[0]
+            r["rounds"] = disk.get("rounds")
+            r["pull_blocks"] = disk.get("final_dirty_blocks")
+            t_switch = t0 + (rep.get("push_s", t_end - t0) +
+                             (rep.get("downtime_ms") or 0) / 1000.0)
+            self.finish_guest(gp, s, d, r, t0, t_switch, t_end)
+            r["wire_bytes"] = self.proxy_bytes(stats)
+        finally:
+            P.stop_all()
+
+    def qsd_dest(self, P, d, size):
+        dst = d + "/dst.img"
+        with open(dst, "wb") as f:
+            f.truncate(size)
+        port = free_port()
+        P.start("qsd-dst", ["qemu-storage-daemon",
+                            "--blockdev", "driver=file,node-name=f1,filename=" + dst,
+                            "--blockdev", "driver=raw,node-name=dst,file=f1",
+                            "--nbd-server", "addr.type=inet,addr.host=127.0.0.1,addr.port=%d" % port,
+                            "--export", "type=nbd,id=exp1,node-name=dst,name=dst,writable=on"])
+        if not wait_for(lambda: socket.create_connection(("127.0.0.1", port)).close() or True, 20):
+            raise RuntimeError("destination qemu-storage-daemon did not start")
+        return port
+
+    def run_mirror(self, d, img, r, mode):
+        P = Procs(d)
+        try:
+            size = os.path.getsize(img)
+            dport = self.qsd_dest(P, d, size)
+            src_sock, qmp_sock = d + "/src.sock", d + "/qmp.sock"
+            P.start("qsd-src", ["qemu-storage-daemon",
+                                "--blockdev", "driver=file,node-name=f0,filename=" + img,
+                                "--blockdev", "driver=raw,node-name=src,file=f0",
+                                "--nbd-server", "addr.type=unix,addr.path=" + src_sock,
+                                "--export", "type=nbd,id=exp0,node-name=src,name=src,writable=on",
+                                "--chardev", "socket,id=qmp0,path=%s,server=on,wait=off" % qmp_sock,
+                                "--monitor", "chardev=qmp0"])
+            q = QMP(qmp_sock)
+            pport, stats = self.proxy(P, d, dport)
+            gp, s = self.guest(P, d, ["nbd+unix:///src?socket=" + src_sock,
+                                      "nbd://127.0.0.1:%d/dst" % dport], self.rate)
+            t0 = now()
+            q.cmd("blockdev-add", driver="nbd", **{"node-name": "tgt"},
+                  server={"type": "inet", "host": "127.0.0.1", "port": str(pport)},
+                  export="dst")
+            q.cmd("blockdev-mirror", **{"job-id": "m0", "copy-mode": mode},
+                  device="src", target="tgt", sync="full", speed=self.cap)
+            end = t0 + self.a.time_limit
+            ev = None
+            while ev is None and now() < end:
+                ev = q.wait_event(("BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED",
+                                   "BLOCK_JOB_CANCELLED"), 0.2)
+                s.poll()
+            t_ready = now()
+            r["finished"] = ev is not None and ev["event"] == "BLOCK_JOB_READY"
+            if ev is None:
+                # libvirt's --timeout-suspend: pause the guest and let the
+                # mirror catch up; this downtime is reported, not "finished".
+                r["error"] = "time limit: not READY; guest paused to force it"
+            elif ev["event"] != "BLOCK_JOB_READY":
+                raise RuntimeError("mirror ended early: %s" % ev)
+            r["copy_MBps"] = round(r["allocated_bytes"] / (t_ready - t0) / 1e6, 1)
+            t_pause = now()
+            gp.send_signal(signal.SIGSTOP)
+            if ev is None:
+                q.cmd("block-job-set-speed", device="m0", speed=0)
+                ev = q.wait_event(("BLOCK_JOB_READY",), self.a.force_limit)
+                if ev is None:
+                    r["error"] += "; not READY within %ds paused" % self.a.force_limit
+            if ev is not None:
+                q.cmd("block-job-cancel", device="m0")
+                done = q.wait_event(("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"), 120)
+                if done is None or done["data"].get("error"):
+                    raise RuntimeError("mirror did not complete: %s" % done)
+            q.cmd("block-export-del", id="exp0", mode="hard")
+            t_done = now()
+            gp.send_signal(signal.SIGCONT)
+            r["total_s"] = round(t_done - t0, 3)
+            r["downtime_ms"] = round((t_done - t_pause) * 1000, 1)
+            self.finish_guest(gp, s, d, r, t0, t_pause, t_pause)
+            r["wire_bytes"] = self.proxy_bytes(stats)
+        finally:
+            P.stop_all()
+
+    def run_copy(self, d, img, r, tool):
+        P = Procs(d)
+        try:
+            dport = self.qsd_dest(P, d, os.path.getsize(img))
+            rate = self.cap if tool == "nbdcopy-cap" else 0
+            pport, stats = self.proxy(P, d, dport, rate)
+            uri = "nbd://127.0.0.1:%d/dst" % pport
+            if tool.startswith("nbdcopy"):
+                argv = ["nbdcopy", img, uri]
+            else:
+                argv = ["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw",
+                        "-r", str(self.cap), img, uri]
+            t0 = now()
+            p = P.start("copy", argv)
+            try:
+                p.wait(self.a.time_limit)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+                p.wait()
+                r["error"] = "time limit"
+            t1 = now()
+            if p.returncode and "error" not in r:
+                r["error"] = "%s exit %d" % (argv[0], p.returncode)
+            r["finished"] = "error" not in r
+            r["total_s"] = round(t1 - t0, 3)
+            r["downtime_ms"] = None  # no guest: not a migration
+            r["copy_MBps"] = round(r["allocated_bytes"] / (t1 - t0) / 1e6, 1)
+            r["guest_write_ratio"] = None
+            r["rewritten_bytes"] = 0
+            r["wire_bytes"] = self.proxy_bytes(stats)
+        finally:
+            P.stop_all()
+
+    # ---- driver ----------------------------------------------------------
+
+    def run(self, sc, orig, alloc, tool):
+        size_g, kind, rate = sc
+        self.rate = rate
+        name = "%dG-%s-%s" % (size_g, kind, "idle" if rate == 0 else "w%dM" % (rate // MiB))
+        d = os.path.join(self.a.work, name + "." + tool)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        img = d + "/src.img"
+        subprocess.check_call(["cp", "--sparse=always", orig, img])
+        r = {"scenario": name, "tool": tool, "size": size_g * GiB, "image": kind,
+             "guest_rate": rate, "cap_bps": 0 if tool in ("nbdcopy", "incmig-nocap") else self.cap,
+             "allocated_bytes": alloc, "finished": False, "total_s": None,
+             "downtime_ms": None, "wire_bytes": None, "payload_bytes": None,
+             "guest_write_ratio": None, "load_before": round(os.getloadavg()[0], 2)}
+        sys.stderr.write("  %-26s %-15s ... " % (name, tool))
+        sys.stderr.flush()
+        try:
+            if tool in ("incmig", "incmig-nocap"):
+                self.run_incmig(d, img, r, self.cap if tool == "incmig" else 0)
+            elif tool.startswith("qemu-mirror"):
+                self.run_mirror(d, img, r, "background" if tool.endswith("bg") else "write-blocking")
+            else:
+                self.run_copy(d, img, r, tool)
+        except Exception as e:  # one failed run does not end the benchmark
+            r["finished"] = False
+            r["error"] = "%s: %s" % (type(e).__name__, e)
+        if r.get("rewritten_bytes") is not None:
+            r["payload_bytes"] = alloc + r["rewritten_bytes"]
+        r["load_after"] = round(os.getloadavg()[0], 2)
+        sys.stderr.write("%s\n" % ("ok %.1fs" % r["total_s"] if r["finished"] and r["total_s"]
+                                   else r.get("error", "not finished")))
+        self.results.append(r)
+        if not self.a.keep:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def tools_for(rate, a):
+    if a.tools:
+        return [t for t in a.tools if rate == 0 or t in ("incmig", "qemu-mirror-bg", "qemu-mirror-wb")]
+    if rate == 0:
+        return ["incmig", "incmig-nocap", "qemu-mirror-bg", "qemu-mirror-wb",
+                "nbdcopy", "nbdcopy-cap", "qemu-img-cap"]
+    return ["incmig", "qemu-mirror-bg", "qemu-mirror-wb"]
+
+
+def matrix(a):
+    if a.quick:
+        return [(1, "random", 0), (1, "sparse25", 0), (1, "random", 50 * MiB),
+                (1, "sparse25", 50 * MiB), (1, "random", 200 * MiB)]
+    full = [(s, k, r) for s in a.sizes for k in ("random", "sparse25")
+            for r in (0, 10 * MiB, 50 * MiB, 200 * MiB)]
+    if a.full:
+        return full
+    # Standard `make bench`: every size idle and at 50 MB/s (the downtime
+    # target is stated for 16 GiB at 50 MB/s); 10 and 200 MB/s on the
+    # smallest size only.
+    small = min(a.sizes)
+    return [sc for sc in full if sc[2] in (0, 50 * MiB) or sc[0] == small]
+
+
+def estimate(a, m):
+    """Seconds: per run the copy at the cap (or ~600 MB/s uncapped), plus
+    setup, the baseline window and image copies; a mirror whose guest
+    writes faster than the mirror can converge hits the time limit."""
+    tot = 0
+    for s, k, r in m:
+        alloc = s * GiB * (1 if k == "random" else 0.25)
+        tot += 1 + alloc / 1.5e9  # mkimg
+        for t in tools_for(r, a):
+            run = 6 + a.baseline + alloc / 1e9  # setup, baseline, cp
+            if t in ("nbdcopy", "incmig-nocap"):
+                run += alloc / 6e8
+            elif t == "qemu-mirror-bg" and r >= 10 * MiB:
+                run += a.time_limit + a.force_limit  # never READY (hot spot)
+            else:
+                run += (alloc + r * alloc / a.cap) / a.cap
+            tot += min(run, a.time_limit + a.force_limit + 10)
+    return tot
+
+
+def table(results, out):
+    cols = [("scenario", 22), ("tool", 15), ("fin", 3), ("total_s", 8),
+            ("downtime_ms", 11), ("stall_ms", 9), ("wire_MB", 8),
+            ("payload_MB", 10), ("wire/pay", 8), ("copy_MBps", 9),
+            ("g_ratio", 7)]
+    lines = [" ".join(n.rjust(w) if i > 1 else n.ljust(w)
+                      for i, (n, w) in enumerate(cols))]
+
+    def f(v, fmt):
+        return "-" if v is None else fmt % v
+    for r in results:
+        wp = (r["wire_bytes"] / r["payload_bytes"]
+              if r.get("wire_bytes") and r.get("payload_bytes") else None)
+        vals = [r["scenario"], r["tool"], "yes" if r["finished"] else "NO",
+                f(r["total_s"], "%.2f"), f(r["downtime_ms"], "%.1f"),
+                f(r.get("guest_stall_ms"), "%.0f"),
+                f(r["wire_bytes"] and r["wire_bytes"] / 1e6, "%.0f"),
+                f(r["payload_bytes"] and r["payload_bytes"] / 1e6, "%.0f"),
+                f(wp, "%.3f"), f(r.get("copy_MBps"), "%.1f"),
+                f(r["guest_write_ratio"], "%.3f")]
+        lines.append(" ".join(v.rjust(w) if i > 1 else v.ljust(w)
+                              for i, (v, (_, w)) in enumerate(zip(vals, cols))))
+    return "\n".join(lines)
+
+
+def verdicts(results):
+    """incmig against the targets of issue 3, as ratios."""
+    out = []
+    by = {}
+    for r in results:
+        by.setdefault(r["scenario"], {})[r["tool"]] = r
+
+    def ok(c):
+        return "ok    " if c else "BEHIND"
+    for sc, t in by.items():
+        im, ref = t.get("incmig-nocap"), t.get("nbdcopy")
+        if im and ref and im.get("copy_MBps") and ref.get("copy_MBps"):
+            x = im["copy_MBps"] / ref["copy_MBps"]
+            out.append("%s %s PUSH rate / nbdcopy (both uncapped): %.3f (target >= 0.95)"
+                       % (ok(x >= 0.95), sc, x))
+        im, ref = t.get("incmig"), t.get("nbdcopy-cap")
+        if im and ref and im.get("copy_MBps") and ref.get("copy_MBps"):
+            x = im["copy_MBps"] / ref["copy_MBps"]
+            out.append("%s %s PUSH rate / nbdcopy on the capped link: %.3f (target >= 0.95)"
+                       % (ok(x >= 0.95), sc, x))
+        im = t.get("incmig")
+        if not im:
+            continue
+        if im.get("wire_bytes") and im.get("payload_bytes"):
+            x = im["wire_bytes"] / im["payload_bytes"]
+            out.append("%s %s wire / (allocated + rewritten): %.3f (target <= 1.02)"
+                       % (ok(x <= 1.02), sc, x))
+        if im["guest_rate"] >= 50 * MiB and im["downtime_ms"] is not None:
+            out.append("%s %s downtime %.1f ms, guest stall %s ms (target <= 5 ms%s)"
+                       % (ok(im["downtime_ms"] <= 5), sc, im["downtime_ms"],
+                          im.get("guest_stall_ms"),
+                          "" if im["size"] >= 16 * GiB else "; stated for 16 GiB"))
+        if im["guest_rate"] >= 2 * im["cap_bps"] > 0:
+            g = im["guest_write_ratio"]
+            out.append("%s %s finished=%s at writes %.0fx the cap, guest write ratio %s (target finished, >= 0.95)"
+                       % (ok(im["finished"] and g is not None and g >= 0.95), sc,
+                          im["finished"], im["guest_rate"] / im["cap_bps"], g))
+        for m in ("qemu-mirror-bg", "qemu-mirror-wb"):
+            q = t.get(m)
+            if q and q["finished"] and q.get("downtime_ms") is not None and \
+               im.get("downtime_ms") is not None and q["downtime_ms"] < im["downtime_ms"]:
+                out.append("BEHIND %s downtime %.1f ms vs %s %.1f ms"
+                           % (sc, im["downtime_ms"], m, q["downtime_ms"]))
+            if q and q["finished"] and q.get("total_s") and im.get("total_s") and \
+               q["total_s"] < im["total_s"]:
+                out.append("BEHIND %s total %.2f s vs %s %.2f s"
+                           % (sc, im["total_s"], m, q["total_s"]))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--full", action="store_true", help="the whole matrix")
+    ap.add_argument("--sizes", default="1,4,16", help="GiB, comma-separated")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--work", default=None, help="scratch dir (default /var/tmp)")
+    ap.add_argument("--cap", type=int, default=100 * MiB, help="bytes/s")
+    ap.add_argument("--time-limit", type=float, default=None)
+    ap.add_argument("--tools", default=None)
+    ap.add_argument("--estimate-only", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--xl-incmig", required=True)
+    ap.add_argument("--countproxy", required=True)
+    ap.add_argument("--mkimg", required=True)
+    a = ap.parse_args()
+    a.sizes = [int(s) for s in a.sizes.split(",")]
+    a.tools = a.tools.split(",") if a.tools else None
+    if a.time_limit is None:
+        a.time_limit = 45.0 if a.quick else 600.0
+    a.force_limit = 15.0 if a.quick else 120.0
+    a.baseline = 3.0 if a.quick else 5.0
+    m = matrix(a)
+    est = estimate(a, m)
+    print("bench: %d scenarios, about %.0f min estimated (time limit %.0f s a run)%s"
+          % (len(m), est / 60, a.time_limit, "" if a.full or a.quick else
+             "; --full: %d scenarios, about %.0f min" % (
+                 len(matrix(argparse.Namespace(**{**vars(a), "full": True}))),
+                 estimate(a, matrix(argparse.Namespace(**{**vars(a), "full": True}))) / 60)))
+    if a.estimate_only:
+        return 0
+    base = a.work or "/var/tmp"
+    need = max(s for s, _, _ in m) * GiB * 3.2
+    st = os.statvfs(base)
+    if st.f_bavail * st.f_frsize < need:
+        print("bench: %s has %.1f GiB free, needs %.1f GiB" % (
+            base, st.f_bavail * st.f_frsize / GiB, need / GiB))
+        return 1
+    a.work = os.path.join(base, "incmig-bench.%d" % os.getpid())
+    os.makedirs(a.work)
+    a.out = a.out or os.path.join(a.work, "out")
+    os.makedirs(a.out, exist_ok=True)
+    up = open("/proc/uptime").read().split()[0]
+    print("bench: load %s at start (uptime %ss), %d CPUs; scratch %s"
+          % (" ".join("%.2f" % x for x in os.getloadavg()), up, os.cpu_count(), a.work))
+    b = Bench(a)
+    t_start = now()
+    try:
+        images = {}
+        for sc in m:
+            size_g, kind, _ = sc
+            key = (size_g, kind)
+            if key not in images:
+                for k in list(images):  # keep one source image on disk
+                    os.unlink(images.pop(k)[0])
+                path = os.path.join(a.work, "%dG-%s.orig" % key)
+                alloc = int(subprocess.check_output(
+                    [a.mkimg, path, str(size_g * 1024), "100" if kind == "random" else "25"]))
+                images[key] = (path, alloc)
+            for tool in tools_for(sc[2], a):
+                b.run(sc, images[key][0], images[key][1], tool)
+    finally:
+        res = os.path.join(a.out, "results.json")
+        with open(res, "w") as f:
+            json.dump(b.results, f, indent=1)
+        print()
+        print(table(b.results, a.out))
+        print()
+        print("incmig against the targets (ratios measured in this run):")
+        for line in verdicts(b.results):
+            print("  " + line)
+        print()
+        print("bench: %.1f min, load %s at end" % ((now() - t_start) / 60,
+              " ".join("%.2f" % x for x in os.getloadavg())))
+        print("bench: results in %s" % res)
+        for k in os.listdir(a.work):
+            p = os.path.join(a.work, k)
+            if p != a.out and not a.keep:
+                shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
