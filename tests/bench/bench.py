@@ -107,20 +107,30 @@ class QMP:
         wait_for(lambda: os.path.exists(path), timeout)
         self.s = socket.socket(socket.AF_UNIX)
         self.s.connect(path)
-        self.f = self.s.makefile("rwb", buffering=0)
+        self.buf = b""
         self.events = []
         self._line()  # greeting
         self.cmd("qmp_capabilities")
 
     def _line(self, timeout=None):
-        self.s.settimeout(timeout)
-        line = self.f.readline()
-        if not line:
-            raise OSError("QMP connection closed")
+        """One JSON message; socket.timeout if none within timeout."""
+        end = None if timeout is None else now() + timeout
+        while b"\n" not in self.buf:
+            if end is not None:
+                left = end - now()
+                if left <= 0:
+                    raise socket.timeout()
+                self.s.settimeout(left)
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise OSError("QMP connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
     def cmd(self, name, **args):
-        self.f.write(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
+        self.s.settimeout(None)
+        self.s.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
         while True:
             m = self._line(60)
             if "event" in m:
@@ -302,7 +312,9 @@ class Bench:
             r["total_s"] = rep.get("total_s", round(t_end - t0, 3))
             r["downtime_ms"] = rep.get("downtime_ms")
             r["report_wire_bytes"] = rep.get("wire_bytes")
-            r["copy_MBps"] = rep.get("push_rate_bps") and round(rep["push_rate_bps"] / 1e6, 1)
+            r["push_rate_MBps"] = rep.get("push_rate_bps") and round(rep["push_rate_bps"] / 1e6, 1)
+            if rep.get("total_s"):
+                r["copy_MBps"] = round(r["allocated_bytes"] / rep["total_s"] / 1e6, 1)
             disk = (rep.get("disks") or [{}])[0]
             r["rounds"] = disk.get("rounds")
             r["pull_blocks"] = disk.get("final_dirty_blocks")
@@ -587,6 +599,7 @@ def main():
     ap.add_argument("--cap", type=int, default=100 * MiB, help="bytes/s")
     ap.add_argument("--time-limit", type=float, default=None)
     ap.add_argument("--tools", default=None)
+    ap.add_argument("--only", default=None, help="scenarios whose name contains this")
     ap.add_argument("--estimate-only", action="store_true")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--xl-incmig", required=True)
@@ -600,6 +613,8 @@ def main():
     a.force_limit = 15.0 if a.quick else 120.0
     a.baseline = 3.0 if a.quick else 5.0
     m = matrix(a)
+    if a.only:
+        m = [sc for sc in m if a.only in "%dG-%s-%s" % (sc[0], sc[1], "idle" if sc[2] == 0 else "w%dM" % (sc[2] // MiB))]
     est = estimate(a, m)
     print("bench: %d scenarios, about %.0f min estimated (time limit %.0f s a run)%s"
           % (len(m), est / 60, a.time_limit, "" if a.full or a.quick else

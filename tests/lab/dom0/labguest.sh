@@ -34,7 +34,8 @@ E2
 	rm -f "$L/guest-$name.log" "$L/guest-$name--incoming.log" "$D/$name.hostts"
 	t0=$(now)
 	xl create "$D/$name.cfg" || exit 1
-	(tail -n +1 -F "$L/guest-$name.log" "$L/guest-$name--incoming.log" 2>/dev/null | $BB ts '%.s' >"$D/$name.hostts") &
+	setsid sh -c "tail -n +1 -F '$L/guest-$name.log' '$L/guest-$name--incoming.log' 2>/dev/null | $BB ts '%.s' >'$D/$name.hostts'" \
+		</dev/null >/dev/null 2>&1 &
 	for i in $(seq 1 600); do
 		logs | grep -a -q 'WL-READY\|WL-NODISK' && break
 		sleep 0.2
