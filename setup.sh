@@ -66,7 +66,14 @@ test)
         { cat build-asan/tests/test-suite.log; exit 1; }
     echo "== fuzzers, ${FUZZ_SECONDS:-30} s each"
     make -s -C build/tests fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
-    echo "setup.sh: all tests passed"
+    count() { sed -n "s/^# $1: *//p" "$2" | head -n 1; }
+    passed=0 failed=0 skipped=0
+    for log in build/tests/test-suite.log build-asan/tests/test-suite.log; do
+        passed=$((passed + $(count PASS "$log")))
+        failed=$((failed + $(count FAIL "$log") + $(count ERROR "$log")))
+        skipped=$((skipped + $(count SKIP "$log")))
+    done
+    echo "tests: $passed passed, $failed failed, $skipped skipped"
     ;;
 build)
     install_deps

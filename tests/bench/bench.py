@@ -470,9 +470,11 @@ class Bench:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def tools_for(rate, a):
+def tools_for(rate, a, kind="random"):
     if a.tools:
         return [t for t in a.tools if rate == 0 or t in ("incmig", "qemu-mirror-bg", "qemu-mirror-wb")]
+    if rate == 0 and a.quick and kind != "random":
+        return ["incmig", "incmig-nocap", "qemu-mirror-bg", "qemu-mirror-wb", "nbdcopy"]
     if rate == 0:
         return ["incmig", "incmig-nocap", "qemu-mirror-bg", "qemu-mirror-wb",
                 "nbdcopy", "nbdcopy-cap", "qemu-img-cap"]
@@ -502,7 +504,7 @@ def estimate(a, m):
     for s, k, r in m:
         alloc = s * GiB * (1 if k == "random" else 0.25)
         tot += 1 + alloc / 1.5e9  # mkimg
-        for t in tools_for(r, a):
+        for t in tools_for(r, a, k):
             run = 6 + a.baseline + alloc / 1e9  # setup, baseline, cp
             if t in ("nbdcopy", "incmig-nocap"):
                 run += alloc / 6e8
@@ -609,7 +611,7 @@ def main():
     a.sizes = [int(s) for s in a.sizes.split(",")]
     a.tools = a.tools.split(",") if a.tools else None
     if a.time_limit is None:
-        a.time_limit = 45.0 if a.quick else 600.0
+        a.time_limit = 30.0 if a.quick else 600.0
     a.force_limit = 15.0 if a.quick else 120.0
     a.baseline = 3.0 if a.quick else 5.0
     m = matrix(a)
@@ -651,7 +653,7 @@ def main():
                 alloc = int(subprocess.check_output(
                     [a.mkimg, path, str(size_g * 1024), "100" if kind == "random" else "25"]))
                 images[key] = (path, alloc)
-            for tool in tools_for(sc[2], a):
+            for tool in tools_for(sc[2], a, sc[1]):
                 b.run(sc, images[key][0], images[key][1], tool)
     finally:
         res = os.path.join(a.out, "results.json")

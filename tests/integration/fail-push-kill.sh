@@ -47,11 +47,13 @@ grep -q "before the point of no return" "$T/migrate.log" || fail "2: no clear me
 one_case "kill receiver during PUSH"
 
 # 3. kill migrate while the guest is paused
-mkimage "$T/src.img" 64 50
+# writes spread over half the disk keep many blocks dirty, so the paused
+# pre-copy phase lasts seconds at this cap: time enough to kill migrate
+mkimage "$T/src.img" 32 50
 start_serve "$T/src.img"
-start_guest 8M
+start_guest 8M --hot 100:50
 start_receiver
-bg_migrate --policy precopy --max-rounds 1 --bandwidth 2M
+bg_migrate --policy precopy --max-rounds 1 --bandwidth 4M
 wait_for "grep -q 'guest paused' '$T/serve.log'" 60 || fail "3: guest never paused"
 kill -9 $MIG; wait $MIG 2>/dev/null || true
 wait_for "grep -q 'resuming the guest here' '$T/serve.log'" 10 || fail "3: source did not resume the guest"
