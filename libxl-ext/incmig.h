@@ -77,6 +77,9 @@ struct incmig_migrate_opts {
     const char *host;         /* destination host (ssh) or HOST:PORT (tcp) */
     const char *ssh_command;  /* NULL = "ssh"; "" = plain TCP to host */
     const char *remote_command; /* receiver command line on the host (ssh) */
+    const char *attach_command; /* ssh: command that reattaches to a running
+                                 * receiver after a lost link in PULL (its
+                                 * --rendezvous socket); NULL = no resume */
     enum incmig_policy policy;
     uint64_t bandwidth;       /* bytes/s cap on the link, 0 = none */
     uint32_t downtime_ms;     /* disk downtime budget for convergence */
@@ -134,6 +137,10 @@ struct incmig_receive_opts {
                                * client is connected any more */
     int reconnect_s;          /* how long to wait for a broken link */
     int force;                /* overwrite an existing image of another size */
+    const char *rendezvous;   /* stdin/stdout mode: unix socket where the
+                               * source's next ssh session reattaches
+                               * (migrate-receive --attach) after a lost
+                               * link during PULL */
 };
 
 /* With o->listen NULL the stream is on in_fd/out_fd (ssh's stdin/stdout). */

@@ -105,7 +105,7 @@ static void close_link(struct mig *m)
     }
 }
 
-static int open_link(struct mig *m, bool quiet)
+static int open_link(struct mig *m, bool quiet, bool resume)
 {
     const struct incmig_migrate_opts *o = m->o;
     const char *ssh = o->ssh_command ? o->ssh_command : "ssh";
@@ -120,6 +120,13 @@ static int open_link(struct mig *m, bool quiet)
     if (*ssh) {
         const char *remote = o->remote_command ? o->remote_command
                                                : "xl-incmig migrate-receive";
+        if (resume && !o->attach_command) {
+            ERR("the ssh transport was given no way to reattach to the "
+                "receiver (attach command)");
+            return INCMIG_ENOTSUP;
+        }
+        if (resume)
+            remote = o->attach_command;
         rc = incmig__ssh_spawn(ssh, o->host, remote, &fd, &m->ssh_pid);
     } else {
         rc = incmig__tcp_connect(o->host, &fd);
@@ -586,7 +593,7 @@ static int resume_link(struct mig *m)
 
     for (;;) {
         stop_reader(m);
-        int rc = open_link(m, true);
+        int rc = open_link(m, true, true);
         if (!rc)
             rc = incmig__stream_send(&m->st, INCMIG_REC_RESUME, m->mig_id, 16);
         for (int i = 0; i < m->nd && !rc; i++)
@@ -618,7 +625,8 @@ static int resume_link(struct mig *m)
             pthread_mutex_unlock(&m->lock);
             return start_reader(m);
         }
-        if (rc == INCMIG_EPEER || rc == INCMIG_EPROTO || rc == INCMIG_EVERSION)
+        if (rc == INCMIG_EPEER || rc == INCMIG_EPROTO ||
+            rc == INCMIG_EVERSION || rc == INCMIG_ENOTSUP)
             return rc;
         if (incmig__now() > end) {
             ERR("could not re-establish the link within %d s; the guest runs "
@@ -768,7 +776,7 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     if (rc)
         goto failed_resume;
     uint64_t w0 = 0;
-    rc = open_link(&m, false);
+    rc = open_link(&m, false, false);
     if (!rc)
         rc = send_disks(&m);
     phase_add(&m, &rep->wire.control, w0);

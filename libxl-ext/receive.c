@@ -567,8 +567,8 @@ static int relink(struct recv *r)
     r->link_ok = false;
     pthread_mutex_unlock(&r->slock);
     if (r->lfd < 0) {
-        ERR("link to the source lost during PULL; without --listen this "
-            "receiver cannot take a reconnection");
+        ERR("link to the source lost during PULL; without --listen or "
+            "--rendezvous this receiver cannot take a reconnection");
         return INCMIG_ELINK;
     }
     ERR("link to the source lost during PULL: the guest's reads of missing "
@@ -666,6 +666,11 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
             goto out;
         in_fd = out_fd = fd;
     }
+    if (!o->listen && o->rendezvous) {
+        rc = incmig__unix_listen(o->rendezvous, &r.lfd);
+        if (rc)
+            goto out;
+    }
     rc = open_stream(&r, in_fd, out_fd);
     if (rc)
         goto out;
@@ -742,8 +747,11 @@ out:
         incmig__bitmap_dispose(&d->final);
         incmig__disk_close(&d->disk);
     }
-    if (r.lfd >= 0)
+    if (r.lfd >= 0) {
         close(r.lfd);
+        if (!o->listen && o->rendezvous)
+            unlink(o->rendezvous);
+    }
     free(r.zbuf);
     free(r.ebuf);
     pthread_mutex_destroy(&r.slock);

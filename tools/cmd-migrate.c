@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "incmig.h"
@@ -81,7 +82,7 @@ int cmd_migrate(int argc, char **argv)
     struct incmig_report rep;
     const char *json = NULL, *dest_image = NULL, *dest_nbd = NULL;
     const char *remote = "xl-incmig migrate-receive";
-    char remote_buf[16384];
+    char remote_buf[16384], attach_buf[16384];
     uint64_t v;
     int c;
 
@@ -156,9 +157,17 @@ int cmd_migrate(int argc, char **argv)
             xl_usage_error("migrate", "destination path too long");
             return 2;
         }
+        /* where the receiver waits for our next ssh session if the link
+         * breaks during PULL */
+        char rv[128];
+        snprintf(rv, sizeof rv, "/tmp/incmig-rendezvous-%ld-%ld.sock",
+                 (long)getpid(), (long)time(NULL));
         snprintf(remote_buf, sizeof remote_buf,
-                 "%s --image %s --nbd %s --exit-when-done", remote, qi, qn);
+                 "%s --image %s --nbd %s --exit-when-done --rendezvous %s",
+                 remote, qi, qn, rv);
+        snprintf(attach_buf, sizeof attach_buf, "%s --attach %s", remote, rv);
         o.remote_command = remote_buf;
+        o.attach_command = attach_buf;
     } else if (dest_image || dest_nbd) {
         xl_usage_error("migrate", "--dest-image/--dest-nbd belong to the "
                        "receiver's command line with plain TCP (-s \"\")");

@@ -6,50 +6,7 @@
 # socket at stop-and-copy, and the destination image matches its journal;
 # the receiver's log comes back on ssh's stderr.
 . "$(dirname "$0")/lib.sh"
-requires ssh
-requires ssh-keygen
-SSHD=/usr/sbin/sshd
-[ -x "$SSHD" ] || { echo "SKIP: $SSHD not found"; exit 77; }
-[ "$(id -u)" = 0 ] || { echo "SKIP: sshd needs root here"; exit 77; }
-
-# ---- a private sshd ----------------------------------------------------------
-ssh-keygen -q -t ed25519 -N '' -f "$T/hostkey" </dev/null >/dev/null || fail "ssh-keygen (host)"
-ssh-keygen -q -t ed25519 -N '' -f "$T/id" </dev/null >/dev/null || fail "ssh-keygen (client)"
-cp "$T/id.pub" "$T/authorized_keys"
-chmod 600 "$T/authorized_keys"
-SSH_PORT=$(free_port)
-cat >"$T/sshd_config" <<EOF
-ListenAddress 127.0.0.1
-Port $SSH_PORT
-HostKey $T/hostkey
-AuthorizedKeysFile $T/authorized_keys
-PidFile $T/sshd.pid
-UsePAM no
-StrictModes no
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-AllowTcpForwarding no
-X11Forwarding no
-PrintMotd no
-PrintLastLog no
-UseDNS no
-LogLevel VERBOSE
-EOF
-mkdir -p /run/sshd
-"$SSHD" -t -f "$T/sshd_config" 2>"$T/sshd-t.log" || {
-    echo "SKIP: sshd rejects the test configuration: $(cat "$T/sshd-t.log")"; exit 77; }
-bg "$SSHD" -D -f "$T/sshd_config" -E "$T/sshd.log"
-SSHD_PID=$LASTPID
-SSH="ssh -i $T/id -p $SSH_PORT -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=5"
-if ! wait_for "$SSH 127.0.0.1 true" 10; then
-    kill -0 "$SSHD_PID" 2>/dev/null || { echo "SKIP: sshd could not start: $(tail -5 "$T/sshd.log")"; exit 77; }
-    echo "SKIP: cannot log in to the test sshd: $(tail -5 "$T/sshd.log")"; exit 77
-fi
-# The remote shell really runs commands (and the right binary).
-[ "$($SSH 127.0.0.1 "$XL_INCMIG" --version)" != "" ] || fail "remote xl-incmig --version printed nothing"
-
+start_sshd
 # ---- the migration over ssh --------------------------------------------------
 mkimage "$T/src.img" 64 60
 start_serve "$T/src.img"
