@@ -3,7 +3,8 @@
  * It stands in for what Xen provides on the source host: blkback serving
  * the guest's disk and keeping its write bitmap.  It exports an image over
  * NBD (nbd.c) and marks every write, trim and write-zeroes in an
- * in-process tracker (tracker.c) before the image is touched.  The
+ * in-process tracker (tracker.c) before the image is touched and again
+ * once it has been (the ordering rule in tracker.c).  The
  * toolstack drives it through the control socket (protocol in
  * incmig-internal.h, client side in ctl.c).
  *
@@ -56,6 +57,7 @@ static int sv_pwrite(void *opaque, const void *buf, uint32_t count,
     struct served *s = opaque;
     incmig__memtracker_mark(&s->mt, off, count);
     int rc = incmig__disk_pwrite(&s->disk, buf, count, off);
+    incmig__memtracker_mark(&s->mt, off, count);
     if (rc)
         return rc == INCMIG_ENOSPC ? -ENOSPC : -EIO;
     return fua ? sv_flush(opaque) : 0;
@@ -66,7 +68,9 @@ static int sv_zero(void *opaque, uint32_t count, uint64_t off, bool may_trim,
 {
     struct served *s = opaque;
     incmig__memtracker_mark(&s->mt, off, count);
-    if (incmig__disk_punch(&s->disk, off, count))
+    int rc = incmig__disk_punch(&s->disk, off, count);
+    incmig__memtracker_mark(&s->mt, off, count);
+    if (rc)
         return -EIO;
     return fua ? sv_flush(opaque) : 0;
 }

@@ -7,10 +7,14 @@
  *     export (serve.c) before each write reaches the image;
  *   - blkback's per-VBD bitmap (tracker-blkback.c, Xen only).
  *
- * Ordering rule (the same as blkback's): a write is marked BEFORE it is
- * issued to the image.  A reader swaps in a clean bitmap, then reads the
- * blocks of the old one: a write racing with that read is marked in the
- * new bitmap and is sent again in the next round, so none is lost.
+ * Ordering rule (the same as the patched blkback's): a write is marked
+ * before it is issued to the image AND again when it has completed.  A
+ * reader swaps in a clean bitmap, then reads the blocks of the old one.
+ * The first mark makes a write that started before the swap show up in
+ * this round; the second catches the case where the reader copied the
+ * block before that write reached the image: the write is marked in the
+ * new bitmap and the block is sent again in the next round.  Marking only
+ * before would lose such a write.
  */
 #include "config.h"
 

@@ -673,6 +673,8 @@ def main():
             p = os.path.join(a.work, k)
             if p != a.out and not a.keep:
                 shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
+        if not a.keep and not os.listdir(a.work):
+            os.rmdir(a.work)
     return 0
 
 
