@@ -455,7 +455,7 @@ static int stop_and_copy(struct mig *m, double *t_susp_r)
     rc = m->dom->ops->suspend(m->dom);
     if (rc)
         return rc;
-    INFO("guest suspended");
+    INFO("guest suspended (%.1f ms to drain)", (incmig__now() - *t_susp_r) * 1000);
     /* The bitmap of the last PUSH round is still in d->dirty: merge. */
     rc = get_dirty(m, &dirty);
     if (rc)
@@ -475,8 +475,10 @@ static int stop_and_copy(struct mig *m, double *t_susp_r)
     rc = send_bitmaps(m, INCMIG_PHASE_STOPCOPY);
     if (!rc)
         rc = incmig__stream_send(&m->st, INCMIG_REC_READY, NULL, 0);
+    DBG("stop-and-copy sent after %.1f ms", (incmig__now() - *t_susp_r) * 1000);
     if (!rc)
         rc = recv_expect(m, &r, INCMIG_REC_READY);
+    DBG("destination ready after %.1f ms", (incmig__now() - *t_susp_r) * 1000);
     phase_add(m, &rep->wire.stopcopy, w0);
     return rc;
 }

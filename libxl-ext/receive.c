@@ -350,6 +350,12 @@ static void maybe_complete(struct recv *r)
     for (int i = 0; i < r->nd; i++)
         if (incmig__gate_missing_count(r->d[i].gate))
             return;
+    for (int i = 0; i < r->nd; i++)
+        if (incmig__disk_flush(&r->d[i].disk)) {
+            send_error(r, INCMIG_EIO, "cannot flush the destination image "
+                       "%s before completing", r->d[i].disk.path);
+            return;
+        }
     pthread_mutex_lock(&r->slock);
     if (r->link_ok &&
         incmig__stream_send(&r->st, INCMIG_REC_COMPLETE, NULL, 0) == 0) {
@@ -493,11 +499,12 @@ static int on_record(struct recv *r, const struct incmig__rec *rec)
     case INCMIG_REC_READY:
         if ((rc = incmig__dec_empty(rec)) || r->state != R_STOPCOPY)
             return bad_state(r, rec, rc);
+        /* No flush here, in the downtime: reads see what was written, the
+         * guest's own flushes cover it, and the image is made durable
+         * before COMPLETE, when the source lets go of its copy. */
         rc = drain(r);
         for (int i = 0; i < r->nd && !rc; i++) {
-            rc = incmig__disk_flush(&r->d[i].disk);
-            if (!rc)
-                rc = incmig__gate_mark_missing(r->d[i].gate, &r->d[i].final);
+            rc = incmig__gate_mark_missing(r->d[i].gate, &r->d[i].final);
             INFO("stop-and-copy: %" PRIu64 " blocks of disk %d left on the "
                  "source, gate armed", incmig__bitmap_count(&r->d[i].final), i);
         }
