@@ -84,6 +84,7 @@ struct incmig__gate {
     uint64_t nmissing;
     struct waiter *waiters;
     bool link_down;               /* a request failed; wait for relink */
+    bool aborted;                 /* the source is gone for good */
     uint64_t link_gen;            /* bumped by relink */
     struct incmig__gate_stats st;
 };
@@ -360,12 +361,12 @@ static void note_wait(struct incmig__gate *g, double t0)
 }
 
 /* Wait until no block of w is missing, requesting them first; lock held. */
-static void await_blocks(struct incmig__gate *g, struct waiter *w)
+static int await_blocks(struct incmig__gate *g, struct waiter *w)
 {
     bool listed = false;
     double t0 = 0;
 
-    while (waiter_needs(g, w)) {
+    while (!g->aborted && waiter_needs(g, w)) {
         if (!listed) {
             w->prev = NULL;
             w->next = g->waiters;
@@ -394,6 +395,7 @@ static void await_blocks(struct incmig__gate *g, struct waiter *w)
             w->next->prev = w->prev;
         note_wait(g, t0);
     }
+    return g->aborted && waiter_needs(g, w) ? -EIO : 0;
 }
 
 /* ---- blocks from the source ---------------------------------------------- */
@@ -544,10 +546,11 @@ static bool covers(const struct incmig__gate *g, uint64_t s, uint64_t e,
  * partly covered missing blocks when wait_partial (write, zero), then make
  * the whole blocks current, after any fill writing them finished.  The
  * whole blocks are returned in [*wf_r, *wf_r + *wn_r). */
-static void gate_modify(struct incmig__gate *g, uint32_t count,
-                        uint64_t offset, bool wait_partial, uint64_t *wf_r,
-                        uint64_t *wn_r)
+static int gate_modify(struct incmig__gate *g, uint32_t count,
+                       uint64_t offset, bool wait_partial, uint64_t *wf_r,
+                       uint64_t *wn_r)
 {
+    int rc = 0;
     uint64_t e = offset + count;
     uint64_t bf = offset / g->bs, bl = (e - 1) / g->bs;
     bool head = !covers(g, offset, e, bf), tail = !covers(g, offset, e, bl);
@@ -566,8 +569,8 @@ static void gate_modify(struct incmig__gate *g, uint32_t count,
 
     pthread_mutex_lock(&g->lock);
     if (wait_partial && w.nr)
-        await_blocks(g, &w);
-    if (wn) {
+        rc = await_blocks(g, &w);
+    if (wn && !rc) {
         bool waited = false;
         double t0 = 0;
         while (incmig__bitmap_next_set(&g->busy, wf) < wf + wn) {
@@ -589,6 +592,7 @@ static void gate_modify(struct incmig__gate *g, uint32_t count,
     pthread_mutex_unlock(&g->lock);
     *wf_r = wf;
     *wn_r = wn;
+    return rc;
 }
 
 static int gate_pread(void *opaque, void *buf, uint32_t count,
@@ -604,8 +608,10 @@ static int gate_pread(void *opaque, void *buf, uint32_t count,
     w.first[0] = offset / g->bs;
     w.last[0] = (offset + count - 1) / g->bs;
     pthread_mutex_lock(&g->lock);
-    await_blocks(g, &w);
+    int r = await_blocks(g, &w);
     pthread_mutex_unlock(&g->lock);
+    if (r)
+        return r;
     return to_errno(incmig__disk_pread(g->d, buf, count, offset));
 }
 
@@ -620,7 +626,8 @@ static int gate_pwrite(void *opaque, const void *buf, uint32_t count,
         return -EINVAL;
     if (count == 0)
         return 0;
-    gate_modify(g, count, offset, true, &wf, &wn);
+    if (gate_modify(g, count, offset, true, &wf, &wn))
+        return -EIO;
     rc = incmig__disk_pwrite(g->d, buf, count, offset);
     if (!rc && fua)
         rc = incmig__disk_flush(g->d);
@@ -644,7 +651,8 @@ static int gate_trim(void *opaque, uint32_t count, uint64_t offset, bool fua)
         return -EINVAL;
     if (count == 0)
         return 0;
-    gate_modify(g, count, offset, false, &wf, &wn);
+    if (gate_modify(g, count, offset, false, &wf, &wn))
+        return -EIO;
     if (!wn)
         return 0;
     len = blocks_len(g, wf, wn, &off);
@@ -665,7 +673,8 @@ static int gate_zero(void *opaque, uint32_t count, uint64_t offset,
         return -EINVAL;
     if (count == 0)
         return 0;
-    gate_modify(g, count, offset, true, &wf, &wn);
+    if (gate_modify(g, count, offset, true, &wf, &wn))
+        return -EIO;
     if (may_trim) {
         rc = incmig__disk_punch(g->d, offset, count);
     } else {
@@ -689,3 +698,14 @@ const struct incmig__nbd_ops incmig__gate_nbd_ops = {
     .trim = gate_trim,
     .zero = gate_zero,
 };
+
+void incmig__gate_abort(struct incmig__gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    if (!g->aborted && g->nmissing)
+        ERR("disk %u: %" PRIu64 " blocks will never arrive; the guest's "
+            "requests for them fail with EIO", g->disk, g->nmissing);
+    g->aborted = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}

@@ -431,10 +431,12 @@ int incmig__gate_new(struct incmig__gate **g, struct incmig__disk *d,
                      uint32_t disk_index, uint32_t block_size,
                      incmig__gate_request_fn request, void *opaque);
 void incmig__gate_free(struct incmig__gate *g);
-/* OR blocks into the missing set (the stop-and-copy bitmap). */
+/* OR blocks into the missing set (the stop-and-copy bitmap); before the
+ * guest's I/O starts, or a guest write could be marked missing again. */
 int incmig__gate_mark_missing(struct incmig__gate *g,
                               const struct incmig__bitmap *m);
-/* Copy of the still-missing set into out (sized to the disk). */
+/* The still-missing set replaces the contents of out (which is sized to
+ * the disk, or zeroed: then the gate sets it up). */
 int incmig__gate_get_missing(struct incmig__gate *g, struct incmig__bitmap *out);
 uint64_t incmig__gate_missing_count(struct incmig__gate *g);
 /* Blocks arriving from the source; data NULL means all zeroes.  Blocks no
@@ -444,6 +446,10 @@ int incmig__gate_fill(struct incmig__gate *g, uint64_t first, uint32_t n,
 /* After a reconnect: forget which blocks were requested and request again
  * every missing block a guest request is waiting for. */
 void incmig__gate_relink(struct incmig__gate *g);
+/* The source is gone for good (reconnect time used up, or shutdown):
+ * guest requests waiting for missing blocks, and later ones, fail with
+ * EIO instead of waiting forever.  Call before freeing the NBD server. */
+void incmig__gate_abort(struct incmig__gate *g);
 /* Wait until nothing is missing: 0, or INCMIG_ECANCEL after timeout_s
  * (< 0: forever). */
 int incmig__gate_wait_complete(struct incmig__gate *g, double timeout_s);

@@ -738,6 +738,9 @@ failed_discard:
             incmig__aioq_drain(r.d[i].q);
     discard(&r);
 out:
+    for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++)
+        if (r.d[i].gate)
+            incmig__gate_abort(r.d[i].gate);
     if (r.nbd)
         incmig__nbd_free(r.nbd);
     pthread_mutex_lock(&r.slock);

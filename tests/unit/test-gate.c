@@ -750,6 +750,28 @@ static void *sfill_main(void *arg)
     return NULL;
 }
 
+/* The source is gone for good: a waiting read and a partial write fail
+ * with EIO instead of hanging; reads of present blocks still work. */
+static void test_abort(void **state)
+{
+    const uint64_t miss[] = { 4, UINT64_MAX };
+    struct fx *f = fx_new(16 * BS, miss);
+    struct reader r;
+    uint8_t buf[BS];
+
+    reader_start(&r, f, 4 * BS, BS);          /* never answered */
+    usleep(50 * 1000);
+    assert_false(__atomic_load_n(&r.done, __ATOMIC_SEQ_CST));
+    incmig__gate_abort(f->g);
+    assert_int_equal(pthread_join(r.t, NULL), 0);
+    assert_int_equal(r.rc, -EIO);
+    memset(buf, 0xab, sizeof buf);
+    assert_int_equal(gwrite(f, buf, 100, 4 * BS + 8), -EIO);
+    assert_int_equal(gread(f, buf, BS, 3 * BS), 0);
+    assert_memory_equal(buf, f->src + 3 * BS, BS);
+    fx_free(f);
+}
+
 static void test_stress(void **state)
 {
     uint64_t miss[S_BLOCKS + 1];
@@ -813,6 +835,7 @@ int main(void)
         cmocka_unit_test(test_wait_complete),
         cmocka_unit_test(test_trim_zero),
         cmocka_unit_test(test_short_last_block),
+        cmocka_unit_test(test_abort),
         cmocka_unit_test(test_stress),
     };
 
