@@ -763,7 +763,11 @@ static void test_abort(void **state)
     usleep(50 * 1000);
     assert_false(__atomic_load_n(&r.done, __ATOMIC_SEQ_CST));
     incmig__gate_abort(f->g);
-    assert_int_equal(pthread_join(r.t, NULL), 0);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 5;
+    if (pthread_timedjoin_np(r.t, NULL, &dl))
+        fail_msg("a waiting read survived the abort");
     assert_int_equal(r.rc, -EIO);
     memset(buf, 0xab, sizeof buf);
     assert_int_equal(gwrite(f, buf, 100, 4 * BS + 8), -EIO);
