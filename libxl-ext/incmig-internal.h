@@ -368,15 +368,15 @@ int incmig__send_range_sync(struct incmig__sender *s, uint8_t phase,
                             uint64_t first, uint64_t n);
 /* Send every block set in bm, reading ahead with libaio, extents of at
  * most max_extent bytes.  When `poll` is given it is called between
- * extents and a nonzero return stops early (the bits of what was sent are
- * cleared from bm, so a later call carries on). */
+ * extents; a nonzero return stops early and is returned (the bits of what
+ * was sent are cleared from bm, so a later call carries on). */
+int incmig__send_bitmap(struct incmig__sender *s, uint8_t phase,
+                        struct incmig__bitmap *bm, size_t max_extent,
+                        int (*poll)(void *opaque), void *opaque);
 /* A whole bitmap as BITMAP records (chunked); buf: INCMIG_REC_MAX bytes. */
 int incmig__send_bitmap_recs(struct incmig__stream *st, uint32_t disk,
                              uint8_t phase, const struct incmig__bitmap *bm,
                              uint8_t *buf);
-int incmig__send_bitmap(struct incmig__sender *s, uint8_t phase,
-                        struct incmig__bitmap *bm, size_t max_extent,
-                        int (*poll)(void *opaque), void *opaque);
 
 /* ---- NBD server (nbd.c) -------------------------------------------------- */
 

@@ -550,7 +550,10 @@ static void stop_reader(struct mig *m)
     m->reader_running = false;
 }
 
-/* Serve queued demand requests; called between background extents. */
+/* Serve queued demand requests; called between background extents.
+ * Returns PULL_DONE once the destination has everything: the rest of the
+ * background push would only be dropped there. */
+#define PULL_DONE 1
 static int serve_demand(void *opaque)
 {
     struct mig *m = opaque;
@@ -559,6 +562,10 @@ static int serve_demand(void *opaque)
     for (;;) {
         struct incmig__pull_req p;
         pthread_mutex_lock(&m->lock);
+        if (m->complete) {
+            pthread_mutex_unlock(&m->lock);
+            return PULL_DONE;
+        }
         if (m->link_down) {
             pthread_mutex_unlock(&m->lock);
             return INCMIG_ELINK;
@@ -660,6 +667,10 @@ static int pull(struct mig *m)
             m->rep->disks[i].background_blocks += m->d[i].snd.blocks - before;
             phase_add(m, &m->rep->wire.pull_background, w0);
         }
+        if (rc == PULL_DONE) {
+            rc = 0;
+            goto out;
+        }
         if (!rc && !end_sent) {
             rc = incmig__stream_send(&m->st, INCMIG_REC_PULL_END, NULL, 0);
             end_sent = !rc;
@@ -678,6 +689,8 @@ static int pull(struct mig *m)
                 break;
             }
             rc = serve_demand(m);
+            if (rc == PULL_DONE)
+                goto out;
         }
         if (rc == INCMIG_ELINK && !m->peer_rc) {
             rc = resume_link(m);
