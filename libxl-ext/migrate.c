@@ -361,6 +361,29 @@ static int send_round(struct mig *m, uint32_t round, uint8_t phase,
     return incmig__stream_send(&m->st, INCMIG_REC_ROUND, m->buf, (uint32_t)len);
 }
 
+/* Wait until the destination has written every round up to `last` (it
+ * echoes each ROUND): what is still in flight is caught up with now, while
+ * the guest runs, not in the downtime. */
+static int wait_rounds(struct mig *m, uint32_t last)
+{
+    struct incmig__rec r;
+    struct incmig__round x;
+    double t = incmig__now();
+
+    for (;;) {
+        int rc = recv_expect(m, &r, INCMIG_REC_ROUND);
+        if (!rc)
+            rc = incmig__dec_round(&r, &x);
+        if (rc)
+            return rc;
+        if (x.round == last)
+            break;
+    }
+    DBG("destination caught up with round %u in %.1f ms", last,
+        (incmig__now() - t) * 1000);
+    return 0;
+}
+
 static int push(struct mig *m)
 {
     const struct incmig_migrate_opts *o = m->o;
@@ -430,7 +453,7 @@ static int push(struct mig *m)
     }
     for (int i = 0; i < m->nd; i++)
         rep->disks[i].rounds = round;
-    return 0;
+    return wait_rounds(m, (uint32_t)(round - 1));
 }
 
 /* ---- stop-and-copy ------------------------------------------------------- */
@@ -469,6 +492,8 @@ static int stop_and_copy(struct mig *m, double *t_susp_r)
     if (m->o->policy == INCMIG_POLICY_PRECOPY) {
         progress_begin(m, "stop-and-copy", dirty);
         rc = send_round(m, UINT32_MAX, INCMIG_PHASE_STOPCOPY, &blocks);
+        if (!rc)
+            rc = wait_rounds(m, UINT32_MAX);
         if (rc)
             return rc;
     }

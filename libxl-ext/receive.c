@@ -471,12 +471,19 @@ static int on_record(struct recv *r, const struct incmig__rec *rec)
     case INCMIG_REC_BLOCKS:
         return on_blocks(r, rec);
     case INCMIG_REC_ROUND: {
+        /* Echo it once the round is on disk: the source waits for the echo
+         * of its last round before pausing the guest, so that the
+         * downtime does not include catching up with data in flight. */
         struct incmig__round x;
         rc = incmig__dec_round(rec, &x);
         if (!rc)
             rc = drain(r);
-        if (!rc)
+        if (!rc) {
             DBG("round %u: %" PRIu64 " blocks", x.round, x.blocks);
+            int len = incmig__enc_round(&x, r->ebuf);
+            rc = len < 0 ? len : incmig__stream_send(&r->st, INCMIG_REC_ROUND,
+                                                     r->ebuf, (uint32_t)len);
+        }
         return rc;
     }
     case INCMIG_REC_SUSPEND:

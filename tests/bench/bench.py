@@ -132,7 +132,10 @@ class QMP:
         self.s.settimeout(None)
         self.s.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
         while True:
-            m = self._line(60)
+            try:
+                m = self._line(120)
+            except socket.timeout:
+                raise RuntimeError("QMP %s: no answer within 120 s" % name)
             if "event" in m:
                 self.events.append(m)
             elif "error" in m:

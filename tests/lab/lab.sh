@@ -75,7 +75,7 @@ up() {
 		"$LABSRC/boot.sh" 1 --two || exit 1
 		"$LABSRC/boot.sh" 2 --two || exit 1
 		wait_host 1; wait_host 2
-		hssh 1 'ping -c1 -W5 xen2 >/dev/null && ssh xen2 true' || die "dom0 1 cannot ssh to dom0 2 over the link"
+		hssh 1 'ssh -o ConnectTimeout=20 xen2 true' || die "dom0 1 cannot ssh to dom0 2 over the link"
 		log "hosts 1 and 2 up and linked"
 	else
 		"$LABSRC/boot.sh" 1 || exit 1
@@ -128,10 +128,10 @@ status) for n in 1 2; do running $n && echo "host $n: running, ssh port $((PORTB
 check|smoke)
 	T0=$(date +%s); build
 	stop; rm -f "$LAB/run/shared.raw"
+	[ -n "${INCMIG_LAB_KEEP:-}" ] || trap stop EXIT
 	if [ "$cmd" = check ]; then up --two; tests=("$LABSRC"/tests/[0-9]*.sh)
 	else up; tests=("$LABSRC"/tests/1*.sh "$LABSRC"/tests/2*.sh); fi
 	run_tests "${tests[@]}"; rc=$?
-	[ -n "${INCMIG_LAB_KEEP:-}" ] || stop
 	log "$cmd: rc=$rc, total $(( $(date +%s) - T0 ))s"
 	exit $rc ;;
 clean) stop; umount "$LAB/work/rootfs/proc" 2>/dev/null; rm -rf "$LAB" ;;
