@@ -619,6 +619,15 @@ static int serve_demand(void *opaque)
     }
 }
 
+/* In PULL a demand answer queues behind whatever background data sits in
+ * the socket's send buffer: keep that small so that a guest read waiting
+ * for a block is not kept waiting by megabytes already queued. */
+static void small_send_buffer(struct mig *m)
+{
+    int sz = 256 << 10;
+    setsockopt(m->st.wfd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+}
+
 /* Reconnect after a lost link and learn what the destination still lacks. */
 static int resume_link(struct mig *m)
 {
@@ -652,6 +661,7 @@ static int resume_link(struct mig *m)
             uint64_t left = 0;
             for (int i = 0; i < m->nd; i++)
                 left += incmig__bitmap_count(&m->d[i].dirty);
+            small_send_buffer(m);
             INFO("link re-established: PULL resumes, %" PRIu64
                  " blocks still missing on the destination", left);
             pthread_mutex_lock(&m->lock);
@@ -680,6 +690,7 @@ static int resume_link(struct mig *m)
 
 static int pull(struct mig *m)
 {
+    small_send_buffer(m);
     int rc = start_reader(m);
     bool end_sent = false;
 

@@ -360,8 +360,18 @@ static void maybe_complete(struct recv *r)
     if (r->link_ok &&
         incmig__stream_send(&r->st, INCMIG_REC_COMPLETE, NULL, 0) == 0) {
         r->complete_sent = true;
+        struct incmig__gate_stats st = {0}, one;
+        for (int i = 0; i < r->nd; i++) {
+            incmig__gate_get_stats(r->d[i].gate, &one);
+            st.waits += one.waits;
+            st.demand_blocks += one.demand_blocks;
+            if (one.max_wait_ms > st.max_wait_ms)
+                st.max_wait_ms = one.max_wait_ms;
+        }
         INFO("PULL complete after %.2f s: every block is here; the source "
-             "may let go", incmig__now() - r->t_go);
+             "may let go (%" PRIu64 " guest requests waited for %" PRIu64
+             " blocks, the longest %.1f ms)", incmig__now() - r->t_go,
+             st.waits, st.demand_blocks, st.max_wait_ms);
     }
     pthread_mutex_unlock(&r->slock);
 }
