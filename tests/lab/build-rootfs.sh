@@ -10,7 +10,8 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 R=$LAB/work/rootfs
-umount "$R/proc" "$R/sys" 2>/dev/null || true
+umount "$R/proc" 2>/dev/null || true
+mountpoint -q "$R/proc" && { echo "$R/proc still mounted: not removing $R"; exit 1; }
 rm -rf "$R"; mkdir -p "$LAB/work/debs"
 debootstrap --variant=minbase --cache-dir="$LAB/work/debs" \
 	--include=systemd-sysv,udev,kmod,iproute2,procps,openssh-server,openssh-client,busybox,e2fsprogs,util-linux,bc \

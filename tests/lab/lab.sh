@@ -134,6 +134,8 @@ check|smoke)
 	run_tests "${tests[@]}"; rc=$?
 	log "$cmd: rc=$rc, total $(( $(date +%s) - T0 ))s"
 	exit $rc ;;
-clean) stop; umount "$LAB/work/rootfs/proc" 2>/dev/null; rm -rf "$LAB" ;;
+clean) stop; umount "$LAB/work/rootfs/proc" 2>/dev/null
+	mountpoint -q "$LAB/work/rootfs/proc" && die "$LAB/work/rootfs/proc still mounted"
+	rm -rf "$LAB" ;;
 *) sed -n '2,17p' "$0" | sed 's/^# \?//'; exit 2 ;;
 esac

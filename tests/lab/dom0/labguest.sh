@@ -3,6 +3,7 @@
 # Drives the PV test guest (guest/init) and reads its console log.
 #   labguest.sh start NAME [DISK] [--wipe]  create the guest on DISK (default
 #           /dev/vdb, the disk shared by both hosts), wait for WL-READY
+#   labguest.sh watch NAME    timestamp NAME's console lines as dom0 sees them
 #   labguest.sh check NAME    ask the running guest to check its disk; print
 #           the CHECK line; exit 0 only on CHECK OK
 #   labguest.sh hb NAME       heartbeats seen on this host, one a line:
@@ -34,8 +35,7 @@ E2
 	rm -f "$L/guest-$name.log" "$L/guest-$name--incoming.log" "$D/$name.hostts"
 	t0=$(now)
 	xl create "$D/$name.cfg" || exit 1
-	setsid sh -c "tail -n +1 -F '$L/guest-$name.log' '$L/guest-$name--incoming.log' 2>/dev/null | $BB ts '%.s' >'$D/$name.hostts'" \
-		</dev/null >/dev/null 2>&1 &
+	"$0" watch "$name"
 	for i in $(seq 1 600); do
 		logs | grep -a -q 'WL-READY\|WL-NODISK' && break
 		sleep 0.2
@@ -44,6 +44,13 @@ E2
 	logs | grep -a -q WL-READY || { echo "guest $name not ready:"; logs | tail -20; exit 1; }
 	logs | grep -a 'CHECK\|WL-FORMAT' | tail -1
 	echo "guest $name ready after $(echo "$t1 - $t0" | bc)s"
+	;;
+watch)
+	# host-side times of the guest's console lines; also run on a migration's
+	# destination before the guest arrives
+	rm -f "$D/$name.hostts"
+	setsid sh -c "tail -n +1 -F '$L/guest-$name.log' '$L/guest-$name--incoming.log' 2>/dev/null | $BB ts '%.s' >'$D/$name.hostts'" \
+		</dev/null >/dev/null 2>&1 &
 	;;
 check)
 	before=$(logs | grep -a -c 'CHECK ')
@@ -61,7 +68,7 @@ check)
 	;;
 hb)
 	logs | tr -d '\r' | awk '{ for (k = 2; k < NF; k++) if ($k == "HB") { print "G", $(k + 1), $(k - 1); next } }'
-	tr -d '\r' <"$D/$name.hostts" 2>/dev/null | awk '{ for (k = 2; k < NF; k++) if ($k == "HB") { print "H", $(k + 1), $1; next } }'
+	[ -f "$D/$name.hostts" ] && tr -d '\r' <"$D/$name.hostts" | awk '{ for (k = 2; k < NF; k++) if ($k == "HB") { print "H", $(k + 1), $1; next } }'
 	;;
 log) logs ;;
 *) echo "usage: labguest.sh start|check|hb|log NAME" >&2; exit 2 ;;

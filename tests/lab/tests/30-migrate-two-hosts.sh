@@ -7,6 +7,7 @@
 needhost 1 --two; needhost 2 --two
 g=m2
 lg 1 start $g /dev/vdb --wipe || fail "guest start"
+lg 2 watch $g
 sleep 5
 t0=$(now); hssh 1 "xl migrate $g xen2" >"$LAB/logs/30-xl-migrate.out" 2>&1 || { cat "$LAB/logs/30-xl-migrate.out"; fail "xl migrate 1->2"; }
 t1=$(now)
