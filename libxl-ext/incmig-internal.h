@@ -280,6 +280,8 @@ struct incmig__stream {
     uint64_t pace_bytes;
 };
 
+/* CRC-32C of buf, continuing from crc (0 to start): the record checksum. */
+uint32_t incmig__crc32c(uint32_t crc, const void *buf, size_t n);
 int incmig__stream_init(struct incmig__stream *s, int rfd, int wfd);
 void incmig__stream_dispose(struct incmig__stream *s);   /* closes fds */
 int incmig__stream_send_header(struct incmig__stream *s);

@@ -178,7 +178,7 @@ static uint8_t *fix_crcs(const uint8_t *data, size_t size)
                        | (uint32_t)c[off + 6] << 8 | c[off + 7];
         if (len > size - off - 8 || size - off - 8 - len < 4)
             break;
-        uint32_t crc = (uint32_t)crc32(0, c + off, 8 + len);
+        uint32_t crc = incmig__crc32c(0, c + off, 8 + len);
         uint8_t *p = c + off + 8 + len;
         p[0] = crc >> 24; p[1] = crc >> 16; p[2] = crc >> 8; p[3] = crc;
         off += 12 + (size_t)len;

@@ -92,7 +92,7 @@ static uint8_t *frame(uint32_t type, const uint8_t *body, uint32_t len,
     put32(f + 4, len);
     if (len)
         memcpy(f + 8, body, len);
-    put32(f + 8 + len, (uint32_t)crc32(0, f, 8 + len));
+    put32(f + 8 + len, incmig__crc32c(0, f, 8 + len));
     *len_r = (size_t)len + 12;
     return f;
 }

@@ -36,9 +36,9 @@ stop() {
 	local n
 	for n in ${1:-1 2}; do
 		running "$n" || continue
-		kill "$(cat "$LAB/run/host$n.pid")"
+		kill "$(cat "$LAB/run/host$n.pid" 2>/dev/null)" 2>/dev/null
 		for i in $(seq 1 50); do running "$n" || break; sleep 0.1; done
-		running "$n" && kill -9 "$(cat "$LAB/run/host$n.pid")"
+		running "$n" && kill -9 "$(cat "$LAB/run/host$n.pid" 2>/dev/null)" 2>/dev/null
 		log "host $n stopped"
 	done
 }
