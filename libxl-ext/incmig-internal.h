@@ -289,6 +289,11 @@ int incmig__stream_recv_header(struct incmig__stream *s); /* EVERSION etc. */
 /* Frame and send one record (type, body) with its CRC. */
 int incmig__stream_send(struct incmig__stream *s, uint32_t type,
                         const void *body, uint32_t len);
+/* The same, with the body in two pieces (a header and data that need not
+ * be copied next to it). */
+int incmig__stream_send2(struct incmig__stream *s, uint32_t type,
+                         const void *body, uint32_t len, const void *data,
+                         uint32_t dlen);
 /* Read one record; unknown optional records are skipped, unknown
  * mandatory ones fail with INCMIG_EPROTO; EOF -> INCMIG_ELINK. */
 int incmig__stream_recv(struct incmig__stream *s, struct incmig__rec *r);
@@ -353,7 +358,7 @@ struct incmig__sender {
     uint32_t bs;
     uint64_t nblocks;
     int compress;
-    uint8_t *rec;              /* record body buffer, INCMIG_REC_MAX */
+    uint8_t *rec;              /* BLOCKS header buffer */
     uint8_t *zbuf;             /* compression scratch */
     struct incmig__aioq *q;    /* read-ahead on the O_DIRECT fd */
     uint64_t blocks, zero_blocks, data_bytes;

@@ -38,7 +38,7 @@ int incmig__sender_init(struct incmig__sender *s, struct incmig__stream *st,
     s->bs = bs;
     s->nblocks = (disk->size + bs - 1) / bs;
     s->compress = compress;
-    s->rec = malloc(INCMIG_REC_MAX);
+    s->rec = malloc(INCMIG_BLOCKS_HDR);
     s->zbuf = malloc(compressBound(INCMIG_BLOCKS_MAX));
     if (!s->rec || !s->zbuf) {
         rc = INCMIG_ENOMEM;
@@ -72,17 +72,13 @@ static int send_record(struct incmig__sender *s, uint8_t phase, uint8_t enc,
     int hl = incmig__enc_blocks_hdr(&b, s->rec);
     if (hl < 0)
         return hl;
-    if ((uint64_t)hl + len > INCMIG_REC_MAX)
-        return INCMIG_EINVAL;
-    if (len)
-        memcpy(s->rec + hl, data, len);
     s->blocks += n;
     if (enc == INCMIG_ENC_ZERO)
         s->zero_blocks += n;
     else
         s->data_bytes += (uint64_t)n * s->bs;
-    return incmig__stream_send(s->st, INCMIG_REC_BLOCKS, s->rec,
-                               (uint32_t)hl + len);
+    return incmig__stream_send2(s->st, INCMIG_REC_BLOCKS, s->rec,
+                                (uint32_t)hl, data, len);
 }
 
 static int send_data_run(struct incmig__sender *s, uint8_t phase,

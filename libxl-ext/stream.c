@@ -414,30 +414,42 @@ int incmig__stream_recv_header(struct incmig__stream *s)
 
 /* ---- records ------------------------------------------------------------- */
 
-int incmig__stream_send(struct incmig__stream *s, uint32_t type,
-                        const void *body, uint32_t len)
+int incmig__stream_send2(struct incmig__stream *s, uint32_t type,
+                         const void *body, uint32_t len, const void *data,
+                         uint32_t dlen)
 {
     uint8_t hdr[FRAME_HDR_LEN], crc[FRAME_CRC_LEN];
+    uint64_t total = (uint64_t)len + dlen;
     int rc;
 
-    if (len > INCMIG_REC_MAX || (len && !body)) {
-        ERR("refusing to send %s record of %" PRIu32 " bytes (limit %u)",
-            incmig__rec_name(type), len, (unsigned)INCMIG_REC_MAX);
+    if (total > INCMIG_REC_MAX || (len && !body) || (dlen && !data)) {
+        ERR("refusing to send %s record of %" PRIu64 " bytes (limit %u)",
+            incmig__rec_name(type), total, (unsigned)INCMIG_REC_MAX);
         return INCMIG_EINVAL;
     }
     put32(hdr, type);
-    put32(hdr + 4, len);
-    put32(crc, frame_crc(hdr, body, len));
-    struct iovec iov[3] = {
+    put32(hdr + 4, (uint32_t)total);
+    uint32_t c = frame_crc(hdr, body, len);
+    if (dlen)
+        c = incmig__crc32c(c, data, dlen);
+    put32(crc, c);
+    struct iovec iov[4] = {
         { hdr, sizeof hdr },
         { (void *)body, len },
+        { (void *)data, dlen },
         { crc, sizeof crc },
     };
     pthread_mutex_lock(&s->wlock);
-    pace(s, sizeof hdr + len + sizeof crc);
-    rc = write_all(s, iov, 3, incmig__rec_name(type));
+    pace(s, sizeof hdr + total + sizeof crc);
+    rc = write_all(s, iov, 4, incmig__rec_name(type));
     pthread_mutex_unlock(&s->wlock);
     return rc;
+}
+
+int incmig__stream_send(struct incmig__stream *s, uint32_t type,
+                        const void *body, uint32_t len)
+{
+    return incmig__stream_send2(s, type, body, len, NULL, 0);
 }
 
 int incmig__stream_recv(struct incmig__stream *s, struct incmig__rec *r)
