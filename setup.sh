@@ -18,7 +18,7 @@ PKGS="build-essential autoconf automake libtool pkg-config \
 
 install_deps() {
     missing=""
-    for p in $PKGS; do
+    for p in $PKGS "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
             missing="$missing $p"
     done
@@ -79,7 +79,12 @@ build)
     install_deps
     build
     ;;
-bench|bench-quick|lab|lab-check)
+bench|bench-quick)
+    install_deps qemu-system-common
+    build
+    make -C build "$1"
+    ;;
+lab|lab-check)
     install_deps
     build
     make -C build "$1"
