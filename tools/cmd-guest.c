@@ -107,6 +107,7 @@ struct guest {
     uint64_t seed;
     const char *journal;
     const char *stats_json;
+    bool reads_first;         /* whose turn it is at the next free slot */
     bool verify_reads;
     int reconnect_s;
 
@@ -386,66 +387,82 @@ static struct slot *free_slot(struct guest *g)
     return NULL;
 }
 
-/* Start new requests while slots and tokens allow. Returns how long the
- * loop may sleep before tokens for the next request are there. */
+/* Issue a write (or a flush) in slot s if the write bucket allows. */
+static bool try_write(struct guest *g, struct slot *s)
+{
+    double wneed = (double)g->next_wcount * g->bs;
+
+    if (g->rate <= 0 || g->wb.tokens < wneed)
+        return false;
+    uint64_t r = rnd(g) % 1000;
+    if (r < 5) {
+        s->op = OP_FLUSH;
+        s->first = 0;
+        s->count = 0;
+        s->fua = false;
+    } else if (pick_range(g, g->next_wcount, &s->first)) {
+        s->op = OP_WRITE;
+        s->count = g->next_wcount;
+        s->fua = r < 15;
+        for (uint32_t i = 0; i < s->count; i++)
+            stamp_fill(s->buf + (size_t)i * g->bs, g->bs, g->seed,
+                       s->first + i, g->ver[s->first + i] + 1u);
+        busy_set(g, s->first, s->count, true);
+        g->wb.tokens -= wneed;
+        g->next_wcount = pick_count(g);
+        s->failures = 0;
+    } else {
+        return false;
+    }
+    submit(g, s);
+    g->nbusy_slots++;
+    return true;
+}
+
+/* Issue a read in slot s if the read bucket allows. */
+static bool try_read(struct guest *g, struct slot *s)
+{
+    double rneed = (double)g->next_rcount * g->bs;
+
+    if (g->read_rate <= 0 || g->rb.tokens < rneed ||
+        !pick_range(g, g->next_rcount, &s->first))
+        return false;
+    s->op = OP_READ;
+    s->count = g->next_rcount;
+    s->fua = false;
+    busy_set(g, s->first, s->count, true);
+    g->rb.tokens -= rneed;
+    g->next_rcount = pick_count(g);
+    s->failures = 0;
+    submit(g, s);
+    g->nbusy_slots++;
+    return true;
+}
+
+/* Start new requests while slots and tokens allow, reads and writes taking
+ * turns at the free slots (so that a write rate that fills the queue does
+ * not starve the reads).  Returns how long the loop may sleep before
+ * tokens for the next request are there. */
 static double issue_new(struct guest *g, double t)
 {
-    double wait = 0.1;
-
     bucket_refill(&g->wb, t);
     bucket_refill(&g->rb, t);
     for (;;) {
         struct slot *s = free_slot(g);
         if (!s)
-            return wait;
-        bool issued = false;
-        double wneed = (double)g->next_wcount * g->bs;
-        double rneed = (double)g->next_rcount * g->bs;
-
-        if (g->rate > 0 && g->wb.tokens >= wneed) {
-            uint64_t r = rnd(g) % 1000;
-            if (r < 5) {
-                s->op = OP_FLUSH;
-                s->first = 0;
-                s->count = 0;
-                s->fua = false;
-                submit(g, s);
-                g->nbusy_slots++;
-                issued = true;
-            } else if (pick_range(g, g->next_wcount, &s->first)) {
-                s->op = OP_WRITE;
-                s->count = g->next_wcount;
-                s->fua = r < 15;
-                for (uint32_t i = 0; i < s->count; i++)
-                    stamp_fill(s->buf + (size_t)i * g->bs, g->bs, g->seed,
-                               s->first + i, g->ver[s->first + i] + 1u);
-                busy_set(g, s->first, s->count, true);
-                g->wb.tokens -= wneed;
-                g->next_wcount = pick_count(g);
-                s->failures = 0;
-                submit(g, s);
-                g->nbusy_slots++;
-                issued = true;
-            }
-        }
-        s = issued ? free_slot(g) : s;
-        if (s && g->read_rate > 0 && g->rb.tokens >= rneed &&
-            pick_range(g, g->next_rcount, &s->first)) {
-            s->op = OP_READ;
-            s->count = g->next_rcount;
-            s->fua = false;
-            busy_set(g, s->first, s->count, true);
-            g->rb.tokens -= rneed;
-            g->next_rcount = pick_count(g);
-            s->failures = 0;
-            submit(g, s);
-            g->nbusy_slots++;
-            issued = true;
-        }
+            return 0.1;
+        bool issued;
+        g->reads_first = !g->reads_first;
+        if (g->reads_first)
+            issued = try_read(g, s) || try_write(g, s);
+        else
+            issued = try_write(g, s) || try_read(g, s);
         if (!issued) {
+            double wneed = (double)g->next_wcount * g->bs;
+            double rneed = (double)g->next_rcount * g->bs;
             double w1 = g->rate > 0 ? bucket_wait(&g->wb, wneed) : 1;
             double w2 = g->read_rate > 0 ? bucket_wait(&g->rb, rneed) : 1;
-            wait = w1 < w2 ? w1 : w2;
+            double wait = w1 < w2 ? w1 : w2;
             /* Zero wait with nothing issued: every pick hit a busy
              * block; let completions free some. */
             if (wait < 0.001)
