@@ -9,6 +9,12 @@
 #   labguest.sh hb NAME       heartbeats seen on this host, one a line:
 #           "G <seq> <guest wallclock>" and "H <seq> <dom0 wallclock>"
 #   labguest.sh log NAME      the guest's console log(s)
+#   labguest.sh cmd NAME 'OP ARGS[; OP ARGS]...'   command-mode guest (started
+#           with LABGUEST_EXTRA=labmode=cmd, see guest/init): send, wait for the
+#           ACK (LABGUEST_TMO seconds, 300), print it; exit 0 only on rc=0
+#   labguest.sh send NAME 'OP ...'   the same without waiting: prints the id
+#   labguest.sh ack NAME ID          print ID's ACK line if it came (exit 1 if not)
+# Env: LABGUEST_EXTRA  appended to the guest's kernel command line (start).
 # xenconsoled (restarted by lab-ready) logs guest consoles to $L, with
 # 1-second timestamps only; for sub-second host-side times a tail -F | ts
 # writes $D/NAME.hostts next to it.
@@ -26,7 +32,7 @@ name = "$name"
 type = "pv"
 kernel = "$D/guest-vmlinuz"
 ramdisk = "$D/guest-initrd.gz"
-extra = "console=hvc0 loglevel=4"
+extra = "console=hvc0 loglevel=4 ${LABGUEST_EXTRA:-}"
 memory = 128
 vcpus = 1
 disk = [ 'format=raw, vdev=xvda, access=rw, target=$disk' ]
@@ -71,5 +77,27 @@ hb)
 	[ -f "$D/$name.hostts" ] && tr -d '\r' <"$D/$name.hostts" | awk '{ for (k = 2; k < NF; k++) if ($k == "HB") { print "H", $(k + 1), $1; next } }'
 	;;
 log) logs ;;
-*) echo "usage: labguest.sh start|check|hb|log NAME" >&2; exit 2 ;;
+send)
+	id=$(( $(cat "$D/$name.cmdid" 2>/dev/null || echo 0) + 1 )); echo $id >"$D/$name.cmdid"
+	domid=$(xl domid "$name") || exit 1
+	tty=$(xenstore-read "/local/domain/$domid/console/tty") || exit 1
+	echo "$id $3" >"$tty" || exit 1
+	echo $id
+	;;
+ack)
+	r=$(logs | tr -d '\r' | grep -a -o "ACK $3 rc=.*" | tail -1)
+	[ -n "$r" ] || exit 1
+	echo "$r"
+	;;
+cmd)
+	id=$("$0" send "$name" "$3") || exit 1
+	tmo=${LABGUEST_TMO:-300}; t0=$(date +%s)
+	until r=$("$0" ack "$name" $id); do
+		[ $(( $(date +%s) - t0 )) -lt $tmo ] || { echo "no ACK $id from $name after ${tmo}s ($3)"; exit 1; }
+		sleep 0.1
+	done
+	echo "$r"
+	case $r in *" rc=0"*) exit 0 ;; *) exit 1 ;; esac
+	;;
+*) echo "usage: labguest.sh start|check|hb|log|cmd|send|ack NAME" >&2; exit 2 ;;
 esac
