@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -96,13 +97,23 @@ int incmig__unix_listen(const char *path, int *fd_r)
     int rc = unix_addr(path, &sa);
     if (rc)
         return rc;
+    /* A stale socket from an earlier run would make bind fail; anything
+     * that is not a socket is somebody's file and is left alone. */
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            ERR("%s exists and is not a socket; choose another path", path);
+            return INCMIG_EINVAL;
+        }
+        unlink(path);
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         LOGE("socket");
         return INCMIG_EIO;
     }
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 8) < 0) {
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        listen(fd, SOMAXCONN) < 0) {
         LOGE("cannot listen on %s", path);
         close(fd);
         return INCMIG_EIO;

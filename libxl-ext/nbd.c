@@ -835,98 +835,25 @@ static void *acceptor_main(void *arg)
 
 /* ---- listening ---- */
 
+/* The listening socket is the transports' (ctl.c, transport.c), made
+ * non-blocking for the acceptor's poll loop. */
 static int listen_unix(struct incmig__nbd_server *s, const char *path)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    struct stat st;
-
-    if (strlen(path) == 0 || strlen(path) >= sizeof sa.sun_path) {
-        ERR("nbd: unix socket path '%s' is empty or longer than %zu bytes",
-            path, sizeof sa.sun_path - 1);
-        return INCMIG_EINVAL;
-    }
-    strcpy(sa.sun_path, path);
-    /* A stale socket from an earlier run would make bind fail; anything
-     * that is not a socket is somebody's file and is left alone. */
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            ERR("nbd: %s exists and is not a socket; choose another path",
-                path);
-            return INCMIG_EINVAL;
-        }
-        unlink(path);
-    }
-    s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (s->lfd < 0) {
-        LOGE("nbd: socket");
-        return INCMIG_EIO;
-    }
-    if (bind(s->lfd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        LOGE("nbd: bind %s", path);
-        return INCMIG_EIO;
-    }
+    int rc = incmig__unix_listen(path, &s->lfd);
+    if (rc)
+        return rc;
     s->unix_path = strdup(path);
-    if (!s->unix_path) {
-        unlink(path);
+    if (!s->unix_path)
         return INCMIG_ENOMEM;
-    }
-    if (listen(s->lfd, SOMAXCONN) < 0) {
-        LOGE("nbd: listen %s", path);
-        return INCMIG_EIO;
-    }
-    return 0;
+    return fcntl(s->lfd, F_SETFL, O_NONBLOCK) < 0 ? INCMIG_EIO : 0;
 }
 
 static int listen_tcp(struct incmig__nbd_server *s, const char *hostport)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC,
-                              .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-    struct addrinfo *res = NULL, *ai;
-    char host[256];
-    const char *colon = strrchr(hostport, ':');
-    int rc = INCMIG_EIO, one = 1, err = 0;
-
-    if (!colon || colon == hostport || !colon[1] ||
-        (size_t)(colon - hostport) >= sizeof host) {
-        ERR("nbd: bad listen address 'tcp:%s' (expected tcp:HOST:PORT)",
-            hostport);
-        return INCMIG_EINVAL;
-    }
-    memcpy(host, hostport, (size_t)(colon - hostport));
-    host[colon - hostport] = 0;
-    char *h = host;
-    size_t hl = strlen(h);
-    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {   /* [::1]:10809 */
-        h[hl - 1] = 0;
-        h++;
-    }
-    int r = getaddrinfo(h, colon + 1, &hints, &res);
-    if (r) {
-        ERR("nbd: cannot resolve 'tcp:%s': %s", hostport, gai_strerror(r));
-        return INCMIG_EINVAL;
-    }
-    for (ai = res; ai; ai = ai->ai_next) {
-        s->lfd = socket(ai->ai_family,
-                        ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                        ai->ai_protocol);
-        if (s->lfd < 0)
-            continue;
-        (void)setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(s->lfd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-            listen(s->lfd, SOMAXCONN) == 0) {
-            rc = 0;
-            goto out;
-        }
-        err = errno;
-        close(s->lfd);
-        s->lfd = -1;
-    }
-    errno = err;
-    LOGE("nbd: cannot listen on tcp:%s", hostport);
-out:
-    freeaddrinfo(res);
-    return rc;
+    int rc = incmig__tcp_listen(hostport, &s->lfd);
+    if (rc)
+        return rc;
+    return fcntl(s->lfd, F_SETFL, O_NONBLOCK) < 0 ? INCMIG_EIO : 0;
 }
 
 /* ---- entry points ---- */
