@@ -108,6 +108,13 @@ x 2 'bad --block-size'            -- serve --nbd "unix:$T/s2.sock" --block-size 
 x 2 'requests must be 1..256'     -- serve --nbd "unix:$T/s2.sock" --requests 0 "$T/disk2.img"
 ls "$T"/s2.sock "$T"/disk2.img.ctl >/dev/null 2>&1 && bad "refused serve commands left sockets behind"
 cmp -s "$T/disk2.img" "$T/disk.img.orig" || bad "refused serve commands changed the image"
+# A control or NBD socket path that names a regular file is refused, and
+# the file is left alone (not unlinked to make room for a socket).
+echo precious >"$T/notasocket"
+x 1 'not a socket' -- serve --nbd "unix:$T/s2.sock" --control "$T/notasocket" "$T/disk2.img"
+x 1 'not a socket' -- serve --nbd "unix:$T/notasocket" "$T/disk2.img"
+[ "$(cat "$T/notasocket" 2>/dev/null)" = precious ] || bad "serve removed or changed a regular file at a socket path"
+rm -f "$T/s2.sock"
 
 # ---- verify -----------------------------------------------------------------------
 x 1 "cannot open the journal $T/nojournal" -- verify --journal "$T/nojournal" --image "$T/disk.img"

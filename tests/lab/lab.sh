@@ -26,7 +26,7 @@ build() {
 	step xen build-xen.sh
 	step rootfs build-rootfs.sh extract-vmlinux.py "$(mirror)" "$LAB/out/id_ed25519.pub"
 	step image build-image.sh "$LAB/stamps/rootfs"
-	step guest build-guest.sh guest/init "$LAB/stamps/rootfs"
+	step guest build-guest.sh "$LABSRC/guest/init" "$LAB/stamps/rootfs"
 	# incmig's xen-blkback for test 40 only: a failure here does not stop the lab
 	( step blkback build-blkback.sh "$LAB/stamps/rootfs" "$LABSRC"/../../blkback-patch/{Makefile,Kbuild,patches/*} ) ||
 		log "blkback: not built, test 40 will skip"

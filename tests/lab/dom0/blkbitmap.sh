@@ -95,7 +95,7 @@ cat)
 stage)
 	vbd
 	if [ -n "${4:-}" ]; then src=$4; else src=/dev/zero; fi
-	head -c "$3" "$src" | dd of="$V/incmig_bitmap_load" bs="$3" 2>/tmp/stage.err && echo ok || err </tmp/stage.err
+	head -c "$3" "$src" | dd of="$V/incmig_bitmap_load" bs="$3" status=none 2>/tmp/stage.err && echo ok || err </tmp/stage.err
 	;;
 bits)
 	# RANGES NBYTES: the bitmap with those blocks set

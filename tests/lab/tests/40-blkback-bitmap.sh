@@ -11,7 +11,7 @@
 #     "abc"; loads of the wrong size; snapshot/read with tracking off): a
 #     clear error, tracking state kept, the guest's I/O still verifies
 #   - overhead: O_DIRECT 4 KiB writes (IOPS) and 1 MiB writes (MB/s),
-#     tracking off and on alternated in the same boot, medians of 3
+#     tracking off and on alternated in the same boot, medians of 8 each
 # 77 (skip) when the module was not built or does not match dom0's kernel.
 . "$(dirname "$0")/common.sh"
 needhost 1
@@ -125,15 +125,18 @@ same "stage with tracking off" "$(bb stage $g 16)" "No data available" || badin=
 gc "v $((3100 * B)) 4096" >/dev/null || { bad "guest I/O with tracking off"; badin=FAIL; }
 echo "RESULT module=\"$m\" discard=$DISCARD exact4k=$ok4/3 exact64k=$ok64/1 reread_empty=$empty/$nempty race=\"${race# }\" bad_input=$badin"
 
-# --- overhead: tracking off vs on, alternated, same boot ------------------------
+# --- overhead: tracking off vs on, alternated (ABBA), same boot ----------------
+# 4 KiB: N O_DIRECT writes (QD1, ~2.5 s) from 16 MiB; 1 MiB: the last 32 MiB
+# of the disk written 4 times.  Medians over PAIRS runs of each mode.
 a=$(gc "bench 4096 100 4096") || fail "bench: $a"
 t=$(echo "$a" | sed -n 's/.* t=\([0-9.]*\).*/\1/p')
-N=$(echo "$t" | awk '{ n = int(100 * 6 / ($1 > 0 ? $1 : 0.01)); print (n > 4000 ? 4000 : (n < 200 ? 200 : n)) }')
-M=16
+N=$(echo "$t" | awk '{ n = int(100 * 2.5 / ($1 > 0 ? $1 : 0.01)); print (n > 4000 ? 4000 : (n < 200 ? 200 : n)) }')
+M=32 MREPS=4 PAIRS=${INCMIG_LAB_BENCH_PAIRS:-8}
 declare -A R
-for mode in off on on off off on; do
+order=""; for p in $(seq 1 $((PAIRS / 2))); do order="$order off on on off"; done
+for mode in $order; do
 	if [ $mode = on ]; then setbs 0 0; setbs 4096 4096; else setbs 0 0; fi
-	a=$(gc "bench 4096 $N 4096; bench 1048576 $M 32") || fail "bench: $a"
+	a=$(gc "bench 4096 $N 4096; bench 1048576 $M 32 $MREPS") || fail "bench: $a"
 	i4=$(echo "$a" | awk '{ print $5 }'); m1=$(echo "$a" | awk '{ print $9 }')
 	R[$mode.iops]="${R[$mode.iops]:-} ${i4#iops=}"; R[$mode.mbs]="${R[$mode.mbs]:-} ${m1#mbs=}"
 	log "bench tracking $mode: $a"
@@ -141,11 +144,13 @@ for mode in off on on off off on; do
 		same "bench writes tracked exactly" "$(bb read $g)" "bytes=$NBYTES 4096-$((4096 + N - 1)) 8192-$((8192 + M * 256 - 1))"
 	fi
 done
-med() { echo $1 | tr ' ' '\n' | sort -g | sed -n 2p; }
+# med LIST: median; spread LIST: min..max
+med() { echo $1 | tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { printf "%.1f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+spread() { echo $1 | tr ' ' '\n' | sort -g | awk 'NR == 1 { a = $1 } { b = $1 } END { print a ".." b }'; }
 io=$(med "${R[off.iops]}") ion=$(med "${R[on.iops]}") mo=$(med "${R[off.mbs]}") mon=$(med "${R[on.mbs]}")
 loss() { echo "$1 $2" | awk '{ printf "%.1f", (1 - $2 / $1) * 100 }'; }
-echo "RESULT overhead_4k_iops off=[${R[off.iops]# }] on=[${R[on.iops]# }] median $io -> $ion loss=$(loss $io $ion)% (N=$N)"
-echo "RESULT overhead_1m_mbs off=[${R[off.mbs]# }] on=[${R[on.mbs]# }] median $mo -> $mon loss=$(loss $mo $mon)% (M=$M)"
+echo "RESULT overhead_4k_iops off=$io ($(spread "${R[off.iops]}")) on=$ion ($(spread "${R[on.iops]}")) loss=$(loss $io $ion)% runs=$PAIRS+$PAIRS N=$N load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+echo "RESULT overhead_1m_mbs off=$mo ($(spread "${R[off.mbs]}")) on=$mon ($(spread "${R[on.mbs]}")) loss=$(loss $mo $mon)% runs=$PAIRS+$PAIRS MiB=$((M * MREPS))"
 
 [ ${#FAILS[@]} = 0 ] || fail "${#FAILS[@]} check(s) failed: ${FAILS[*]}"
 log "all checks passed"
