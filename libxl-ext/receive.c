@@ -41,6 +41,10 @@
 #include "incmig-internal.h"
 
 #define RECV_QD 8
+/* NBD workers on the destination: requests for missing blocks hold a
+ * worker while they wait, and those for present blocks must still find
+ * one free (as many as one client may have in flight). */
+#define GATE_WORKERS 64
 
 enum rstate { R_DISKS, R_PUSH, R_STOPCOPY, R_PULL, R_DONE };
 
@@ -236,7 +240,7 @@ static int prepare_disk(struct recv *r, const struct incmig__disk_rec *dr,
                               request_blocks, r);
     if (!rc)
         rc = incmig__nbd_new(&r->nbd, r->o->nbd_uri, dr->size,
-                             &incmig__gate_nbd_ops, d->gate, 0);
+                             &incmig__gate_nbd_ops, d->gate, GATE_WORKERS);
     if (rc)
         snprintf(msg, cap, "cannot stage the destination export of disk %s "
                  "on %s: %s", dr->name, r->o->nbd_uri, incmig_strerror(rc));
