@@ -10,6 +10,7 @@ set -euo pipefail
 K=$(cat "$LAB/out/kversion")
 P=$(cd "$LABSRC/../../blkback-patch" && pwd)
 W=$LAB/work/blkback
+rm -f "$LAB/out/xen-blkback-incmig.ko"   # a failed build must not leave an old one for test 40
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
 # dom0's kernel package version, from the rootfs' dpkg database
 V0=$(dpkg-query --admindir="$LAB/work/rootfs/var/lib/dpkg" -W -f='${Version}' "linux-image-$K")

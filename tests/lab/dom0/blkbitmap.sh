@@ -53,6 +53,8 @@ snapread() { # snapshot + read into $1; prints the error if any
 case $cmd in
 load-module)
 	ko=$2
+	# a guest destroyed just before (test 30) may take a few seconds to go
+	for i in $(seq 1 300); do ls /sys/bus/xen-backend/devices/ 2>/dev/null | grep -q '^vbd-' || break; sleep 0.1; done
 	ls /sys/bus/xen-backend/devices/ 2>/dev/null | grep -q '^vbd-' && { echo "a VBD exists: not swapping xen-blkback"; exit 1; }
 	if [ -d /sys/module/xen_blkback ]; then rmmod xen_blkback || exit 1; fi
 	insmod "$ko" || exit 1
