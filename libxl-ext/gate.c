@@ -615,23 +615,36 @@ static int gate_pread(void *opaque, void *buf, uint32_t count,
     return to_errno(incmig__disk_pread(g->d, buf, count, offset));
 }
 
+/* The part every modifying request shares: bounds, then gate_modify.
+ * Returns 0 to go on, 1 when there is nothing to do, or -errno. */
+static int modify_begin(struct incmig__gate *g, uint32_t count,
+                        uint64_t offset, bool wait_partial, uint64_t *wf_r,
+                        uint64_t *wn_r)
+{
+    if (!in_disk(g, count, offset))
+        return -EINVAL;
+    if (count == 0)
+        return 1;
+    return gate_modify(g, count, offset, wait_partial, wf_r, wn_r) ? -EIO : 0;
+}
+
+static int modify_end(struct incmig__gate *g, int rc, bool fua)
+{
+    if (!rc && fua)
+        rc = incmig__disk_flush(g->d);
+    return to_errno(rc);
+}
+
 static int gate_pwrite(void *opaque, const void *buf, uint32_t count,
                        uint64_t offset, bool fua)
 {
     struct incmig__gate *g = opaque;
     uint64_t wf, wn;
-    int rc;
+    int r = modify_begin(g, count, offset, true, &wf, &wn);
 
-    if (!in_disk(g, count, offset))
-        return -EINVAL;
-    if (count == 0)
-        return 0;
-    if (gate_modify(g, count, offset, true, &wf, &wn))
-        return -EIO;
-    rc = incmig__disk_pwrite(g->d, buf, count, offset);
-    if (!rc && fua)
-        rc = incmig__disk_flush(g->d);
-    return to_errno(rc);
+    if (r)
+        return r < 0 ? r : 0;
+    return modify_end(g, incmig__disk_pwrite(g->d, buf, count, offset), fua);
 }
 
 static int gate_flush(void *opaque)
@@ -645,21 +658,14 @@ static int gate_trim(void *opaque, uint32_t count, uint64_t offset, bool fua)
 {
     struct incmig__gate *g = opaque;
     uint64_t wf, wn, off, len;
-    int rc;
+    int r = modify_begin(g, count, offset, false, &wf, &wn);
 
-    if (!in_disk(g, count, offset))
-        return -EINVAL;
-    if (count == 0)
-        return 0;
-    if (gate_modify(g, count, offset, false, &wf, &wn))
-        return -EIO;
+    if (r)
+        return r < 0 ? r : 0;
     if (!wn)
         return 0;
     len = blocks_len(g, wf, wn, &off);
-    rc = incmig__disk_punch(g->d, off, len);
-    if (!rc && fua)
-        rc = incmig__disk_flush(g->d);
-    return to_errno(rc);
+    return modify_end(g, incmig__disk_punch(g->d, off, len), fua);
 }
 
 static int gate_zero(void *opaque, uint32_t count, uint64_t offset,
@@ -667,14 +673,10 @@ static int gate_zero(void *opaque, uint32_t count, uint64_t offset,
 {
     struct incmig__gate *g = opaque;
     uint64_t wf, wn;
-    int rc = 0;
+    int rc = 0, r = modify_begin(g, count, offset, true, &wf, &wn);
 
-    if (!in_disk(g, count, offset))
-        return -EINVAL;
-    if (count == 0)
-        return 0;
-    if (gate_modify(g, count, offset, true, &wf, &wn))
-        return -EIO;
+    if (r)
+        return r < 0 ? r : 0;
     if (may_trim) {
         rc = incmig__disk_punch(g->d, offset, count);
     } else {
@@ -686,9 +688,7 @@ static int gate_zero(void *opaque, uint32_t count, uint64_t offset,
             pos += n;
         }
     }
-    if (!rc && fua)
-        rc = incmig__disk_flush(g->d);
-    return to_errno(rc);
+    return modify_end(g, rc, fua);
 }
 
 const struct incmig__nbd_ops incmig__gate_nbd_ops = {
