@@ -11,6 +11,9 @@ K=$(cat "$LAB/out/kversion")
 P=$(cd "$LABSRC/../../blkback-patch" && pwd)
 W=$LAB/work/blkback
 rm -f "$LAB/out/xen-blkback-incmig.ko"   # a failed build must not leave an old one for test 40
+for f in Makefile Kbuild patches/series; do
+	[ -f "$P/$f" ] || { echo "blkback-patch/$f is missing from this checkout (git ls-files blkback-patch)"; exit 1; }
+done
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
 # dom0's kernel package version, from the rootfs' dpkg database
 V0=$(dpkg-query --admindir="$LAB/work/rootfs/var/lib/dpkg" -W -f='${Version}' "linux-image-$K")
