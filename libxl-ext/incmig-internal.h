@@ -23,6 +23,7 @@
 #define INCMIG_INTERNAL_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +41,10 @@ void incmig__log(int level, const char *file, int line, int err,
 #define INFO(...) LOG(1, __VA_ARGS__)
 #define DBG(...) LOG(2, __VA_ARGS__)
 extern int incmig__verbosity;
+
+/* Set by incmig_stop() (the CLI's signal handlers call it): every loop that
+ * waits on a peer checks it and ends cleanly. */
+extern volatile sig_atomic_t incmig__stop_requested;
 
 double incmig__now(void);   /* CLOCK_MONOTONIC seconds */
 
@@ -206,6 +211,9 @@ struct incmig__hello {
 };
 #define INCMIG_CAP_ZLIB 1u
 #define INCMIG_CAP_RESUME 2u
+/* The source sends the domain's own state stream as XEN_STREAM records
+ * during PUSH, ended by an empty one, before SUSPEND. */
+#define INCMIG_CAP_STATE 4u
 
 struct incmig__disk_rec {
     uint32_t index;
@@ -344,6 +352,10 @@ int incmig__tcp_accept(int lfd, double timeout_s, int *fd_r);
  * on a socketpair; *fd_r is our end, *pid_r the child. */
 int incmig__ssh_spawn(const char *ssh_cmd, const char *host,
                       const char *remote_cmd, int *fd_r, pid_t *pid_r);
+/* Unix sockets (control, NBD, rendezvous): listen refuses to replace
+ * anything at path that is not a socket. */
+int incmig__unix_listen(const char *path, int *fd_r);
+int incmig__unix_connect(const char *path, int *fd_r);
 /* Host names and addresses we accept on a command line. */
 bool incmig__host_valid(const char *host);
 
@@ -362,6 +374,7 @@ struct incmig__sender {
     uint8_t *zbuf;             /* compression scratch */
     struct incmig__aioq *q;    /* read-ahead on the O_DIRECT fd */
     uint64_t blocks, zero_blocks, data_bytes;
+    uint64_t wire[4];          /* bytes on the wire by INCMIG_PHASE_* */
 };
 int incmig__sender_init(struct incmig__sender *s, struct incmig__stream *st,
                         struct incmig__disk *disk, uint32_t disk_index,
@@ -418,6 +431,44 @@ int incmig__nbd_start(struct incmig__nbd_server *s);
 int incmig__nbd_quiesce(struct incmig__nbd_server *s);
 int incmig__nbd_clients(struct incmig__nbd_server *s);  /* connected now */
 void incmig__nbd_free(struct incmig__nbd_server *s);    /* stops, unlinks */
+
+/* The server's parsers, without sockets or threads: its reader calls them
+ * on bytes it has read, and so does tests/fuzz/fuzz-nbd.c.  An export is
+ * its size and which ops are set (uri is for messages). */
+#define INCMIG_NBD_OPT_MAX 4096u                 /* option payload bound */
+#define INCMIG_NBD_DATA_MAX (UINT32_C(32) << 20) /* READ/WRITE bound */
+#define INCMIG_NBD_REPLY_MAX 134                 /* replies to one option */
+enum { INCMIG_NBD_MORE, INCMIG_NBD_SERVE, INCMIG_NBD_QUEUE,
+       INCMIG_NBD_REJECT, INCMIG_NBD_CLOSE };
+struct incmig__nbd_export {
+    const char *uri;
+    uint64_t size;
+    const struct incmig__nbd_ops *ops;
+};
+struct incmig__nbd_req {
+    uint16_t flags, type;
+    uint64_t cookie, offset;
+    uint32_t count;
+    uint32_t payload;    /* data bytes that follow the header (WRITE) */
+    uint32_t error;      /* NBD error to reply, for REJECT */
+};
+/* 0, or -1: close. */
+int incmig__nbd_client_flags(const struct incmig__nbd_export *e,
+                             uint32_t cflags, bool *no_zeroes_r);
+/* 0: read *len_r bytes of payload; -1 (bad magic, payload over
+ * INCMIG_NBD_OPT_MAX): close. */
+int incmig__nbd_opt_header(const struct incmig__nbd_export *e,
+                           const uint8_t h[16], uint32_t *opt_r,
+                           uint32_t *len_r);
+/* Puts the replies to send in reply[INCMIG_NBD_REPLY_MAX]; returns MORE
+ * (next option), SERVE (transmission) or CLOSE. */
+int incmig__nbd_option(const struct incmig__nbd_export *e, bool no_zeroes,
+                       uint32_t opt, const uint8_t *data, uint32_t len,
+                       uint8_t *reply, size_t *reply_len_r);
+/* QUEUE: read r->payload bytes, execute; REJECT: skip r->payload bytes,
+ * reply r->error; CLOSE: DISC, bad magic, or a WRITE over DATA_MAX. */
+int incmig__nbd_request(const struct incmig__nbd_export *e,
+                        const uint8_t h[28], struct incmig__nbd_req *r);
 
 /* ---- destination PULL gate (gate.c) -------------------------------------- */
 
@@ -501,23 +552,36 @@ int incmig__memtracker_init(struct incmig__memtracker *m, uint64_t disk_size,
 void incmig__memtracker_mark(struct incmig__memtracker *m, uint64_t off,
                              uint64_t len);
 
-/* ---- the domain backend the toolstack drives ----------------------------- */
+/* ---- the domain backend the toolstack drives (source) --------------------- */
 
-/* A "domain" as migrate sees it: its disks, their trackers, and
- * pause/resume/release.  sim (ctl.c) talks to an incmig_serve process;
- * xen (xen.c, built with libxen) drives libxl and blkback. */
+/* A "domain" as migrate sees it: its disks, their write trackers, its own
+ * state stream, and resume/commit/release.  Backends are entries of the
+ * table in backends.c, chosen by the form of the DOMAIN argument:
+ * "sim:CONTROL_SOCKET" is the simulated domain (sim/domain.c, talking to
+ * an incmig_serve process); any other name is a Xen domain (built with
+ * libxen; refused with a clear error until that backend exists). */
 struct incmig__dom_disk {
     char name[64];
-    char path[4096];          /* image the toolstack reads blocks from */
+    char path[4096];          /* volume the toolstack reads blocks from */
     uint64_t size;
     uint32_t block_size;
 };
 
 struct incmig__domain;
 struct incmig__domain_ops {
+    /* OR the blocks written since the last call into out (read-and-clear).
+     * May be called while suspend runs on another thread. */
     int (*get_and_clear)(struct incmig__domain *d, int disk,
                          struct incmig__bitmap *out);
-    int (*suspend)(struct incmig__domain *d);  /* pause + drain I/O */
+    /* Write the domain's own state stream to state_fd (for Xen: libxl's,
+     * from libxl_domain_suspend(LIVE)): pre-copy while the domain runs,
+     * then the pause, then the rest.  Returns once the stream is complete
+     * and the domain is paused with its disk I/O drained; *t_paused_r is
+     * incmig__now() at the moment the domain stopped running (the
+     * downtime starts there).  Runs on its own thread while the engine
+     * keeps pushing dirty blocks.  state_fd stays the caller's. */
+    int (*suspend)(struct incmig__domain *d, int state_fd,
+                   double *t_paused_r);
     int (*resume)(struct incmig__domain *d);   /* failure before GO */
     int (*commit)(struct incmig__domain *d);   /* point of no return */
     int (*release)(struct incmig__domain *d);  /* migration complete */
@@ -530,27 +594,187 @@ struct incmig__domain {
     struct incmig__dom_disk disks[INCMIG_MAX_DISKS];
 };
 
+/* backends.c: open DOMAIN through the backend its form selects. */
+int incmig__domain_open(const char *spec, struct incmig__domain **d_r);
 
-/* ---- control protocol of the simulated guest (ctl.c) --------------------- */
+/* ---- the simulated domain (sim/) ---------------------------------------- */
 
-/* Line-based requests on a unix socket, one client at a time:
- *   INFO            -> "OK <size> <block size> <name> <image path>"
- *   GETCLEAR <disk> -> "OK <nbits> <len>" then <len> bytes of
+/* Control protocol between the toolstack (sim/domain.c) and the serving
+ * process (sim/serve.c): line-based requests on a unix socket.
+ *   INFO            -> "OK <ndisks> <domain name>"
+ *   DISK <i>        -> "OK <size> <block size> <name> <image path>"
+ *   GETCLEAR <i>    -> "OK <nbits> <len>" then <len> bytes of
  *                      incmig__bitmap_encode output
- *   SUSPEND         -> "OK" once the export is drained and closed
+ *   SUSPEND         with a file descriptor attached (SCM_RIGHTS): the
+ *                   domain's state stream is written to it (pre-copy, the
+ *                   pause, the rest); -> "OK <t_paused>" (incmig__now() of
+ *                   the pause) once the export is drained and closed.  It
+ *                   runs on its own connection, so that GETCLEAR keeps
+ *                   working on the first one meanwhile.
  *   COMMIT          -> "OK": point of no return; the export will not resume
  *   RESUME          -> "OK" serving again (refused after COMMIT)
  *   RELEASE         -> "OK", then the serving process exits
- * Errors: "ERR <message>".  A client that disconnects while the export is
- * suspended and not committed gets it resumed: a dead toolstack must not
- * leave the guest paused before the point of no return. */
+ * Errors: "ERR <message>".  When the last control connection ends while
+ * the export is suspended and not committed, it is resumed: a dead
+ * toolstack must not leave the guest paused before the point of no
+ * return. */
 #define INCMIG_CTL_LINE_MAX 4608
 int incmig__ctl_readline(int fd, char *buf, size_t cap);
+int incmig__ctl_readline_fd(int fd, char *buf, size_t cap, int *passed_r);
 int incmig__ctl_writeall(int fd, const void *buf, size_t len);
 int incmig__ctl_readall(int fd, void *buf, size_t len);
-int incmig__unix_listen(const char *path, int *fd_r);
-int incmig__unix_connect(const char *path, int *fd_r);
 
 int incmig__sim_domain_open(struct incmig__domain **d, const char *ctl_path);
+
+/* The simulated domain's memory and its state stream (sim/state.c). */
+#define INCMIG_SIMSTATE_PAGE 4096u
+#define INCMIG_SIMSTATE_MAX_PAGES 65536u     /* 256 MiB */
+struct incmig__simmem {
+    pthread_mutex_t lock;
+    uint8_t *pages;
+    uint64_t npages;
+    uint64_t cpu;                  /* "CPU state": writes seen */
+    struct incmig__bitmap dirty;   /* pages touched since the last round */
+};
+int incmig__simmem_init(struct incmig__simmem *m, uint64_t bytes);
+void incmig__simmem_dispose(struct incmig__simmem *m);   /* idempotent */
+/* A guest write: dirty the page `key` selects. */
+void incmig__simmem_touch(struct incmig__simmem *m, uint64_t key);
+/* Write the state stream to fd: pre-copy rounds, then pause(opaque), then
+ * the last pages and END.  corrupt: fault injection for tests. */
+int incmig__simstate_save(struct incmig__simmem *m, int fd,
+                          int (*pause)(void *opaque), void *opaque,
+                          bool corrupt);
+struct incmig__simstate_info {
+    uint64_t bytes, pages, npages, cpu;
+    uint32_t crc;
+};
+/* Read a state stream from fd to EOF and prove it intact: INCMIG_EPROTO
+ * (with the reason logged) for anything malformed, truncated or corrupt. */
+int incmig__simstate_restore(int fd, struct incmig__simstate_info *info);
+
+/* ---- target backend (destination) ---------------------------------------- */
+
+/* The destination's counterpart of the domain backend.  receive.c (the
+ * engine) drives a target and never names one; the receiver picks it by
+ * name from the table in volume.c: "sim" (sim/target.c) serves the
+ * simulated guest's disks over NBD.  A Xen target creates files or LVs,
+ * serves each disk's PULL gate over NBD on a private unix socket to
+ * dom0's nbd client with device-mapper on top, and restores the domain
+ * with libxl_domain_create_restore reading the state stream from a pipe.
+ *
+ * Calls, in this order (receive.c, one thread unless said):
+ *   open       once every DISK record is in and the receiver's mapping
+ *              checked (volume.c): checks what this target needs of the
+ *              disks; creates nothing
+ *   prepare(i) every disk, before any DISK_ACK: create disk i's volume
+ *              (never open one this migration did not create) and give
+ *              the engine an open disk to write PUSH blocks into; the
+ *              target owns it until close
+ *   stage(i)   every disk, after prepare: set up the PULL path before the
+ *              downtime, the domain's I/O going through gate g from
+ *              unpause on (sim: bind the NBD export of g, not served yet)
+ *   restore    with INCMIG_CAP_STATE only, on its own thread while PUSH
+ *              runs: read the domain's state stream from fd to EOF
+ *              (fd stays the caller's); the domain then exists, paused
+ *   unpause    at GO: the domain runs, its disks through the gates
+ *   disk_done(i) after GO, once disk i has nothing missing: the PULL path
+ *              may be left (Xen: swap the dm table to the volume)
+ *   in_use     polled after the migration is done: > 0 while the domain
+ *              still needs this process (sim: NBD clients connected)
+ *   stop       no gate callback is running or will run once it returns;
+ *              called before the gates are freed, on every exit path
+ *   abort      a failure before GO: destroy what restore built, remove
+ *              the volumes this migration created, nothing else
+ *   close      close the volumes, free the target
+ * Ops return 0 or INCMIG_E*; the reason is logged and kept in t->msg,
+ * which the engine sends to the source (DISK_ACK or ERROR). */
+struct incmig__target_disk {
+    /* from the source's DISK record */
+    char name[INCMIG_NAME_MAX + 1];
+    uint64_t size;
+    uint32_t block_size;
+    /* from the receiver's own mapping, never from the wire */
+    char path[4096];          /* the volume; its directory fully resolved */
+    char nbd_uri[4096];       /* sim: the guest's export after GO, or "" */
+};
+
+struct incmig__target;
+struct incmig__gate;
+struct incmig__target_ops {
+    int (*prepare)(struct incmig__target *t, int i,
+                   struct incmig__disk **disk_r);
+    int (*stage)(struct incmig__target *t, int i, struct incmig__gate *g);
+    int (*restore)(struct incmig__target *t, int fd);
+    int (*unpause)(struct incmig__target *t);
+    int (*disk_done)(struct incmig__target *t, int i);
+    int (*in_use)(struct incmig__target *t);
+    void (*stop)(struct incmig__target *t);
+    void (*abort)(struct incmig__target *t);
+    void (*close)(struct incmig__target *t);
+};
+
+struct incmig__target {
+    const struct incmig__target_ops *ops;
+    char domain[INCMIG_NAME_MAX + 1];
+    int ndisks;
+    struct incmig__target_disk disks[INCMIG_MAX_DISKS];
+    char msg[INCMIG_MSG_MAX];
+};
+/* Log a failure once and keep it in t->msg; returns rc. */
+int incmig__target_fail(struct incmig__target *t, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The table of targets (volume.c). */
+struct incmig__target_kind {
+    const char *name;
+    bool state;               /* restore takes a state stream (CAP_STATE) */
+    bool state_required;      /* refuses a source that offers none */
+    /* The target's domain, ndisks and disks are copied from the
+     * arguments; on refusal *bad_r is the disk refused and msg names it. */
+    int (*open)(struct incmig__target **t_r, const char *domain, int ndisks,
+                const struct incmig__target_disk *disks, int *bad_r,
+                char *msg, size_t cap);
+};
+/* NULL (with a logged reason) for a name not in the table. */
+const struct incmig__target_kind *incmig__target_find(const char *name);
+int incmig__sim_target_open(struct incmig__target **t_r, const char *domain,
+                            int ndisks, const struct incmig__target_disk *disks,
+                            int *bad_r, char *msg, size_t cap);
+
+/* The receiver's disk mapping (volume.c).  check_opts: the options alone,
+ * before any connection (INCMIG_EINVAL with the reason logged).  map: the
+ * DISK records onto the receiver's volumes, all or nothing and touching
+ * nothing; on refusal *bad_r is the refused disk and msg names it. */
+int incmig__volume_check_opts(const struct incmig_receive_opts *o);
+int incmig__volume_map(const struct incmig_receive_opts *o,
+                       const struct incmig__disk_rec *recs, int n,
+                       struct incmig__target_disk *out, int *bad_r,
+                       char *msg, size_t cap);
+/* A volume file this migration creates: O_CREAT|O_EXCL|O_NOFOLLOW, sized,
+ * opened (O_DIRECT too) into v->disk.  remove unlinks it only while the
+ * path still names the very file created (device and inode). */
+struct incmig__volume {
+    struct incmig__disk disk;
+    char path[4096];
+    bool created;
+    dev_t dev;
+    ino_t ino;
+};
+void incmig__volume_init(struct incmig__volume *v);
+int incmig__volume_create(struct incmig__volume *v, const char *path,
+                          uint64_t size, char *msg, size_t cap);
+void incmig__volume_close(struct incmig__volume *v, bool remove);
+
+/* The destination's state machine (receive.c, spec "Destination states"):
+ * which source record each state takes, and the state it leads to. */
+enum incmig__dst_state {
+    INCMIG_DST_HELLO, INCMIG_DST_DISKS, INCMIG_DST_RECEIVING,
+    INCMIG_DST_PAUSED, INCMIG_DST_READY, INCMIG_DST_PULL, INCMIG_DST_DONE,
+    INCMIG_DST_WAIT_LINK, INCMIG_DST_RESUMING, INCMIG_DST_NSTATES
+};
+/* 0 and *next_r, or INCMIG_EPROTO: `type` is not allowed in `state`. */
+int incmig__dst_transition(int state, uint32_t type, int *next_r);
+const char *incmig__dst_state_name(int state);
 
 #endif

@@ -44,6 +44,14 @@ enum {
 
 const char *incmig_strerror(int rc);
 
+/* Ask every running incmig_* call to end cleanly (each then returns
+ * INCMIG_ECANCEL, or finishes what cannot be abandoned, such as PULL after
+ * the point of no return).  Async-signal-safe: the caller's SIGINT/SIGTERM
+ * handlers call it.  The library installs no signal handler and never
+ * exits the process; callers should ignore SIGPIPE (a lost peer is then
+ * an error return, INCMIG_ELINK). */
+void incmig_stop(void);
+
 /* Logging: 0 errors only, 1 progress and summary (default), 2 debug.
  * Messages go to `f` (stderr when NULL), each prefixed with `prefix`. */
 void incmig_log_setup(int verbosity, FILE *f, const char *prefix);
@@ -51,17 +59,31 @@ void incmig_log_setup(int verbosity, FILE *f, const char *prefix);
 /* Size strings: "64M", "1G", "4096", "4K".  Returns 0 or INCMIG_EINVAL. */
 int incmig_parse_size(const char *s, uint64_t *val_r);
 
-/* ---- source disk of a simulated guest ---------------------------------- */
+/* ---- the simulated domain on the source ----------------------------------- */
 
-struct incmig_serve_opts {
+struct incmig_serve_disk {
+    const char *name;         /* disk name (the receiver maps it) */
     const char *image;        /* raw image file, must exist */
     const char *nbd_uri;      /* "unix:/path" or "tcp:HOST:PORT" */
-    const char *control_path; /* unix socket for the toolstack */
     uint32_t block_size;      /* tracking granularity, 0 = 4096 */
-    int max_inflight;         /* NBD requests in flight, 0 = default */
 };
 
-/* Serves until released by the toolstack or a SIGINT/SIGTERM. */
+#define INCMIG_SERVE_MAX_DISKS 8
+#define INCMIG_FAULT_CORRUPT_STATE 1u  /* tests: flip a bit of the state */
+
+struct incmig_serve_opts {
+    const char *name;         /* domain name, NULL = the first disk's */
+    int ndisks;
+    struct incmig_serve_disk disks[INCMIG_SERVE_MAX_DISKS];
+    const char *control_path; /* unix socket for the toolstack */
+    int max_inflight;         /* NBD requests in flight, 0 = default */
+    uint64_t memory;          /* bytes of simulated memory, 0 = 4 MiB */
+    unsigned faults;          /* INCMIG_FAULT_*, for tests only */
+};
+void incmig_serve_opts_init(struct incmig_serve_opts *o);
+void incmig_serve_opts_dispose(struct incmig_serve_opts *o);
+
+/* Serves until released by the toolstack or stopped by incmig_stop(). */
 int incmig_serve(const struct incmig_serve_opts *o);
 
 /* ---- migration ----------------------------------------------------------- */
@@ -95,6 +117,7 @@ struct incmig_phase_bytes {
     uint64_t pull_demand;     /* PULL blocks fetched on demand */
     uint64_t pull_background; /* PULL blocks pushed in the background */
     uint64_t control;         /* handshake and other records */
+    uint64_t state;           /* the domain's state stream (XEN_STREAM) */
 };
 
 struct incmig_disk_report {
@@ -112,16 +135,27 @@ struct incmig_disk_report {
 
 struct incmig_report {
     double total_s;           /* start to source release */
-    double downtime_ms;       /* guest paused: pause to go */
+    double downtime_ms;       /* domain paused (as its backend reports)
+                               * to GO sent */
     double push_s, pull_s;
     double push_rate;         /* bytes/s of round 0 */
     struct incmig_phase_bytes wire;  /* totals */
     uint64_t wire_total;
+    double state_s;           /* state pre-copy: start to end of stream */
+    uint64_t state_bytes;     /* the domain's state stream, unframed */
+    double dst_pull_s;        /* the destination's figures (REPORT) */
+    double dst_restore_s;
+    double dst_max_wait_ms;   /* longest a guest request waited in PULL */
+    uint64_t dst_waits;       /* guest requests that waited in PULL */
     int ndisks;
     struct incmig_disk_report disks[8];
     char policy[16];
 };
+void incmig_report_init(struct incmig_report *rep);
+void incmig_report_dispose(struct incmig_report *rep);
 
+void incmig_migrate_opts_init(struct incmig_migrate_opts *o);
+void incmig_migrate_opts_dispose(struct incmig_migrate_opts *o);
 int incmig_migrate(const struct incmig_migrate_opts *o,
                    struct incmig_report *rep);
 void incmig_report_print(const struct incmig_report *rep, FILE *f);
@@ -129,19 +163,43 @@ void incmig_report_json(const struct incmig_report *rep, FILE *f);
 
 /* ---- destination --------------------------------------------------------- */
 
+/* Where the receiver puts each disk: the receiver decides, the source
+ * never names a destination path. */
+#define INCMIG_RECEIVE_MAX_DISKS 8
+#define INCMIG_RECEIVE_MAX_ROOTS 16
+struct incmig_receive_disk {
+    const char *name;         /* the disk's name in the source's DISK record */
+    const char *path;         /* its volume here: created by this migration
+                               * (never an existing file, never through a
+                               * symbolic link), inside one of the roots */
+    const char *nbd_uri;      /* sim target: "unix:PATH" or "tcp:HOST:PORT"
+                               * where the guest finds the disk after GO */
+};
+
 struct incmig_receive_opts {
-    const char *image;        /* destination image; created or resized */
-    const char *nbd_uri;      /* where the destination serves the guest */
+    const char *target;       /* target backend: "sim" (NULL = "sim") */
+    int ndisks;               /* disks[0..ndisks-1]: the mapping */
+    struct incmig_receive_disk disks[INCMIG_RECEIVE_MAX_DISKS];
+    int nroots;               /* allowed directories for the volumes; none:
+                               * each disk's path may only be the one its
+                               * mapping names */
+    const char *roots[INCMIG_RECEIVE_MAX_ROOTS];
+    const char *image;        /* shorthand for a one-disk domain, whatever
+                               * its disk's name (with nbd_uri); not
+                               * together with disks[] */
+    const char *nbd_uri;
     const char *listen;       /* "HOST:PORT" for tcp; NULL = in_fd/out_fd */
-    int exit_when_done;       /* exit once PULL is complete and no NBD
-                               * client is connected any more */
+    int exit_when_done;       /* exit once PULL is complete and the target
+                               * is not in use any more (sim: no NBD client) */
     int reconnect_s;          /* how long to wait for a broken link */
-    int force;                /* overwrite an existing image of another size */
     const char *rendezvous;   /* stdin/stdout mode: unix socket where the
                                * source's next ssh session reattaches
                                * (migrate-receive --attach) after a lost
                                * link during PULL */
 };
+
+void incmig_receive_opts_init(struct incmig_receive_opts *o);
+void incmig_receive_opts_dispose(struct incmig_receive_opts *o);
 
 /* With o->listen NULL the stream is on in_fd/out_fd (ssh's stdin/stdout). */
 int incmig_receive(const struct incmig_receive_opts *o, int in_fd,

@@ -17,6 +17,12 @@
 #include "incmig-internal.h"
 
 int incmig__verbosity = 1;
+volatile sig_atomic_t incmig__stop_requested;
+
+void incmig_stop(void)
+{
+    incmig__stop_requested = 1;
+}
 static FILE *log_file;
 static char log_prefix[32] = "incmig";
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;

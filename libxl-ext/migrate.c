@@ -41,6 +41,8 @@
 
 #define DEMAND_QUEUE 1024
 #define PULL_EXTENT (256u << 10)
+/* Disk extents between state chunks: small, the state stream goes first. */
+#define PULL_EXTENT_STATE (256u << 10)
 
 struct mdisk {
     struct incmig__disk disk;
@@ -63,6 +65,9 @@ struct mig {
     uint8_t *buf;                    /* record encoding, INCMIG_REC_MAX */
     double t0;
 
+    uint64_t caps;                   /* negotiated: INCMIG_CAP_* of both */
+    int state_rfd;                   /* the domain's state stream, or -1 */
+
     /* PULL, under lock */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -71,7 +76,7 @@ struct mig {
     bool reader_done;          /* the reader left by itself */
     struct incmig__pull_req q[DEMAND_QUEUE];
     unsigned q_head, q_len;
-    bool complete, link_down;
+    bool complete, link_down, report_done;
     int peer_rc;
 
     /* progress */
@@ -154,7 +159,7 @@ static int open_link(struct mig *m, bool quiet, bool resume)
 
     struct incmig__hello h = {
         .version = INCMIG_STREAM_VERSION, .role = 0,
-        .caps = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME,
+        .caps = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME | INCMIG_CAP_STATE,
         .ndisks = (uint32_t)m->nd,
     };
     memcpy(h.mig_id, m->mig_id, 16);
@@ -188,6 +193,17 @@ static int open_link(struct mig *m, bool quiet, bool resume)
         ERR("the peer is not a receiver (role %u)", peer.role);
         return INCMIG_EPROTO;
     }
+    /* Each side uses what both announced. */
+    m->caps = h.caps & peer.caps;
+    if (!(m->caps & INCMIG_CAP_STATE)) {
+        ERR("the receiver cannot take the domain's state stream (an older "
+            "incmig?); update it");
+        return INCMIG_ENOTSUP;
+    }
+    for (int i = 0; i < m->nd; i++)
+        m->d[i].snd.compress = m->o->compress && (m->caps & INCMIG_CAP_ZLIB);
+    if (m->o->compress && !(m->caps & INCMIG_CAP_ZLIB) && !resume)
+        INFO("the receiver does not take compressed blocks: sending them raw");
     return 0;
 }
 
@@ -456,6 +472,154 @@ static int push(struct mig *m)
     return wait_rounds(m, (uint32_t)(round - 1));
 }
 
+/* ---- the domain's state stream ------------------------------------------- */
+
+/* The backend writes the domain's state stream (libxl's, for Xen) on a pipe
+ * from its own thread: memory pre-copy, then the pause, then the rest.
+ * Meanwhile this thread frames what comes out of the pipe as XEN_STREAM
+ * records, first in line, and between chunks keeps pushing the disk blocks
+ * the guest dirties (the trackers stay on).  The stream ends with an empty
+ * XEN_STREAM; by then the domain is paused, and t_paused says since when. */
+#define STATE_CHUNK (256u << 10)
+#define STATE_POLL_MS 50
+
+struct suspender {
+    struct mig *m;
+    int wfd;
+    int rc;
+    double t_paused;
+};
+
+static void *suspend_main(void *opaque)
+{
+    struct suspender *sp = opaque;
+    struct incmig__domain *dom = sp->m->dom;
+    sp->rc = dom->ops->suspend(dom, sp->wfd, &sp->t_paused);
+    close(sp->wfd);   /* EOF for the pump, whatever the backend did */
+    sp->wfd = -1;
+    return NULL;
+}
+
+/* send_bitmap's poll callback: stop between extents when state is waiting. */
+static int state_waiting(void *opaque)
+{
+    struct mig *m = opaque;
+    struct pollfd p = { .fd = m->state_rfd, .events = POLLIN };
+    return poll(&p, 1, 0) > 0 ? 1 : 0;
+}
+
+static int pump_chunk(struct mig *m, uint8_t *buf, bool *eof)
+{
+    ssize_t n = read(m->state_rfd, buf, STATE_CHUNK);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return 0;
+    if (n < 0) {
+        LOGE("reading the domain's state stream");
+        return INCMIG_EIO;
+    }
+    if (n == 0) {
+        *eof = true;
+        return 0;
+    }
+    m->rep->state_bytes += (uint64_t)n;
+    return incmig__stream_send(&m->st, INCMIG_REC_XEN_STREAM, buf, (uint32_t)n);
+}
+
+static int state_precopy(struct mig *m, double *t_paused_r)
+{
+    struct suspender sp = { .m = m, .wfd = -1, .rc = 0 };
+    uint8_t *buf = malloc(STATE_CHUNK);
+    int p[2] = { -1, -1 }, rc = 0;
+    bool eof = false, started = false;
+    pthread_t th;
+    double t0 = incmig__now(), last_dirty = t0;
+    uint64_t w0 = wire_now(m);
+
+    if (!buf)
+        return INCMIG_ENOMEM;
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        LOGE("pipe");
+        rc = INCMIG_EIO;
+        goto out;
+    }
+    fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    m->state_rfd = p[0];
+    sp.wfd = p[1];
+    p[1] = -1;
+    if (pthread_create(&th, NULL, suspend_main, &sp)) {
+        close(sp.wfd);
+        rc = INCMIG_ENOMEM;
+        goto out;
+    }
+    started = true;
+    INFO("state pre-copy of %s: the domain's own stream, disk blocks "
+         "in between", m->dom->name);
+    while (!eof && !rc) {
+        if (incmig__stop_requested) {
+            rc = INCMIG_ECANCEL;
+            break;
+        }
+        if (state_waiting(m)) {
+            rc = pump_chunk(m, buf, &eof);
+            continue;
+        }
+        bool work = false;
+        for (int i = 0; i < m->nd; i++)
+            work |= incmig__bitmap_next_set(&m->d[i].dirty, 0) <
+                    m->d[i].dirty.nbits;
+        if (work) {
+            for (int i = 0; i < m->nd && !rc; i++)
+                rc = incmig__send_bitmap(&m->d[i].snd, INCMIG_PHASE_PUSH,
+                                         &m->d[i].dirty, PULL_EXTENT_STATE,
+                                         state_waiting, m);
+            if (rc == 1)
+                rc = 0;
+            continue;
+        }
+        if (incmig__now() - last_dirty >= STATE_POLL_MS / 1000.0) {
+            uint64_t dirty;
+            rc = get_dirty(m, &dirty);
+            last_dirty = incmig__now();
+            if (rc || dirty)
+                continue;
+        }
+        struct pollfd pf = { .fd = m->state_rfd, .events = POLLIN };
+        poll(&pf, 1, STATE_POLL_MS);
+    }
+out:
+    if (started) {
+        if (rc) {
+            /* Unblock a backend still writing, then wait for it: the domain
+             * must be in a known state before it is resumed. */
+            close(m->state_rfd);
+            m->state_rfd = -1;
+        }
+        pthread_join(th, NULL);
+        if (!rc && sp.rc) {
+            ERR("the domain's state could not be saved: %s",
+                incmig_strerror(sp.rc));
+            rc = sp.rc;
+        }
+    }
+    if (m->state_rfd >= 0)
+        close(m->state_rfd);
+    m->state_rfd = -1;
+    if (p[1] >= 0)
+        close(p[1]);
+    if (!rc)
+        rc = incmig__stream_send(&m->st, INCMIG_REC_XEN_STREAM, NULL, 0);
+    *t_paused_r = started && sp.t_paused > 0 ? sp.t_paused : incmig__now();
+    m->rep->state_s = incmig__now() - t0;
+    phase_add(m, &m->rep->wire.state, w0);
+    if (!rc)
+        INFO("state stream complete: %.1f MiB in %.2f s; domain paused "
+             "%.1f ms ago", m->rep->state_bytes / 1048576.0, m->rep->state_s,
+             (incmig__now() - *t_paused_r) * 1000);
+    free(buf);
+    return rc;
+}
+
 /* ---- stop-and-copy ------------------------------------------------------- */
 
 static int send_bitmaps(struct mig *m, uint8_t phase)
@@ -467,19 +631,15 @@ static int send_bitmaps(struct mig *m, uint8_t phase)
     return rc;
 }
 
-static int stop_and_copy(struct mig *m, double *t_susp_r)
+/* The domain is paused (state_precopy): what it wrote since the last
+ * bitmap, plus what the last PUSH extents did not send, is the final set. */
+static int stop_and_copy(struct mig *m, double t_paused)
 {
     struct incmig_report *rep = m->rep;
     uint64_t dirty, blocks, w0;
     struct incmig__rec r;
     int rc;
 
-    *t_susp_r = incmig__now();
-    rc = m->dom->ops->suspend(m->dom);
-    if (rc)
-        return rc;
-    INFO("guest suspended (%.1f ms to drain)", (incmig__now() - *t_susp_r) * 1000);
-    /* The bitmap of the last PUSH round is still in d->dirty: merge. */
     rc = get_dirty(m, &dirty);
     if (rc)
         return rc;
@@ -500,15 +660,53 @@ static int stop_and_copy(struct mig *m, double *t_susp_r)
     rc = send_bitmaps(m, INCMIG_PHASE_STOPCOPY);
     if (!rc)
         rc = incmig__stream_send(&m->st, INCMIG_REC_READY, NULL, 0);
-    DBG("stop-and-copy sent after %.1f ms", (incmig__now() - *t_susp_r) * 1000);
+    DBG("stop-and-copy sent %.1f ms after the pause", (incmig__now() - t_paused) * 1000);
     if (!rc)
         rc = recv_expect(m, &r, INCMIG_REC_READY);
-    DBG("destination ready after %.1f ms", (incmig__now() - *t_susp_r) * 1000);
+    DBG("destination ready %.1f ms after the pause", (incmig__now() - t_paused) * 1000);
     phase_add(m, &rep->wire.stopcopy, w0);
     return rc;
 }
 
 /* ---- PULL ---------------------------------------------------------------- */
+
+/* COMPLETE, and the destination's REPORT that follows it when both sides
+ * speak this version (negotiated with the state stream). */
+static bool complete_now(struct mig *m)
+{
+    return m->complete && (m->report_done || !(m->caps & INCMIG_CAP_STATE));
+}
+
+static bool json_num(const char *js, const char *key, double *v)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(js, pat);
+    return p && sscanf(p + strlen(pat), "%lf", v) == 1;
+}
+
+/* The destination's figures (REPORT, JSON): what the source cannot see. */
+static void dst_report(struct mig *m, const struct incmig__rec *r)
+{
+    struct incmig_report *rep = m->rep;
+    char *js = malloc(r->len + 1);
+    double v;
+
+    if (!js)
+        return;
+    memcpy(js, r->body, r->len);
+    js[r->len] = '\0';
+    DBG("destination report: %s", js);
+    if (json_num(js, "pull_s", &v))
+        rep->dst_pull_s = v;
+    if (json_num(js, "waits", &v))
+        rep->dst_waits = (uint64_t)v;
+    if (json_num(js, "max_wait_ms", &v))
+        rep->dst_max_wait_ms = v;
+    if (json_num(js, "restore_s", &v))
+        rep->dst_restore_s = v;
+    free(js);
+}
 
 static void *reader_main(void *opaque)
 {
@@ -532,6 +730,9 @@ static void *reader_main(void *opaque)
             /* a dropped request is still served by the background push */
         } else if (r.type == INCMIG_REC_COMPLETE) {
             m->complete = true;
+        } else if (r.type == INCMIG_REC_REPORT) {
+            dst_report(m, &r);
+            m->report_done = true;
         } else if (r.type == INCMIG_REC_ERROR) {
             struct incmig__error_rec e;
             if (!incmig__dec_error(&r, &e))
@@ -541,7 +742,7 @@ static void *reader_main(void *opaque)
         } else {
             DBG("ignoring %s during PULL", incmig__rec_name(r.type));
         }
-        bool stop = m->link_down || m->complete;
+        bool stop = m->link_down || complete_now(m);
         m->reader_done = stop;
         pthread_cond_broadcast(&m->cond);
         pthread_mutex_unlock(&m->lock);
@@ -555,6 +756,7 @@ static int start_reader(struct mig *m)
 {
     m->link_down = false;
     m->complete = false;
+    m->report_done = false;
     m->reader_done = false;
     if (pthread_create(&m->reader, NULL, reader_main, m))
         return INCMIG_ENOMEM;
@@ -714,9 +916,10 @@ static int pull(struct mig *m)
         /* wait for COMPLETE, answering late demand requests */
         while (!rc) {
             pthread_mutex_lock(&m->lock);
-            while (!m->complete && !m->link_down && !m->q_len)
+            while (!complete_now(m) && !m->link_down && !m->q_len)
                 pthread_cond_wait(&m->cond, &m->lock);
-            bool done = m->complete, down = m->link_down;
+            bool done = complete_now(m) || (m->complete && m->link_down);
+            bool down = m->link_down;
             pthread_mutex_unlock(&m->lock);
             if (done)
                 goto out;
@@ -734,6 +937,17 @@ static int pull(struct mig *m)
         }
     }
 out:
+    if (!rc) {
+        /* The destination's REPORT follows its COMPLETE. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 2;
+        pthread_mutex_lock(&m->lock);
+        while (!complete_now(m) && !m->link_down &&
+               pthread_cond_timedwait(&m->cond, &m->lock, &ts) == 0)
+            ;
+        pthread_mutex_unlock(&m->lock);
+    }
     if (m->peer_rc && !rc)
         rc = m->peer_rc;
     stop_reader(m);
@@ -771,18 +985,14 @@ static int open_disks(struct mig *m)
     return 0;
 }
 
-static int open_domain(const char *spec, struct incmig__domain **dom_r)
+void incmig_migrate_opts_init(struct incmig_migrate_opts *o)
 {
-    if (!spec || !*spec) {
-        ERR("no domain given");
-        return INCMIG_EINVAL;
-    }
-    if (!strncmp(spec, "sim:", 4))
-        return incmig__sim_domain_open(dom_r, spec + 4);
-    ERR("domain '%s': Xen domains are not supported by this build yet; "
-        "use sim:CONTROL_SOCKET for a guest served by `xl-incmig serve`",
-        spec);
-    return INCMIG_ENOTSUP;
+    memset(o, 0, sizeof *o);
+}
+
+void incmig_migrate_opts_dispose(struct incmig_migrate_opts *o)
+{
+    memset(o, 0, sizeof *o);
 }
 
 int incmig_migrate(const struct incmig_migrate_opts *o,
@@ -794,7 +1004,8 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     bool suspended = false;
 
     memset(&m, 0, sizeof m);
-    memset(rep, 0, sizeof *rep);
+    m.state_rfd = -1;
+    incmig_report_init(rep);
     m.o = o;
     m.rep = rep;
     m.t0 = incmig__now();
@@ -818,7 +1029,7 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     if (ufd >= 0)
         close(ufd);
 
-    rc = open_domain(o->domain, &m.dom);
+    rc = incmig__domain_open(o->domain, &m.dom);
     if (rc)
         goto out;
     m.nd = m.dom->ndisks;
@@ -845,10 +1056,17 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     }
     if (rc)
         goto failed_resume;
-    /* Xen: libxl's memory pre-copy runs here, the bitmap still recording. */
 
+    /* The domain's state pre-copy (libxl's memory, for Xen), PUSH of what
+     * the guest keeps writing in between, then the pause. */
     suspended = true;
-    rc = stop_and_copy(&m, &t_susp);
+    w0 = wire_now(&m);
+    rc = state_precopy(&m, &t_susp);
+    for (int i = 0; i < m.nd; i++)
+        rep->disks[i].pushed_blocks = m.d[i].snd.blocks;
+    if (rc)
+        goto failed_resume;
+    rc = stop_and_copy(&m, t_susp);
     if (rc)
         goto failed_resume;
     rc = m.dom->ops->commit(m.dom);
@@ -913,7 +1131,10 @@ out:
     }
     for (int i = 0; i < m.nd; i++) {
         struct incmig_disk_report *dr = &rep->disks[i];
-        dr->wire = rep->wire;   /* one disk per stream today */
+        dr->wire.push = m.d[i].snd.wire[INCMIG_PHASE_PUSH];
+        dr->wire.stopcopy += m.d[i].snd.wire[INCMIG_PHASE_STOPCOPY];
+        dr->wire.pull_demand = m.d[i].snd.wire[INCMIG_PHASE_PULL_DEMAND];
+        dr->wire.pull_background = m.d[i].snd.wire[INCMIG_PHASE_PULL_BACKGROUND];
         incmig__sender_dispose(&m.d[i].snd);
         incmig__bitmap_dispose(&m.d[i].dirty);
         incmig__disk_close(&m.d[i].disk);

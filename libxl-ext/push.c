@@ -77,8 +77,12 @@ static int send_record(struct incmig__sender *s, uint8_t phase, uint8_t enc,
         s->zero_blocks += n;
     else
         s->data_bytes += (uint64_t)n * s->bs;
-    return incmig__stream_send2(s->st, INCMIG_REC_BLOCKS, s->rec,
+    uint64_t before = s->st->bytes_out;
+    int rc = incmig__stream_send2(s->st, INCMIG_REC_BLOCKS, s->rec,
                                 (uint32_t)hl, data, len);
+    if (phase < 4)
+        s->wire[phase] += s->st->bytes_out - before;
+    return rc;
 }
 
 static int send_data_run(struct incmig__sender *s, uint8_t phase,

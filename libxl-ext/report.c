@@ -9,6 +9,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "incmig-internal.h"
 
@@ -26,9 +27,15 @@ void incmig_report_print(const struct incmig_report *r, FILE *f)
     fprintf(f, "  %-26s %10.1f ms\n", "disk downtime", r->downtime_ms);
     fprintf(f, "  %-26s %10.3f s (round 0 at %.1f MB/s)\n", "PUSH time",
             r->push_s, r->push_rate / 1e6);
+    fprintf(f, "  %-26s %10.3f s (%.1f MiB)\n", "domain state pre-copy",
+            r->state_s, r->state_bytes / 1048576.0);
     fprintf(f, "  %-26s %10.3f s\n", "PULL time", r->pull_s);
+    if (r->dst_waits || r->dst_pull_s > 0)
+        fprintf(f, "  %-26s %10" PRIu64 " (longest %.1f ms)\n",
+                "guest requests that waited", r->dst_waits, r->dst_max_wait_ms);
     fprintf(f, "bytes on the wire by phase\n");
     mib(f, "PUSH rounds", r->wire.push);
+    mib(f, "domain state", r->wire.state);
     mib(f, "stop-and-copy", r->wire.stopcopy);
     mib(f, "PULL on demand", r->wire.pull_demand);
     mib(f, "PULL background", r->wire.pull_background);
@@ -47,6 +54,10 @@ void incmig_report_print(const struct incmig_report *r, FILE *f)
                 d->demand_blocks);
         fprintf(f, "  %-26s %" PRIu64 "\n", "PULL blocks background",
                 d->background_blocks);
+        fprintf(f, "  %-26s %.1f / %.1f / %.1f / %.1f MiB\n",
+                "push/stop/demand/backgr.", d->wire.push / 1048576.0,
+                d->wire.stopcopy / 1048576.0, d->wire.pull_demand / 1048576.0,
+                d->wire.pull_background / 1048576.0);
     }
 }
 
@@ -56,11 +67,16 @@ void incmig_report_json(const struct incmig_report *r, FILE *f)
             "\"wire_bytes\":%" PRIu64 ",\"push_s\":%.6f,\"pull_s\":%.6f,"
             "\"push_rate_bps\":%.0f,\"wire\":{\"push\":%" PRIu64
             ",\"stopcopy\":%" PRIu64 ",\"pull_demand\":%" PRIu64
-            ",\"pull_background\":%" PRIu64 ",\"control\":%" PRIu64 "},"
+            ",\"pull_background\":%" PRIu64 ",\"control\":%" PRIu64
+            ",\"state\":%" PRIu64 "},\"state_s\":%.6f,\"state_bytes\":%"
+            PRIu64 ",\"dst_pull_s\":%.6f,\"dst_restore_s\":%.6f,"
+            "\"dst_waits\":%" PRIu64 ",\"dst_max_wait_ms\":%.3f,"
             "\"disks\":[",
             r->policy, r->total_s, r->downtime_ms, r->wire_total, r->push_s,
             r->pull_s, r->push_rate, r->wire.push, r->wire.stopcopy,
-            r->wire.pull_demand, r->wire.pull_background, r->wire.control);
+            r->wire.pull_demand, r->wire.pull_background, r->wire.control,
+            r->wire.state, r->state_s, r->state_bytes, r->dst_pull_s,
+            r->dst_restore_s, r->dst_waits, r->dst_max_wait_ms);
     for (int i = 0; i < r->ndisks; i++) {
         const struct incmig_disk_report *d = &r->disks[i];
         fprintf(f, "%s{\"name\":\"", i ? "," : "");
@@ -73,10 +89,23 @@ void incmig_report_json(const struct incmig_report *r, FILE *f)
                 ",\"allocated_blocks\":%" PRIu64 ",\"pushed_blocks\":%" PRIu64
                 ",\"zero_blocks\":%" PRIu64 ",\"rounds\":%d"
                 ",\"final_dirty_blocks\":%" PRIu64 ",\"demand_blocks\":%" PRIu64
-                ",\"background_blocks\":%" PRIu64 "}",
+                ",\"background_blocks\":%" PRIu64 ",\"wire\":{\"push\":%"
+                PRIu64 ",\"stopcopy\":%" PRIu64 ",\"pull_demand\":%" PRIu64
+                ",\"pull_background\":%" PRIu64 "}}",
                 d->size, d->block_size, d->allocated_blocks, d->pushed_blocks,
                 d->zero_blocks, d->rounds, d->final_dirty_blocks,
-                d->demand_blocks, d->background_blocks);
+                d->demand_blocks, d->background_blocks, d->wire.push,
+                d->wire.stopcopy, d->wire.pull_demand, d->wire.pull_background);
     }
     fprintf(f, "]}\n");
+}
+
+void incmig_report_init(struct incmig_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+}
+
+void incmig_report_dispose(struct incmig_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
 }

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -232,5 +234,71 @@ int incmig__ssh_spawn(const char *ssh_cmd, const char *host,
     free(cmd);
     *fd_r = sv[0];
     *pid_r = pid;
+    return 0;
+}
+
+/* ---- unix sockets ---------------------------------------------------------- */
+
+static int unix_addr(const char *path, struct sockaddr_un *sa)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa->sun_path) {
+        ERR("socket path too long (max %zu bytes): %s",
+            sizeof sa->sun_path - 1, path);
+        return INCMIG_EINVAL;
+    }
+    strcpy(sa->sun_path, path);
+    return 0;
+}
+
+int incmig__unix_listen(const char *path, int *fd_r)
+{
+    struct sockaddr_un sa;
+    int rc = unix_addr(path, &sa);
+    if (rc)
+        return rc;
+    /* A stale socket from an earlier run would make bind fail; anything
+     * that is not a socket is somebody's file and is left alone. */
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            ERR("%s exists and is not a socket; choose another path", path);
+            return INCMIG_EINVAL;
+        }
+        unlink(path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        LOGE("socket");
+        return INCMIG_EIO;
+    }
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        listen(fd, SOMAXCONN) < 0) {
+        LOGE("cannot listen on %s", path);
+        close(fd);
+        return INCMIG_EIO;
+    }
+    *fd_r = fd;
+    return 0;
+}
+
+int incmig__unix_connect(const char *path, int *fd_r)
+{
+    struct sockaddr_un sa;
+    int rc = unix_addr(path, &sa);
+    if (rc)
+        return rc;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        LOGE("socket");
+        return INCMIG_EIO;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        LOGE("cannot connect to %s", path);
+        close(fd);
+        return INCMIG_EIO;
+    }
+    *fd_r = fd;
     return 0;
 }

@@ -1,4 +1,4 @@
-/* cmd-serve.c: `xl-incmig serve`, the simulated guest's source disk. */
+/* cmd-serve.c: `xl-incmig serve`, the simulated domain on the source. */
 #include "config.h"
 
 #include <getopt.h>
@@ -12,42 +12,115 @@
 static void help(void)
 {
     printf("usage: xl-incmig serve [options] IMAGE\n"
-           "Serve IMAGE over NBD as a guest's disk, tracking every write, until\n"
+           "       xl-incmig serve [options] --disk NAME=IMAGE,nbd=URI[,bs=SIZE]...\n"
+           "Serve a simulated domain: each disk image over NBD, tracking every\n"
+           "write, and a few MiB of memory that the guest's writes dirty, until\n"
            "a migration releases it or a signal stops it.\n\n"
-           "  --nbd URI          unix:PATH or tcp:HOST:PORT (required)\n"
+           "  --disk SPEC        one disk (up to %d): NAME=IMAGE,nbd=URI[,bs=SIZE]\n"
+           "  --nbd URI          with IMAGE: unix:PATH or tcp:HOST:PORT\n"
+           "  --block-size SIZE  with IMAGE: tracking granularity, 4K..1M (4K)\n"
+           "  --name NAME        domain name (default: the first disk's name)\n"
            "  --control PATH     control socket for `migrate sim:PATH`\n"
-           "                     (default IMAGE.ctl)\n"
-           "  --block-size SIZE  tracking granularity, 4K..1M (default 4K)\n"
-           "  --requests N       NBD requests in flight (default 8 workers)\n");
+           "                     (default IMAGE.ctl, or the first disk's)\n"
+           "  --memory SIZE      simulated memory, 4K..256M (default 4M)\n"
+           "  --requests N       NBD requests in flight (default 8 workers)\n"
+           "  --fault corrupt-state  tests only: corrupt the state stream\n",
+           INCMIG_SERVE_MAX_DISKS);
+}
+
+static int parse_bs(const char *s, uint32_t *bs_r)
+{
+    uint64_t v;
+    if (incmig_parse_size(s, &v) || v < 4096 || v > (1u << 20) || (v & (v - 1))) {
+        xl_usage_error("serve", "bad block size '%s': a power of two from 4K "
+                       "to 1M", s);
+        return -1;
+    }
+    *bs_r = (uint32_t)v;
+    return 0;
+}
+
+/* NAME=IMAGE,nbd=URI[,bs=SIZE]; spec is modified in place. */
+static int parse_disk(char *spec, struct incmig_serve_disk *d)
+{
+    char *eq = strchr(spec, '='), *tok, *save = NULL;
+
+    if (!eq || eq == spec) {
+        xl_usage_error("serve", "--disk '%s': expected NAME=IMAGE,nbd=URI", spec);
+        return -1;
+    }
+    *eq = '\0';
+    d->name = spec;
+    for (const char *p = spec; *p; p++)
+        if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
+            !(*p >= '0' && *p <= '9') && !strchr("-_.", *p)) {
+            xl_usage_error("serve", "disk name '%s': letters, digits, - _ . only",
+                           spec);
+            return -1;
+        }
+    d->image = strtok_r(eq + 1, ",", &save);
+    while ((tok = strtok_r(NULL, ",", &save))) {
+        if (!strncmp(tok, "nbd=", 4))
+            d->nbd_uri = tok + 4;
+        else if (!strncmp(tok, "bs=", 3)) {
+            if (parse_bs(tok + 3, &d->block_size))
+                return -1;
+        } else {
+            xl_usage_error("serve", "--disk %s: unknown key '%s'", d->name, tok);
+            return -1;
+        }
+    }
+    if (!d->image || !*d->image || !d->nbd_uri) {
+        xl_usage_error("serve", "--disk %s: needs an image and nbd=URI", d->name);
+        return -1;
+    }
+    return 0;
 }
 
 int cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {
+        { "disk", required_argument, NULL, 'd' },
         { "nbd", required_argument, NULL, 'n' },
+        { "name", required_argument, NULL, 'N' },
         { "control", required_argument, NULL, 'c' },
         { "block-size", required_argument, NULL, 'b' },
+        { "memory", required_argument, NULL, 'm' },
         { "requests", required_argument, NULL, 'r' },
+        { "fault", required_argument, NULL, 'F' },
         { "help", no_argument, NULL, 'h' },
         { 0 },
     };
-    struct incmig_serve_opts o = {0};
+    struct incmig_serve_opts o;
+    const char *nbd = NULL;
+    uint32_t bs = 0;
     char ctl[4096];
-    uint64_t v;
-    int c;
+    int c, rc;
 
+    incmig_serve_opts_init(&o);
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'n': o.nbd_uri = optarg; break;
-        case 'c': o.control_path = optarg; break;
-        case 'b':
-            if (incmig_parse_size(optarg, &v) || v < 4096 || v > (1u << 20) ||
-                (v & (v - 1))) {
-                xl_usage_error("serve", "bad --block-size '%s': a power of "
-                               "two from 4K to 1M", optarg);
+        case 'd':
+            if (o.ndisks >= INCMIG_SERVE_MAX_DISKS) {
+                xl_usage_error("serve", "at most %d disks", INCMIG_SERVE_MAX_DISKS);
                 return 2;
             }
-            o.block_size = (uint32_t)v;
+            if (parse_disk(optarg, &o.disks[o.ndisks++]))
+                return 2;
+            break;
+        case 'n': nbd = optarg; break;
+        case 'N': o.name = optarg; break;
+        case 'c': o.control_path = optarg; break;
+        case 'b':
+            if (parse_bs(optarg, &bs))
+                return 2;
+            break;
+        case 'm':
+            if (incmig_parse_size(optarg, &o.memory) || o.memory < 4096 ||
+                o.memory > (256u << 20)) {
+                xl_usage_error("serve", "--memory must be 4K..256M");
+                return 2;
+            }
             break;
         case 'r':
             o.max_inflight = atoi(optarg);
@@ -56,21 +129,37 @@ int cmd_serve(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'F':
+            if (strcmp(optarg, "corrupt-state")) {
+                xl_usage_error("serve", "unknown --fault '%s'", optarg);
+                return 2;
+            }
+            o.faults |= INCMIG_FAULT_CORRUPT_STATE;
+            break;
         case 'h': help(); return 0;
         default: return 2;
         }
     }
-    if (optind != argc - 1 || !o.nbd_uri) {
-        xl_usage_error("serve", "need IMAGE and --nbd URI");
+    if (optind == argc - 1 && o.ndisks == 0 && nbd) {
+        /* one disk: IMAGE --nbd URI, named after the image */
+        const char *img = argv[optind];
+        const char *base = strrchr(img, '/') ? strrchr(img, '/') + 1 : img;
+        o.disks[0] = (struct incmig_serve_disk){
+            .name = base, .image = img, .nbd_uri = nbd, .block_size = bs,
+        };
+        o.ndisks = 1;
+    } else if (optind != argc || o.ndisks == 0 || nbd || bs) {
+        xl_usage_error("serve", "need IMAGE with --nbd URI, or --disk options "
+                       "(not both)");
         return 2;
     }
-    o.image = argv[optind];
     if (!o.control_path) {
-        snprintf(ctl, sizeof ctl, "%s.ctl", o.image);
+        snprintf(ctl, sizeof ctl, "%s.ctl", o.disks[0].image);
         o.control_path = ctl;
     }
-    int rc = incmig_serve(&o);
+    rc = incmig_serve(&o);
     if (rc)
         fprintf(stderr, "xl-incmig serve: %s\n", incmig_strerror(rc));
+    incmig_serve_opts_dispose(&o);
     return rc ? 1 : 0;
 }

@@ -6,6 +6,7 @@
  */
 #include "config.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,18 +19,28 @@
 int xl_verbose = 1;
 const char *xl_self = "xl-incmig";
 
+/* stop: SIGINT/SIGTERM ask the library to end cleanly (incmig_stop), for
+ * the long-running commands whose library calls honour it; the others keep
+ * the default action or install their own handlers. */
 static const struct {
     const char *name;
     int (*fn)(int, char **);
     const char *summary;
+    int stop;
 } cmds[] = {
-    { "migrate", cmd_migrate, "migrate a guest and its disks to another host" },
-    { "migrate-receive", cmd_receive, "receive a migration (run by migrate)" },
-    { "serve", cmd_serve, "serve a simulated guest's disk with write tracking" },
-    { "guest", cmd_guest, "run the simulated guest workload (an NBD client)" },
-    { "verify", cmd_verify, "check a disk image against a guest's journal" },
-    { "demo", cmd_demo, "live-migrate a simulated guest on this machine" },
+    { "migrate", cmd_migrate, "migrate a guest and its disks to another host", 0 },
+    { "migrate-receive", cmd_receive, "receive a migration (run by migrate)", 1 },
+    { "serve", cmd_serve, "serve a simulated domain's disks with write tracking", 1 },
+    { "guest", cmd_guest, "run the simulated guest workload (an NBD client)", 0 },
+    { "verify", cmd_verify, "check a disk image against a guest's journal", 0 },
+    { "demo", cmd_demo, "live-migrate a simulated guest on this machine", 0 },
 };
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    incmig_stop();
+}
 
 void xl_usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -85,6 +96,15 @@ int main(int argc, char **argv)
             char prefix[64];
             snprintf(prefix, sizeof prefix, "xl-incmig %s", cmds[c].name);
             incmig_log_setup(xl_verbose, stderr, prefix);
+            /* A lost peer is an error return, never a signal. */
+            signal(SIGPIPE, SIG_IGN);
+            if (cmds[c].stop) {
+                struct sigaction sa = { .sa_handler = on_stop };
+                sigaction(SIGINT, &sa, NULL);
+                sigaction(SIGTERM, &sa, NULL);
+                /* the receiver outlives the ssh session that started it */
+                signal(SIGHUP, SIG_IGN);
+            }
             return cmds[c].fn(argc - i, argv + i);
         }
     }
