@@ -388,8 +388,9 @@ int incmig__send_range_sync(struct incmig__sender *s, uint8_t phase,
                             uint64_t first, uint64_t n);
 /* Send every block set in bm, reading ahead with libaio, extents of at
  * most max_extent bytes.  When `poll` is given it is called between
- * extents; a nonzero return stops early and is returned (the bits of what
- * was sent are cleared from bm, so a later call carries on). */
+ * extents: a positive return stops early (the extents already read ahead
+ * are still sent, and their bits cleared, so a later call carries on) and
+ * is returned; a negative one is an error, returned at once. */
 int incmig__send_bitmap(struct incmig__sender *s, uint8_t phase,
                         struct incmig__bitmap *bm, size_t max_extent,
                         int (*poll)(void *opaque), void *opaque);

@@ -181,17 +181,24 @@ int incmig__send_bitmap(struct incmig__sender *s, uint8_t phase,
 {
     uint64_t pos = 0, start, len;
     uint64_t per = max_extent / s->bs;
-    int rc = 0;
+    int rc = 0, stop = 0;
 
     if (per == 0)
         per = 1;
     if (per > INCMIG_BLOCKS_MAX / s->bs)
         per = INCMIG_BLOCKS_MAX / s->bs;
-    while (!rc && incmig__bitmap_next_run(bm, &pos, &start, &len)) {
+    while (!rc && !stop && incmig__bitmap_next_run(bm, &pos, &start, &len)) {
         while (len && !rc) {
             uint64_t k = len < per ? len : per;
             uint8_t *buf;
-            if (poll && (rc = poll(opaque)))
+            /* A positive answer is a request to stop early: what is read
+             * ahead (its bits are cleared) is still sent below. */
+            if (poll && (rc = poll(opaque)) > 0) {
+                stop = rc;
+                rc = 0;
+                break;
+            }
+            if (rc)
                 break;
             while (incmig__aioq_inflight(s->q) >= PUSH_QD && !rc)
                 rc = reap_one(s, phase);
@@ -228,7 +235,7 @@ int incmig__send_bitmap(struct incmig__sender *s, uint8_t phase,
             break;
         incmig__aioq_put_buf(s->q, buf);
     }
-    return rc;
+    return rc ? rc : stop;
 }
 
 int incmig__send_bitmap_recs(struct incmig__stream *st, uint32_t disk,

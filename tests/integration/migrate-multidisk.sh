@@ -57,9 +57,11 @@ assert [x["block_size"] for x in d] == [4096, 65536, 1048576], d
 assert [x["size"] for x in d] == [96 << 20, 40 << 20, 16 << 20], d
 for x in d:
     assert x["allocated_blocks"] > 0 and x["wire"]["push"] > 0, x
-# the sparse disk sends about its 10 % allocated, the busy one its 60 %
-assert d[1]["wire"]["push"] < d[0]["wire"]["push"] / 3, d
-assert d[0]["wire"]["push"] != d[2]["wire"]["push"], d
+    # each disk's bytes are its own blocks: data blocks times its block size
+    data = (x["pushed_blocks"] - x["zero_blocks"]) * x["block_size"]
+    assert data <= x["wire"]["push"] <= data * 1.01 + 65536, x
+    pulled = (x["demand_blocks"] + x["background_blocks"]) * x["block_size"]
+    assert x["wire"]["pull_demand"] + x["wire"]["pull_background"] <= pulled * 1.01 + 65536, x
 assert sum(x["wire"]["push"] for x in d) <= r["wire"]["push"] + r["wire"]["state"], r
 assert r["state_bytes"] >= 4 << 20 and r["wire"]["state"] >= r["state_bytes"], r
 assert r["downtime_ms"] > 0, r
