@@ -8,7 +8,10 @@
  * Entry points (incmig-internal.h, "NBD server"): incmig__nbd_new binds and
  * listens, incmig__nbd_start accepts and serves, incmig__nbd_quiesce drains
  * and closes every connection (start again resumes), incmig__nbd_clients,
- * incmig__nbd_free.
+ * incmig__nbd_free.  The parsing and checking of what clients send is
+ * apart from the sockets and threads ("the protocol, without sockets or
+ * threads" below): incmig__nbd_client_flags, _opt_header, _option and
+ * _request, which tests/fuzz/fuzz-nbd.c drives as a hostile client.
  *
  * Handshake: "NBDMAGIC" "IHAVEOPT", flags FIXED_NEWSTYLE|NO_ZEROES; the
  * client must set C_FIXED_NEWSTYLE and no unknown bit.  Options:
@@ -144,8 +147,8 @@
 #define NBD_ESHUTDOWN 108u
 
 /* ---- our bounds ---- */
-#define OPT_MAX 4096u                  /* longest option payload accepted */
-#define DATA_MAX (UINT32_C(32) << 20)  /* READ/WRITE length, advertised max */
+#define OPT_MAX INCMIG_NBD_OPT_MAX     /* longest option payload accepted */
+#define DATA_MAX INCMIG_NBD_DATA_MAX   /* READ/WRITE length, advertised max */
 #define BS_PREFERRED 4096u
 #define CONN_MAX_REQS 64               /* requests in flight per connection */
 #define CONN_MAX_BYTES (UINT64_C(128) << 20) /* their buffers, per connection */
@@ -189,8 +192,8 @@ struct incmig__nbd_server {
     char *unix_path;                /* to unlink on free, or NULL */
     char *uri;                      /* for messages */
     uint64_t size;
-    uint16_t tflags;
     struct incmig__nbd_ops ops;
+    struct incmig__nbd_export ex;   /* uri, size, &ops: what the parsers see */
     void *opaque;
     int nworkers;
     pthread_t *workers;
@@ -204,7 +207,7 @@ struct incmig__nbd_server {
     int nclients;                   /* connections not FINISHED */
 };
 
-/* ---- byte order and socket helpers ---- */
+/* ---- byte order ---- */
 
 static void put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v; }
 static void put32(uint8_t *p, uint32_t v)
@@ -226,6 +229,250 @@ static uint64_t get64(const uint8_t *p)
 {
     return (uint64_t)get32(p) << 32 | get32(p + 4);
 }
+
+/* ---- the protocol, without sockets or threads ----
+ *
+ * What the reader decides about the bytes a client sends is decided here,
+ * over bytes it has already read: the client flags, each option header
+ * (bounded before its payload is read), each option (the replies are
+ * built in a buffer the reader then sends), each request header (checked
+ * once; the payload bound is known before any of it is read).  The reader
+ * only moves bytes; tests/fuzz/fuzz-nbd.c calls the same functions as a
+ * hostile client would reach them.
+ *
+ *   function                  input               verdict
+ *   incmig__nbd_client_flags  4-byte flags        0, or -1: close
+ *   incmig__nbd_opt_header    16-byte header      0 (read len bytes), -1: close
+ *   incmig__nbd_option        option + payload    MORE, SERVE, CLOSE (+ replies)
+ *   incmig__nbd_request       28-byte header      QUEUE, REJECT, CLOSE
+ */
+
+static uint16_t export_tflags(const struct incmig__nbd_ops *ops)
+{
+    uint16_t f = TF_HAS_FLAGS | TF_CAN_MULTI_CONN;
+
+    if (!ops->pwrite)
+        f |= TF_READ_ONLY;
+    if (ops->flush)
+        f |= TF_SEND_FLUSH | TF_SEND_FUA;
+    if (ops->pwrite && ops->trim)
+        f |= TF_SEND_TRIM;
+    if (ops->pwrite && ops->zero)
+        f |= TF_SEND_WRITE_ZEROES;
+    return f;
+}
+
+int incmig__nbd_client_flags(const struct incmig__nbd_export *e,
+                             uint32_t cflags, bool *no_zeroes_r)
+{
+    *no_zeroes_r = false;
+    if (!(cflags & FLAG_FIXED_NEWSTYLE) ||
+        (cflags & ~(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES))) {
+        ERR("nbd %s: client flags 0x%" PRIx32 " not supported (this server "
+            "speaks fixed newstyle only); closing", e->uri, cflags);
+        return -1;
+    }
+    *no_zeroes_r = cflags & FLAG_NO_ZEROES;
+    return 0;
+}
+
+int incmig__nbd_opt_header(const struct incmig__nbd_export *e,
+                           const uint8_t h[16], uint32_t *opt_r,
+                           uint32_t *len_r)
+{
+    *opt_r = get32(h + 8);
+    *len_r = get32(h + 12);
+    if (get64(h) != IHAVEOPT) {
+        ERR("nbd %s: bad option magic from client; closing", e->uri);
+        return -1;
+    }
+    if (*len_r > OPT_MAX) {
+        ERR("nbd %s: option %" PRIu32 " of %" PRIu32 " bytes exceeds "
+            "the %u byte limit; closing", e->uri, *opt_r, *len_r, OPT_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+/* Appends one option reply (header, then len bytes of data) at out + *n. */
+static void opt_reply(uint8_t *out, size_t *n, uint32_t opt, uint32_t type,
+                      const void *data, uint32_t len)
+{
+    uint8_t *h = out + *n;
+
+    put64(h, REPLY_MAGIC);
+    put32(h + 8, opt);
+    put32(h + 12, type);
+    put32(h + 16, len);
+    if (len)
+        memcpy(h + 20, data, len);
+    *n += 20 + (size_t)len;
+}
+
+/* NBD_OPT_INFO / NBD_OPT_GO: data = u32 namelen, name, u16 n, n * u16.
+ * At most 3 replies, 86 bytes. */
+static int opt_info_go(const struct incmig__nbd_export *e, uint32_t opt,
+                       const uint8_t *d, uint32_t len, uint8_t *out,
+                       size_t *n)
+{
+    uint8_t info[14];
+    uint32_t namelen;
+
+    if (len < 6)
+        goto invalid;
+    namelen = get32(d);
+    if (namelen > len - 6)
+        goto invalid;
+    uint16_t nreq = get16(d + 4 + namelen);
+    if ((uint64_t)len != 6 + (uint64_t)namelen + 2 * (uint64_t)nreq)
+        goto invalid;
+    /* Requests for NAME/DESCRIPTION are optional to honour; we send
+     * EXPORT (mandatory) and BLOCK_SIZE (min 1, so safe unrequested). */
+    put16(info, INFO_EXPORT);
+    put64(info + 2, e->size);
+    put16(info + 10, export_tflags(e->ops));
+    opt_reply(out, n, opt, REP_INFO, info, 12);
+    put16(info, INFO_BLOCK_SIZE);
+    put32(info + 2, 1);
+    put32(info + 6, BS_PREFERRED);
+    put32(info + 10, DATA_MAX);
+    opt_reply(out, n, opt, REP_INFO, info, 14);
+    opt_reply(out, n, opt, REP_ACK, NULL, 0);
+    return opt == OPT_GO ? INCMIG_NBD_SERVE : INCMIG_NBD_MORE;
+
+invalid:
+    DBG("nbd %s: malformed option %" PRIu32 " (length %" PRIu32 ")",
+        e->uri, opt, len);
+    opt_reply(out, n, opt, REP_ERR_INVALID, NULL, 0);
+    return INCMIG_NBD_MORE;
+}
+
+int incmig__nbd_option(const struct incmig__nbd_export *e, bool no_zeroes,
+                       uint32_t opt, const uint8_t *data, uint32_t len,
+                       uint8_t *reply, size_t *reply_len_r)
+{
+    *reply_len_r = 0;
+    switch (opt) {
+    case OPT_EXPORT_NAME:
+        /* No reply frame: size, flags, and 124 zeroes unless the client
+         * negotiated NO_ZEROES.  Any name selects the export. */
+        memset(reply, 0, 10 + 124);
+        put64(reply, e->size);
+        put16(reply + 8, export_tflags(e->ops));
+        *reply_len_r = no_zeroes ? 10 : 10 + 124;
+        return INCMIG_NBD_SERVE;
+    case OPT_ABORT:
+        opt_reply(reply, reply_len_r, opt, REP_ACK, NULL, 0);
+        return INCMIG_NBD_CLOSE;
+    case OPT_LIST: {
+        static const uint8_t srv[4];   /* one export, name "" */
+        if (len != 0) {
+            opt_reply(reply, reply_len_r, opt, REP_ERR_INVALID, NULL, 0);
+            return INCMIG_NBD_MORE;
+        }
+        opt_reply(reply, reply_len_r, opt, REP_SERVER, srv, sizeof srv);
+        opt_reply(reply, reply_len_r, opt, REP_ACK, NULL, 0);
+        return INCMIG_NBD_MORE;
+    }
+    case OPT_INFO:
+    case OPT_GO:
+        return opt_info_go(e, opt, data, len, reply, reply_len_r);
+    default:
+        opt_reply(reply, reply_len_r, opt, REP_ERR_UNSUP, NULL, 0);
+        return INCMIG_NBD_MORE;
+    }
+}
+
+/* The checks of doc/proto.md: 0, or the NBD error to reply. */
+static uint32_t validate(const struct incmig__nbd_export *e, uint16_t type,
+                         uint16_t flags, uint64_t off, uint32_t count)
+{
+    const struct incmig__nbd_ops *ops = e->ops;
+    uint16_t allowed;
+    bool ranged = true;
+
+    switch (type) {
+    case CMD_READ:
+        allowed = 0;
+        break;
+    case CMD_WRITE:
+        if (!ops->pwrite)
+            return NBD_EPERM;
+        allowed = CMD_FLAG_FUA;
+        break;
+    case CMD_FLUSH:
+        if (!ops->flush)
+            return NBD_EINVAL;
+        allowed = 0;
+        ranged = false;
+        if (off != 0 || count != 0)
+            return NBD_EINVAL;
+        break;
+    case CMD_TRIM:
+        if (!ops->trim)
+            return NBD_EINVAL;
+        if (!ops->pwrite)
+            return NBD_EPERM;
+        allowed = CMD_FLAG_FUA;
+        break;
+    case CMD_WRITE_ZEROES:
+        if (!ops->zero)
+            return NBD_EINVAL;
+        if (!ops->pwrite)
+            return NBD_EPERM;
+        allowed = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE;
+        break;
+    default:
+        return NBD_EINVAL;
+    }
+    if (flags & ~allowed)
+        return NBD_EINVAL;
+    if ((flags & CMD_FLAG_FUA) && !ops->flush)
+        return NBD_EINVAL;
+    if ((type == CMD_READ || type == CMD_WRITE) && count > DATA_MAX)
+        return NBD_EINVAL;
+    if (ranged && (count == 0 || off > e->size || count > e->size - off))
+        return NBD_EINVAL;
+    return 0;
+}
+
+int incmig__nbd_request(const struct incmig__nbd_export *e,
+                        const uint8_t h[28], struct incmig__nbd_req *r)
+{
+    r->flags = get16(h + 4);
+    r->type = get16(h + 6);
+    r->cookie = get64(h + 8);
+    r->offset = get64(h + 16);
+    r->count = get32(h + 24);
+    r->payload = 0;
+    r->error = 0;
+    if (get32(h) != REQUEST_MAGIC) {
+        ERR("nbd %s: bad request magic 0x%08" PRIx32 "; closing the "
+            "connection (the stream cannot be resynchronised)",
+            e->uri, get32(h));
+        return INCMIG_NBD_CLOSE;
+    }
+    if (r->type == CMD_DISC)
+        return INCMIG_NBD_CLOSE;
+    if (r->type == CMD_WRITE && r->count > DATA_MAX) {
+        /* Its payload can neither be taken nor skipped safely. */
+        ERR("nbd %s: WRITE of %" PRIu32 " bytes at offset %" PRIu64
+            " exceeds the %" PRIu32 " byte maximum; closing the "
+            "connection", e->uri, r->count, r->offset, DATA_MAX);
+        return INCMIG_NBD_CLOSE;
+    }
+    r->payload = r->type == CMD_WRITE ? r->count : 0;
+    r->error = validate(e, r->type, r->flags, r->offset, r->count);
+    if (r->error) {
+        DBG("nbd %s: rejecting command %u flags 0x%x offset %" PRIu64
+            " length %" PRIu32, e->uri, r->type, r->flags, r->offset,
+            r->count);
+        return INCMIG_NBD_REJECT;
+    }
+    return INCMIG_NBD_QUEUE;
+}
+
+/* ---- socket helpers ---- */
 
 /* 0, or -1 on EOF or error (the peer went away or we were shut down). */
 static int recv_all(int fd, void *buf, size_t len)
@@ -276,148 +523,41 @@ static int send_buf(int fd, const void *buf, size_t len)
 
 /* ---- handshake ---- */
 
-static int send_opt_reply(struct conn *c, uint32_t opt, uint32_t type,
-                          const void *data, uint32_t len)
-{
-    uint8_t h[20];
-    struct iovec iov[2] = {
-        { .iov_base = h, .iov_len = sizeof h },
-        { .iov_base = (void *)data, .iov_len = len },
-    };
-
-    put64(h, REPLY_MAGIC);
-    put32(h + 8, opt);
-    put32(h + 12, type);
-    put32(h + 16, len);
-    return send_all(c->fd, iov, len ? 2 : 1);
-}
-
-/* NBD_OPT_INFO / NBD_OPT_GO: data = u32 namelen, name, u16 n, n * u16.
- * Returns 0 replied (ACK or error), -1 the connection is broken; *ok_r
- * tells whether the export was described (GO then enters transmission). */
-static int opt_info_go(struct conn *c, uint32_t opt, const uint8_t *d,
-                       uint32_t len, bool *ok_r)
-{
-    struct incmig__nbd_server *s = c->s;
-    uint8_t info[14];
-    uint32_t namelen;
-
-    *ok_r = false;
-    if (len < 6)
-        goto invalid;
-    namelen = get32(d);
-    if (namelen > len - 6)
-        goto invalid;
-    uint16_t nreq = get16(d + 4 + namelen);
-    if ((uint64_t)len != 6 + (uint64_t)namelen + 2 * (uint64_t)nreq)
-        goto invalid;
-    /* Requests for NAME/DESCRIPTION are optional to honour; we send
-     * EXPORT (mandatory) and BLOCK_SIZE (min 1, so safe unrequested). */
-    put16(info, INFO_EXPORT);
-    put64(info + 2, s->size);
-    put16(info + 10, s->tflags);
-    if (send_opt_reply(c, opt, REP_INFO, info, 12) < 0)
-        return -1;
-    put16(info, INFO_BLOCK_SIZE);
-    put32(info + 2, 1);
-    put32(info + 6, BS_PREFERRED);
-    put32(info + 10, DATA_MAX);
-    if (send_opt_reply(c, opt, REP_INFO, info, 14) < 0)
-        return -1;
-    if (send_opt_reply(c, opt, REP_ACK, NULL, 0) < 0)
-        return -1;
-    *ok_r = true;
-    return 0;
-
-invalid:
-    DBG("nbd %s: malformed option %" PRIu32 " (length %" PRIu32 ")",
-        s->uri, opt, len);
-    return send_opt_reply(c, opt, REP_ERR_INVALID, NULL, 0);
-}
-
 /* 0: enter transmission; -1: close the connection. */
 static int handshake(struct conn *c)
 {
-    struct incmig__nbd_server *s = c->s;
-    uint8_t b[18];
+    const struct incmig__nbd_export *e = &c->s->ex;
+    uint8_t b[18], reply[INCMIG_NBD_REPLY_MAX];
     uint8_t *data = NULL;
     int ret = -1;
 
     put64(b, NBDMAGIC);
     put64(b + 8, IHAVEOPT);
     put16(b + 16, FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
-    if (send_buf(c->fd, b, 18) < 0 || recv_all(c->fd, b, 4) < 0)
+    if (send_buf(c->fd, b, 18) < 0 || recv_all(c->fd, b, 4) < 0 ||
+        incmig__nbd_client_flags(e, get32(b), &c->no_zeroes) < 0)
         goto out;
-    uint32_t cflags = get32(b);
-    if (!(cflags & FLAG_FIXED_NEWSTYLE) ||
-        (cflags & ~(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES))) {
-        ERR("nbd %s: client flags 0x%" PRIx32 " not supported (this server "
-            "speaks fixed newstyle only); closing", s->uri, cflags);
-        goto out;
-    }
-    c->no_zeroes = cflags & FLAG_NO_ZEROES;
 
     data = malloc(OPT_MAX);
     if (!data)
         goto out;
     for (;;) {
-        if (recv_all(c->fd, b, 16) < 0)
+        uint32_t opt, len;
+        size_t rlen;
+
+        if (recv_all(c->fd, b, 16) < 0 ||
+            incmig__nbd_opt_header(e, b, &opt, &len) < 0)
             goto out;
-        if (get64(b) != IHAVEOPT) {
-            ERR("nbd %s: bad option magic from client; closing", s->uri);
-            goto out;
-        }
-        uint32_t opt = get32(b + 8), len = get32(b + 12);
-        if (len > OPT_MAX) {
-            ERR("nbd %s: option %" PRIu32 " of %" PRIu32 " bytes exceeds "
-                "the %u byte limit; closing", s->uri, opt, len, OPT_MAX);
-            goto out;
-        }
         if (len && recv_all(c->fd, data, len) < 0)
             goto out;
-        bool ok;
-        switch (opt) {
-        case OPT_EXPORT_NAME: {
-            /* No reply frame: size, flags, and 124 zeroes unless the
-             * client negotiated NO_ZEROES.  Any name selects the export. */
-            uint8_t r[10 + 124];
-            memset(r, 0, sizeof r);
-            put64(r, s->size);
-            put16(r + 8, s->tflags);
-            if (send_buf(c->fd, r, c->no_zeroes ? 10 : sizeof r) < 0)
-                goto out;
+        int next = incmig__nbd_option(e, c->no_zeroes, opt, data, len, reply,
+                                      &rlen);
+        if (rlen && send_buf(c->fd, reply, rlen) < 0)
+            goto out;
+        if (next == INCMIG_NBD_SERVE)
             ret = 0;
+        if (next != INCMIG_NBD_MORE)
             goto out;
-        }
-        case OPT_ABORT:
-            (void)send_opt_reply(c, opt, REP_ACK, NULL, 0);
-            goto out;
-        case OPT_LIST: {
-            uint8_t srv[4] = { 0, 0, 0, 0 };  /* one export, name "" */
-            if (len != 0) {
-                if (send_opt_reply(c, opt, REP_ERR_INVALID, NULL, 0) < 0)
-                    goto out;
-                break;
-            }
-            if (send_opt_reply(c, opt, REP_SERVER, srv, 4) < 0 ||
-                send_opt_reply(c, opt, REP_ACK, NULL, 0) < 0)
-                goto out;
-            break;
-        }
-        case OPT_INFO:
-        case OPT_GO:
-            if (opt_info_go(c, opt, data, len, &ok) < 0)
-                goto out;
-            if (ok && opt == OPT_GO) {
-                ret = 0;
-                goto out;
-            }
-            break;
-        default:
-            if (send_opt_reply(c, opt, REP_ERR_UNSUP, NULL, 0) < 0)
-                goto out;
-            break;
-        }
     }
 
 out:
@@ -555,58 +695,6 @@ static int skip_payload(int fd, uint32_t len)
     return 0;
 }
 
-/* The checks of doc/proto.md, once, before anything is queued. */
-static uint32_t validate(struct incmig__nbd_server *s, uint16_t type,
-                         uint16_t flags, uint64_t off, uint32_t count)
-{
-    uint16_t allowed;
-    bool ranged = true;
-
-    switch (type) {
-    case CMD_READ:
-        allowed = 0;
-        break;
-    case CMD_WRITE:
-        if (!s->ops.pwrite)
-            return NBD_EPERM;
-        allowed = CMD_FLAG_FUA;
-        break;
-    case CMD_FLUSH:
-        if (!s->ops.flush)
-            return NBD_EINVAL;
-        allowed = 0;
-        ranged = false;
-        if (off != 0 || count != 0)
-            return NBD_EINVAL;
-        break;
-    case CMD_TRIM:
-        if (!s->ops.trim)
-            return NBD_EINVAL;
-        if (!s->ops.pwrite)
-            return NBD_EPERM;
-        allowed = CMD_FLAG_FUA;
-        break;
-    case CMD_WRITE_ZEROES:
-        if (!s->ops.zero)
-            return NBD_EINVAL;
-        if (!s->ops.pwrite)
-            return NBD_EPERM;
-        allowed = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE;
-        break;
-    default:
-        return NBD_EINVAL;
-    }
-    if (flags & ~allowed)
-        return NBD_EINVAL;
-    if ((flags & CMD_FLAG_FUA) && !s->ops.flush)
-        return NBD_EINVAL;
-    if ((type == CMD_READ || type == CMD_WRITE) && count > DATA_MAX)
-        return NBD_EINVAL;
-    if (ranged && (count == 0 || off > s->size || count > s->size - off))
-        return NBD_EINVAL;
-    return 0;
-}
-
 /* Reads requests until EOF, DISC, a fatal protocol error or a stop. */
 static void serve_requests(struct conn *c)
 {
@@ -614,41 +702,28 @@ static void serve_requests(struct conn *c)
     uint8_t h[28];
 
     for (;;) {
+        struct incmig__nbd_req r;
+
         pthread_mutex_lock(&s->lock);
         bool stop = c->stop;
         pthread_mutex_unlock(&s->lock);
         if (stop || recv_all(c->fd, h, sizeof h) < 0)
             return;
-        if (get32(h) != REQUEST_MAGIC) {
-            ERR("nbd %s: bad request magic 0x%08" PRIx32 "; closing the "
-                "connection (the stream cannot be resynchronised)",
-                s->uri, get32(h));
-            return;
-        }
-        uint16_t flags = get16(h + 4), type = get16(h + 6);
-        uint64_t cookie = get64(h + 8), off = get64(h + 16);
-        uint32_t count = get32(h + 24);
-
-        if (type == CMD_DISC)
-            return;
-        if (type == CMD_WRITE && count > DATA_MAX) {
-            ERR("nbd %s: WRITE of %" PRIu32 " bytes at offset %" PRIu64
-                " exceeds the %" PRIu32 " byte maximum; closing the "
-                "connection", s->uri, count, off, DATA_MAX);
-            return;
-        }
-        uint32_t err = validate(s, type, flags, off, count);
-        if (err) {
-            DBG("nbd %s: rejecting command %u flags 0x%x offset %" PRIu64
-                " length %" PRIu32, s->uri, type, flags, off, count);
-            if (type == CMD_WRITE && skip_payload(c->fd, count) < 0)
+        switch (incmig__nbd_request(&s->ex, h, &r)) {
+        case INCMIG_NBD_QUEUE:
+            break;
+        case INCMIG_NBD_REJECT:
+            if (r.payload && skip_payload(c->fd, r.payload) < 0)
                 return;
-            send_reply(c, cookie, err, NULL, 0);
+            send_reply(c, r.cookie, r.error, NULL, 0);
             continue;
+        default:
+            return;
         }
 
         /* Wait for a slot: this is what bounds memory per connection. */
-        uint64_t bytes = type == CMD_READ || type == CMD_WRITE ? count : 0;
+        uint64_t bytes = r.type == CMD_READ || r.type == CMD_WRITE ? r.count
+                                                                   : 0;
         pthread_mutex_lock(&s->lock);
         while (!c->stop && c->inflight > 0 &&
                (c->inflight >= CONN_MAX_REQS ||
@@ -662,18 +737,18 @@ static void serve_requests(struct conn *c)
         if (!q)
             goto nomem;
         q->c = c;
-        q->flags = flags;
-        q->type = type;
-        q->cookie = cookie;
-        q->offset = off;
-        q->count = count;
-        if (type == CMD_WRITE) {
-            q->buf = malloc(count);
+        q->flags = r.flags;
+        q->type = r.type;
+        q->cookie = r.cookie;
+        q->offset = r.offset;
+        q->count = r.count;
+        if (r.payload) {
+            q->buf = malloc(r.payload);
             if (!q->buf) {
                 free(q);
                 goto nomem;
             }
-            if (recv_all(c->fd, q->buf, count) < 0) {
+            if (recv_all(c->fd, q->buf, r.payload) < 0) {
                 free(q->buf);
                 free(q);
                 return;
@@ -694,10 +769,10 @@ static void serve_requests(struct conn *c)
 
     nomem:
         ERR("nbd %s: out of memory for a request of %" PRIu32 " bytes",
-            s->uri, count);
-        if (type == CMD_WRITE && skip_payload(c->fd, count) < 0)
+            s->uri, r.count);
+        if (r.payload && skip_payload(c->fd, r.payload) < 0)
             return;
-        send_reply(c, cookie, NBD_ENOMEM, NULL, 0);
+        send_reply(c, r.cookie, NBD_ENOMEM, NULL, 0);
     }
 }
 
@@ -884,16 +959,9 @@ int incmig__nbd_new(struct incmig__nbd_server **s_r, const char *listen_uri,
     s->ops = *ops;
     s->opaque = opaque;
     s->nworkers = workers > 0 ? workers : WORKERS_DEFAULT;
-    s->tflags = TF_HAS_FLAGS | TF_CAN_MULTI_CONN;
-    if (!ops->pwrite)
-        s->tflags |= TF_READ_ONLY;
-    if (ops->flush)
-        s->tflags |= TF_SEND_FLUSH | TF_SEND_FUA;
-    if (ops->pwrite && ops->trim)
-        s->tflags |= TF_SEND_TRIM;
-    if (ops->pwrite && ops->zero)
-        s->tflags |= TF_SEND_WRITE_ZEROES;
     s->uri = strdup(listen_uri);
+    s->ex = (struct incmig__nbd_export){ .uri = s->uri, .size = size,
+                                         .ops = &s->ops };
     s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
     if (!s->uri || !s->workers) {
         rc = INCMIG_ENOMEM;
