@@ -1,90 +1,112 @@
 /* receive.c: the destination side of a migration (incmig_receive).
  *
- * States (records from the source, and what each does here):
+ * The destination state machine of docs/specs/incmig-stream.md
+ * ("Destination states"), written as one table, dst_table below: for each
+ * state, the source records it takes, the handler of each and the state
+ * it leads to.  Every record goes through dispatch(), which refuses (ERROR
+ * to the source, then failure) any record the current state does not
+ * take; incmig__dst_transition() exposes the table to the unit test.
  *
- *   HELLO      HELLO in, HELLO out (same migration id)
- *   DISKS      DISK in -> target image prepared, PULL gate and NBD export
- *              staged now (bound, not served), not in the downtime
- *              -> DISK_ACK out (status says why a disk cannot be taken)
- *   PUSH       BLOCKS (phase PUSH) written through libaio; ROUND drains
- *              the queue so that a block rewritten in a later round is
- *              never reordered with its older copy
- *   STOPCOPY   SUSPEND; BITMAP* (the blocks the guest wrote last);
- *              BLOCKS (phase STOPCOPY, pre-copy-only policy); READY in ->
- *              queue drained, image flushed, gates armed -> READY out
- *   GO         the export is served through the gate: the guest runs here
- *   PULL       BLOCKS (PULL_*) go through the gate; the gate's demand
- *              requests go out as PULL_REQ; once nothing is missing,
- *              COMPLETE out; PULL_END in: anything still missing is
- *              requested again; END in: done
+ *   state       record          handler       next
+ *   HELLO       HELLO           on_hello      DISKS
+ *   DISKS       DISK            on_disk       DISKS, RECEIVING after the
+ *                                             last disk (all validated,
+ *                                             then created, then acked)
+ *   RECEIVING   BLOCKS(PUSH)    on_blocks     RECEIVING
+ *               ROUND           on_round      RECEIVING
+ *               XEN_STREAM      on_state      RECEIVING (CAP_STATE only)
+ *               SUSPEND         on_suspend    PAUSED (after the state
+ *                                             stream's end, with CAP_STATE)
+ *   PAUSED      BLOCKS(STOPCOPY) on_blocks    PAUSED
+ *               ROUND           on_round      PAUSED
+ *               BITMAP(STOPCOPY) on_bitmap    PAUSED (chunks in order)
+ *               READY           on_ready      READY (every bitmap whole,
+ *                                             restore succeeded; READY out)
+ *   READY       GO              on_go         PULL (the domain runs here)
+ *   PULL        BLOCKS(PULL_*)  on_blocks     PULL
+ *               PULL_END        on_pull_end   PULL
+ *               END             on_end        DONE (after COMPLETE only)
+ *   WAIT_LINK   HELLO           on_hello      RESUMING (new connection)
+ *   RESUMING    RESUME          on_resume     PULL
+ *   any         ERROR           on_error      (failure)
  *
- * Failure rules: before GO any failure discards the partial copy (the
- * source still owns the guest) and the receiver exits with an error.
- * After GO the data is split between the hosts: a lost link stalls the
- * guest's reads of missing blocks and, with --listen, the receiver accepts
- * the source's reconnection (RESUME) and tells it what is still missing.
+ * What is done where: the target backend (incmig-internal.h, "target
+ * backend") creates the volumes, stages the PULL path, restores the
+ * domain from the state stream, unpauses it at GO; receive.c writes the
+ * PUSH blocks (libaio), arms the gates with the stop-and-copy bitmaps,
+ * feeds the state stream (XEN_STREAM records) to the target's restore on
+ * a thread through a pipe, and runs PULL through the gates.
+ *
+ * Failure rules: before GO any failure removes what this migration
+ * created (target abort) and the receiver fails: the source still owns
+ * the guest.  After GO the data is split between the hosts: a lost link
+ * stalls the guest's reads of missing blocks and, with --listen or
+ * --rendezvous, the receiver accepts the source's reconnection
+ * (WAIT_LINK, RESUMING) and tells it what is still missing.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include "incmig-internal.h"
 
 #define RECV_QD 8
-/* NBD workers on the destination: requests for missing blocks hold a
- * worker while they wait, and those for present blocks must still find
- * one free (as many as one client may have in flight). */
-#define GATE_WORKERS 64
-
-enum rstate { R_DISKS, R_PUSH, R_STOPCOPY, R_PULL, R_DONE };
+#define STAY 1                 /* handler: guard not met, stay in state */
 
 struct rdisk {
-    struct incmig__disk disk;
-    bool created;              /* regular file we (re)created: discardable */
+    struct incmig__disk *disk;     /* the target's volume */
     uint32_t bs;
     uint64_t nblocks;
     struct incmig__bitmap final;   /* stop-and-copy bitmap */
+    uint64_t bm_next;              /* next bit of it expected */
     struct incmig__gate *gate;
     struct incmig__aioq *q;
+    bool done;                     /* disk_done called */
+    uint64_t push_blocks, stopcopy_blocks, pull_blocks;
 };
 
 struct recv {
     const struct incmig_receive_opts *o;
+    const struct incmig__target_kind *kind;
+    struct incmig__target *t;
     struct incmig__stream st;
     bool st_open;
     pthread_mutex_t slock;     /* stream replacement vs gate requests */
     bool link_ok;
     int lfd;
     uint8_t mig_id[16];
+    char domain[INCMIG_NAME_MAX + 1];
+    uint64_t caps;             /* negotiated: the source's & ours */
     int nd;
+    int nrecs;
+    struct incmig__disk_rec recs[INCMIG_MAX_DISKS];
     struct rdisk d[INCMIG_MAX_DISKS];
-    struct incmig__nbd_server *nbd;
     uint8_t *zbuf;             /* inflated block data */
     uint8_t *ebuf;             /* record encoding */
-    enum rstate state;
+    int state;                 /* enum incmig__dst_state */
     bool complete_sent;
     bool error_sent;           /* an ERROR went out: say nothing more */
     double t_go;
+
+    /* the domain's state stream: XEN_STREAM bodies -> pipe -> restore */
+    int state_wfd, state_rfd;
+    bool restore_started;
+    bool state_ended;          /* the empty XEN_STREAM came */
+    pthread_t restore_thr;
+    pthread_mutex_t rlock;
+    bool restore_done;         /* under rlock */
+    int restore_rc;            /* under rlock */
+    double restore_s;          /* under rlock */
+    uint64_t state_bytes;
 };
-
-static const char *state_name(enum rstate st)
-{
-    static const char *names[] = { "DISKS", "PUSH", "STOPCOPY", "PULL", "DONE" };
-    return names[st];
-}
-
-static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) { stop_requested = sig; }
 
 static int send_error(struct recv *r, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -126,54 +148,128 @@ static int request_blocks(void *opaque, uint32_t disk, uint64_t first,
     return rc;
 }
 
-/* ---- handshake ----------------------------------------------------------- */
+/* ---- the domain's state stream -------------------------------------------- */
 
-static int hello(struct recv *r, bool resume)
+static void *restore_main(void *opaque)
 {
-    struct incmig__rec rec;
+    struct recv *r = opaque;
+    double t0 = incmig__now();
+    char buf[65536];
+    ssize_t n;
+
+    int rc = r->t->ops->restore(r->t, r->state_rfd);
+    double s = incmig__now() - t0;
+    /* Read what is left, so that feeding the pipe never blocks on a
+     * restore that stopped reading (a failure is reported at the next
+     * XEN_STREAM record, or at READY). */
+    while ((n = read(r->state_rfd, buf, sizeof buf)) > 0 ||
+           (n < 0 && errno == EINTR))
+        ;
+    pthread_mutex_lock(&r->rlock);
+    r->restore_rc = rc;
+    r->restore_s = s;
+    r->restore_done = true;
+    pthread_mutex_unlock(&r->rlock);
+    return NULL;
+}
+
+static int start_restore(struct recv *r)
+{
+    int fds[2];
+
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        LOGE("cannot create the state stream's pipe");
+        return INCMIG_EIO;
+    }
+    r->state_rfd = fds[0];
+    r->state_wfd = fds[1];
+    if (pthread_create(&r->restore_thr, NULL, restore_main, r)) {
+        ERR("cannot start the restore thread");
+        return INCMIG_ENOMEM;
+    }
+    r->restore_started = true;
+    return 0;
+}
+
+/* Ends the state stream (EOF on the pipe) and waits for restore. */
+static int finish_restore(struct recv *r)
+{
+    if (r->state_wfd >= 0)
+        close(r->state_wfd);
+    r->state_wfd = -1;
+    if (!r->restore_started)
+        return 0;
+    pthread_join(r->restore_thr, NULL);
+    r->restore_started = false;
+    return r->restore_rc;
+}
+
+static int restore_failed(struct recv *r)
+{
+    int rc;
+
+    pthread_mutex_lock(&r->rlock);
+    rc = r->restore_done ? r->restore_rc : 0;
+    pthread_mutex_unlock(&r->rlock);
+    return rc;
+}
+
+/* ---- handshake ------------------------------------------------------------ */
+
+static int send_hello(struct recv *r, const struct incmig__hello *src)
+{
+    struct incmig__hello h = *src;
+    int len;
+
+    h.role = 1;
+    h.caps = r->caps;
+    len = incmig__enc_hello(&h, r->ebuf);
+    if (len < 0)
+        return len;
+    return incmig__stream_send(&r->st, INCMIG_REC_HELLO, r->ebuf,
+                               (uint32_t)len);
+}
+
+/* HELLO: the first one, or the first on a reconnection (WAIT_LINK). */
+static int on_hello(struct recv *r, const struct incmig__rec *rec)
+{
     struct incmig__hello h;
     int rc;
 
-    rc = incmig__stream_send_header(&r->st);
-    if (!rc)
-        rc = incmig__stream_recv_header(&r->st);
-    if (!rc)
-        rc = incmig__stream_recv(&r->st, &rec);
-    if (rc)
-        return rc;
-    if (rec.type != INCMIG_REC_HELLO) {
-        ERR("expected HELLO from the source, got %s", incmig__rec_name(rec.type));
-        return INCMIG_EPROTO;
-    }
-    rc = incmig__dec_hello(&rec, &h);
+    rc = incmig__dec_hello(rec, &h);
     if (rc)
         return rc;
     if (h.role != 0)
         return send_error(r, INCMIG_EPROTO, "the peer is not a source");
-    if (resume) {
+    if (r->state == INCMIG_DST_WAIT_LINK) {
         if (memcmp(h.mig_id, r->mig_id, 16) || (int)h.ndisks != r->nd)
             return send_error(r, INCMIG_EPEER, "a different migration tried "
                               "to resume this one; refused");
-    } else {
-        if (h.ndisks < 1 || h.ndisks > 1)
-            return send_error(r, INCMIG_ENOTSUP, "domain %s has %u disks; "
-                              "this receiver serves exactly one", h.name,
-                              h.ndisks);
-        memcpy(r->mig_id, h.mig_id, 16);
-        r->nd = (int)h.ndisks;
-        INFO("incoming migration of %s", h.name);
+        return send_hello(r, &h);
     }
-    h.role = 1;
-    h.caps = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME;
-    int len = incmig__enc_hello(&h, r->ebuf);
-    if (len < 0)
-        return len;
-    return incmig__stream_send(&r->st, INCMIG_REC_HELLO, r->ebuf, (uint32_t)len);
+    if (h.ndisks < 1 || h.ndisks > INCMIG_MAX_DISKS)
+        return send_error(r, INCMIG_ENOTSUP, "domain %s has %u disks; this "
+                          "receiver takes 1 to %u", h.name, h.ndisks,
+                          INCMIG_MAX_DISKS);
+    uint64_t ours = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME |
+                    (r->kind->state ? INCMIG_CAP_STATE : 0);
+    r->caps = h.caps & ours;
+    if (r->kind->state_required && !(r->caps & INCMIG_CAP_STATE))
+        return send_error(r, INCMIG_ENOTSUP, "domain %s: the %s target "
+                          "restores the domain from its state stream and "
+                          "the source offers none", h.name, r->kind->name);
+    memcpy(r->mig_id, h.mig_id, 16);
+    r->nd = (int)h.ndisks;
+    snprintf(r->domain, sizeof r->domain, "%s", h.name);
+    INFO("incoming migration of %s: %d disk%s%s", h.name, r->nd,
+         r->nd > 1 ? "s" : "",
+         r->caps & INCMIG_CAP_STATE ? ", with its state stream" : "");
+    return send_hello(r, &h);
 }
 
-static int send_ack(struct recv *r, uint32_t index, int status, const char *msg)
+static int send_ack(struct recv *r, int index, int status, const char *msg)
 {
-    struct incmig__disk_ack a = { .index = index, .status = status };
+    struct incmig__disk_ack a = { .index = (uint32_t)index, .status = status };
     snprintf(a.msg, sizeof a.msg, "%s", msg);
     int len = incmig__enc_disk_ack(&a, r->ebuf);
     if (len < 0)
@@ -182,109 +278,91 @@ static int send_ack(struct recv *r, uint32_t index, int status, const char *msg)
                                (uint32_t)len);
 }
 
-/* Prepare the target volume for one disk.  A regular file is recreated
- * sparse (all zeroes: round 0 does not send holes); an existing file of
- * another size is refused so that nothing is overwritten by mistake. */
-static int prepare_disk(struct recv *r, const struct incmig__disk_rec *dr,
-                        char *msg, size_t cap)
+/* Disk `bad` is refused: acks in order up to it (those before it were
+ * fine), its own saying why; nothing more is sent. */
+static int refuse_disk(struct recv *r, int bad, int rc, const char *msg)
 {
-    struct rdisk *d = &r->d[dr->index];
-    const char *path = r->o->image;
-    struct stat sb;
-    int rc;
-
-    if (!incmig__block_size_valid(dr->block_size)) {
-        snprintf(msg, cap, "disk %u: block size %u is not a power of two "
-                 "between 4 KiB and 1 MiB", dr->index, dr->block_size);
-        return INCMIG_EINVAL;
-    }
-    if (dr->size == 0 || dr->size > INCMIG_DISK_MAX) {
-        snprintf(msg, cap, "disk %u: size %" PRIu64 " out of range",
-                 dr->index, dr->size);
-        return INCMIG_EINVAL;
-    }
-    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size != 0 &&
-        (uint64_t)sb.st_size != dr->size && !r->o->force) {
-        snprintf(msg, cap, "destination image %s is %" PRIu64 " bytes but "
-                 "disk %s is %" PRIu64 " bytes: remove it or use --force",
-                 path, (uint64_t)sb.st_size, dr->name, dr->size);
-        return INCMIG_ESIZE;
-    }
-    bool exists = stat(path, &sb) == 0;
-    if (exists && S_ISREG(sb.st_mode) && truncate(path, 0) < 0) {
-        snprintf(msg, cap, "cannot reset destination image %s: %s", path,
-                 strerror(errno));
-        return INCMIG_EIO;
-    }
-    rc = incmig__disk_open(&d->disk, path, INCMIG_DISK_WRITE | INCMIG_DISK_CREATE,
-                           dr->size);
-    if (rc) {
-        snprintf(msg, cap, "cannot prepare destination image %s for disk %s "
-                 "(%" PRIu64 " bytes): %s", path, dr->name, dr->size,
-                 incmig_strerror(rc));
-        return rc;
-    }
-    d->created = !exists || S_ISREG(sb.st_mode);
-    if (d->disk.size != dr->size) {
-        snprintf(msg, cap, "destination %s is %" PRIu64 " bytes, disk %s is %"
-                 PRIu64, path, d->disk.size, dr->name, dr->size);
-        return INCMIG_ESIZE;
-    }
-    d->bs = dr->block_size;
-    d->nblocks = (dr->size + d->bs - 1) / d->bs;
-    rc = incmig__bitmap_init(&d->final, d->nblocks);
-    if (!rc)
-        rc = incmig__aioq_new(&d->q, &d->disk, RECV_QD, INCMIG_BLOCKS_MAX);
-    if (!rc)
-        rc = incmig__gate_new(&d->gate, &d->disk, dr->index, d->bs,
-                              request_blocks, r);
-    if (!rc)
-        rc = incmig__nbd_new(&r->nbd, r->o->nbd_uri, dr->size,
-                             &incmig__gate_nbd_ops, d->gate, GATE_WORKERS);
-    if (rc)
-        snprintf(msg, cap, "cannot stage the destination export of disk %s "
-                 "on %s: %s", dr->name, r->o->nbd_uri, incmig_strerror(rc));
+    ERR("%s", msg);
+    for (int i = 0; i < bad; i++)
+        send_ack(r, i, 0, "ok");
+    send_ack(r, bad, rc, msg);
+    r->error_sent = true;
     return rc;
 }
 
-static int recv_disks(struct recv *r)
+/* Every DISK is in: validate them all, create nothing until then; then
+ * prepare and stage every volume; then ack. */
+static int take_disks(struct recv *r)
 {
-    struct incmig__rec rec;
-    int rc;
+    struct incmig__target_disk td[INCMIG_MAX_DISKS];
+    char msg[INCMIG_MSG_MAX] = "";
+    int bad = -1, rc;
+
+    memset(td, 0, sizeof td);
+    rc = incmig__volume_map(r->o, r->recs, r->nd, td, &bad, msg, sizeof msg);
+    if (rc)
+        return refuse_disk(r, bad, rc, msg);
+    rc = r->kind->open(&r->t, r->domain, r->nd, td, &bad, msg, sizeof msg);
+    if (rc)
+        return refuse_disk(r, bad < 0 ? 0 : bad, rc, msg);
 
     for (int i = 0; i < r->nd; i++) {
-        struct incmig__disk_rec dr;
-        char msg[INCMIG_MSG_MAX] = "";
-        rc = incmig__stream_recv(&r->st, &rec);
+        struct rdisk *d = &r->d[i];
+        rc = r->t->ops->prepare(r->t, i, &d->disk);
+        if (!rc) {
+            d->bs = td[i].block_size;
+            d->nblocks = (td[i].size + d->bs - 1) / d->bs;
+            rc = incmig__bitmap_init(&d->final, d->nblocks);
+            if (!rc)
+                rc = incmig__aioq_new(&d->q, d->disk, RECV_QD,
+                                      INCMIG_BLOCKS_MAX);
+            if (!rc)
+                rc = incmig__gate_new(&d->gate, d->disk, (uint32_t)i, d->bs,
+                                      request_blocks, r);
+            if (rc)
+                incmig__target_fail(r->t, rc, "disk %s: cannot set up its "
+                                    "writer and gate: %s", td[i].name,
+                                    incmig_strerror(rc));
+        }
+        if (!rc)
+            rc = r->t->ops->stage(r->t, i, d->gate);
         if (rc)
-            return rc;
-        if (rec.type != INCMIG_REC_DISK) {
-            ERR("expected DISK, got %s", incmig__rec_name(rec.type));
-            return INCMIG_EPROTO;
-        }
-        rc = incmig__dec_disk(&rec, &dr);
-        if (!rc && dr.index != (uint32_t)i) {
-            ERR("DISK record for disk %u, expected %d", dr.index, i);
-            rc = INCMIG_EPROTO;
-        }
+            return refuse_disk(r, i, rc, r->t->msg);
+    }
+    if (r->caps & INCMIG_CAP_STATE) {
+        rc = start_restore(r);
         if (rc)
-            return rc;
-        rc = prepare_disk(r, &dr, msg, sizeof msg);
-        if (rc) {
-            ERR("%s", msg);
-            send_ack(r, (uint32_t)i, rc, msg);
-            return rc;
-        }
-        INFO("disk %s: %" PRIu64 " bytes, %u-byte blocks -> %s, served on %s",
-             dr.name, dr.size, dr.block_size, r->o->image, r->o->nbd_uri);
-        rc = send_ack(r, (uint32_t)i, 0, "ok");
+            return send_error(r, rc, "domain %s: cannot start its restore",
+                              r->domain);
+    }
+    for (int i = 0; i < r->nd; i++) {
+        INFO("disk %s: %" PRIu64 " bytes, %u-byte blocks -> %s%s%s",
+             td[i].name, td[i].size, td[i].block_size, td[i].path,
+             td[i].nbd_uri[0] ? ", served on " : "", td[i].nbd_uri);
+        rc = send_ack(r, i, 0, "ok");
         if (rc)
             return rc;
     }
     return 0;
 }
 
-/* ---- data ---------------------------------------------------------------- */
+static int on_disk(struct recv *r, const struct incmig__rec *rec)
+{
+    struct incmig__disk_rec *dr = &r->recs[r->nrecs];
+    int rc;
+
+    rc = incmig__dec_disk(rec, dr);
+    if (rc)
+        return rc;
+    if (dr->index != (uint32_t)r->nrecs)
+        return send_error(r, INCMIG_EPROTO, "DISK record for disk %u, "
+                          "expected disk %d", dr->index, r->nrecs);
+    if (++r->nrecs < r->nd)
+        return STAY;
+    return take_disks(r);
+}
+
+/* ---- data ----------------------------------------------------------------- */
 
 static int drain(struct recv *r)
 {
@@ -292,8 +370,8 @@ static int drain(struct recv *r)
     for (int i = 0; i < r->nd && !rc; i++) {
         rc = incmig__aioq_drain(r->d[i].q);
         if (rc)
-            return send_error(r, rc, "writing the destination image %s "
-                              "failed: %s", r->d[i].disk.path,
+            return send_error(r, rc, "writing the destination volume %s "
+                              "failed: %s", r->d[i].disk->path,
                               incmig_strerror(rc));
     }
     return rc;
@@ -311,9 +389,9 @@ static int write_push(struct recv *r, struct rdisk *d, uint64_t first,
         /* zeroes: order it after queued writes of the same blocks */
         rc = incmig__aioq_drain(d->q);
         if (!rc)
-            rc = incmig__disk_punch(&d->disk, off,
-                                    off + len > d->disk.size ? d->disk.size - off
-                                                             : len);
+            rc = incmig__disk_punch(d->disk, off,
+                                    off + len > d->disk->size
+                                        ? d->disk->size - off : len);
         goto out;
     }
     while (incmig__aioq_inflight(d->q) >= RECV_QD) {
@@ -341,47 +419,129 @@ static int write_push(struct recv *r, struct rdisk *d, uint64_t first,
 out:
     if (rc)
         send_error(r, rc, "writing block %" PRIu64 " of the destination "
-                   "image %s failed: %s", off / d->bs, d->disk.path,
+                   "volume %s failed: %s", off / d->bs, d->disk->path,
                    rc == INCMIG_ENOSPC ? "no space left on the destination"
                                        : incmig_strerror(rc));
     return rc;
 }
 
+/* The destination's figures, one JSON object (spec: REPORT). */
+static int report_json(struct recv *r, const struct incmig__gate_stats *tot,
+                       const struct incmig__gate_stats *per, char *buf,
+                       size_t cap)
+{
+    size_t n = 0;
+    double restore_s;
+
+    pthread_mutex_lock(&r->rlock);
+    restore_s = r->restore_s;
+    pthread_mutex_unlock(&r->rlock);
+#define OUT(...)                                                            \
+    do {                                                                    \
+        int k_ = snprintf(buf + n, cap - n, __VA_ARGS__);                   \
+        if (k_ < 0 || (size_t)k_ >= cap - n)                                \
+            return INCMIG_EINVAL;                                           \
+        n += (size_t)k_;                                                    \
+    } while (0)
+    OUT("{\"pull_s\": %.3f, \"demand_requests\": %" PRIu64
+        ", \"demand_blocks\": %" PRIu64 ", \"waits\": %" PRIu64
+        ", \"max_wait_ms\": %.3f, \"state_bytes\": %" PRIu64
+        ", \"restore_s\": %.3f, \"disks\": [",
+        incmig__now() - r->t_go, tot->demand_requests, tot->demand_blocks,
+        tot->waits, tot->max_wait_ms, r->state_bytes, restore_s);
+    for (int i = 0; i < r->nd; i++) {
+        const struct rdisk *d = &r->d[i];
+        OUT("%s{\"name\": \"", i ? ", " : "");
+        for (const char *p = r->recs[i].name; *p; p++) {
+            unsigned char c = (unsigned char)*p;
+            if (c == '"' || c == '\\')
+                OUT("\\%c", c);
+            else if (c < 0x20)
+                OUT("\\u%04x", c);
+            else
+                OUT("%c", c);
+        }
+        OUT("\", \"demand_blocks\": %" PRIu64 ", \"waits\": %" PRIu64
+            ", \"overwritten\": %" PRIu64 ", \"dropped\": %" PRIu64
+            ", \"push_blocks\": %" PRIu64 ", \"stopcopy_blocks\": %" PRIu64
+            ", \"final_dirty_blocks\": %" PRIu64 ", \"pull_blocks\": %"
+            PRIu64 "}", per[i].demand_blocks, per[i].waits,
+            per[i].overwritten, per[i].dropped, d->push_blocks,
+            d->stopcopy_blocks, incmig__bitmap_count(&d->final),
+            d->pull_blocks);
+    }
+    OUT("]}");
+#undef OUT
+    return (int)n;
+}
+
 static void maybe_complete(struct recv *r)
 {
-    if (r->state != R_PULL || r->complete_sent)
+    if (r->state != INCMIG_DST_PULL || r->complete_sent)
         return;
-    for (int i = 0; i < r->nd; i++)
-        if (incmig__gate_missing_count(r->d[i].gate))
-            return;
-    for (int i = 0; i < r->nd; i++)
-        if (incmig__disk_flush(&r->d[i].disk)) {
-            send_error(r, INCMIG_EIO, "cannot flush the destination image "
-                       "%s before completing", r->d[i].disk.path);
-            return;
+    bool all = true;
+    for (int i = 0; i < r->nd; i++) {
+        struct rdisk *d = &r->d[i];
+        if (incmig__gate_missing_count(d->gate)) {
+            all = false;
+            continue;
         }
+        if (!d->done) {
+            if (r->t->ops->disk_done(r->t, i)) {
+                send_error(r, INCMIG_EIO, "%s", r->t->msg);
+                return;
+            }
+            d->done = true;
+        }
+    }
+    if (!all)
+        return;
     pthread_mutex_lock(&r->slock);
     if (r->link_ok &&
         incmig__stream_send(&r->st, INCMIG_REC_COMPLETE, NULL, 0) == 0) {
+        struct incmig__gate_stats tot = {0}, per[INCMIG_MAX_DISKS];
         r->complete_sent = true;
-        struct incmig__gate_stats st = {0}, one;
         for (int i = 0; i < r->nd; i++) {
-            incmig__gate_get_stats(r->d[i].gate, &one);
-            st.waits += one.waits;
-            st.demand_blocks += one.demand_blocks;
-            if (one.max_wait_ms > st.max_wait_ms)
-                st.max_wait_ms = one.max_wait_ms;
+            incmig__gate_get_stats(r->d[i].gate, &per[i]);
+            tot.demand_requests += per[i].demand_requests;
+            tot.demand_blocks += per[i].demand_blocks;
+            tot.waits += per[i].waits;
+            tot.overwritten += per[i].overwritten;
+            tot.dropped += per[i].dropped;
+            if (per[i].max_wait_ms > tot.max_wait_ms)
+                tot.max_wait_ms = per[i].max_wait_ms;
         }
         INFO("PULL complete after %.2f s: every block is here; the source "
              "may let go (%" PRIu64 " guest requests waited for %" PRIu64
              " blocks, the longest %.1f ms)", incmig__now() - r->t_go,
-             st.waits, st.demand_blocks, st.max_wait_ms);
+             tot.waits, tot.demand_blocks, tot.max_wait_ms);
+        for (int i = 0; i < r->nd; i++) {
+            const struct rdisk *d = &r->d[i];
+            INFO("disk %s: %" PRIu64 " blocks pushed, %" PRIu64 " in the "
+                 "stop-and-copy bitmap, %" PRIu64 " pulled (%" PRIu64 " on "
+                 "demand), %" PRIu64 " guest requests waited, %" PRIu64
+                 " overwritten by the guest, %" PRIu64 " late copies dropped",
+                 r->recs[i].name, d->push_blocks + d->stopcopy_blocks,
+                 incmig__bitmap_count(&d->final), d->pull_blocks,
+                 per[i].demand_blocks, per[i].waits, per[i].overwritten,
+                 per[i].dropped);
+        }
+        int len = report_json(r, &tot, per, (char *)r->ebuf, INCMIG_REC_MAX);
+        if (len > 0)
+            incmig__stream_send(&r->st, INCMIG_REC_REPORT, r->ebuf,
+                                (uint32_t)len);
     }
     pthread_mutex_unlock(&r->slock);
 }
 
 static int on_blocks(struct recv *r, const struct incmig__rec *rec)
 {
+    static const uint8_t phase_of[INCMIG_DST_NSTATES] = {
+        [INCMIG_DST_RECEIVING] = 1 << INCMIG_PHASE_PUSH,
+        [INCMIG_DST_PAUSED] = 1 << INCMIG_PHASE_STOPCOPY,
+        [INCMIG_DST_PULL] = 1 << INCMIG_PHASE_PULL_DEMAND |
+                            1 << INCMIG_PHASE_PULL_BACKGROUND,
+    };
     struct incmig__blocks b;
     uint32_t disk;
     int rc;
@@ -390,10 +550,9 @@ static int on_blocks(struct recv *r, const struct incmig__rec *rec)
         return INCMIG_EPROTO;
     disk = (uint32_t)rec->body[0] << 24 | (uint32_t)rec->body[1] << 16 |
            (uint32_t)rec->body[2] << 8 | rec->body[3];
-    if (disk >= (uint32_t)r->nd) {
-        ERR("BLOCKS record for unknown disk %u", disk);
-        return INCMIG_EPROTO;
-    }
+    if (disk >= (uint32_t)r->nd)
+        return send_error(r, INCMIG_EPROTO, "BLOCKS record for unknown "
+                          "disk %u", disk);
     struct rdisk *d = &r->d[disk];
     rc = incmig__dec_blocks(rec, d->bs, &b);
     if (rc)
@@ -402,55 +561,203 @@ static int on_blocks(struct recv *r, const struct incmig__rec *rec)
         return send_error(r, INCMIG_EPROTO, "BLOCKS record for blocks %"
                           PRIu64 "+%u beyond disk %u's %" PRIu64 " blocks",
                           b.first, b.nblocks, disk, d->nblocks);
-    bool pull = b.phase == INCMIG_PHASE_PULL_DEMAND ||
-                b.phase == INCMIG_PHASE_PULL_BACKGROUND;
-    if (pull != (r->state == R_PULL))
+    if (b.phase > INCMIG_PHASE_PULL_BACKGROUND ||
+        !(phase_of[r->state] & (1u << b.phase)))
         return send_error(r, INCMIG_EPROTO, "BLOCKS record of phase %u in "
-                          "state %s", b.phase, state_name(r->state));
+                          "state %s", b.phase,
+                          incmig__dst_state_name(r->state));
+    if (b.enc == INCMIG_ENC_ZLIB && !(r->caps & INCMIG_CAP_ZLIB))
+        return send_error(r, INCMIG_EPROTO, "compressed BLOCKS record but "
+                          "compression was not negotiated");
     const uint8_t *data = b.data;
     size_t want = (size_t)b.nblocks * d->bs;
     if (b.enc == INCMIG_ENC_ZERO) {
         data = NULL;
     } else if (b.enc == INCMIG_ENC_ZLIB) {
         uLongf out = want;
-        if (uncompress(r->zbuf, &out, b.data, b.len) != Z_OK || out != want) {
-            ERR("BLOCKS record for blocks %" PRIu64 "+%u of disk %u: bad "
-                "compressed data", b.first, b.nblocks, disk);
-            return INCMIG_EPROTO;
-        }
+        if (uncompress(r->zbuf, &out, b.data, b.len) != Z_OK || out != want)
+            return send_error(r, INCMIG_EPROTO, "BLOCKS record for blocks %"
+                              PRIu64 "+%u of disk %u: bad compressed data",
+                              b.first, b.nblocks, disk);
         data = r->zbuf;
     }
-    if (!pull)
+    if (r->state != INCMIG_DST_PULL) {
+        if (r->state == INCMIG_DST_PAUSED)
+            d->stopcopy_blocks += b.nblocks;
+        else
+            d->push_blocks += b.nblocks;
         return write_push(r, d, b.first, b.nblocks, data);
+    }
+    d->pull_blocks += b.nblocks;
     rc = incmig__gate_fill(d->gate, b.first, b.nblocks, data);
     if (rc)
         return send_error(r, rc, "writing pulled blocks %" PRIu64 "+%u of %s "
-                          "failed: %s", b.first, b.nblocks, d->disk.path,
+                          "failed: %s", b.first, b.nblocks, d->disk->path,
                           incmig_strerror(rc));
     maybe_complete(r);
     return 0;
 }
 
-static int send_missing(struct recv *r)
+/* Echo a ROUND once it is on disk: the source waits for the echo of its
+ * last round before pausing the guest, so that the downtime does not
+ * include catching up with data in flight. */
+static int on_round(struct recv *r, const struct incmig__rec *rec)
 {
-    int rc = 0;
-    for (int i = 0; i < r->nd && !rc; i++) {
-        struct incmig__bitmap m = {0};
-        rc = incmig__bitmap_init(&m, r->d[i].nblocks);
-        if (!rc)
-            rc = incmig__gate_get_missing(r->d[i].gate, &m);
-        if (!rc)
-            rc = incmig__send_bitmap_recs(&r->st, (uint32_t)i,
-                                          INCMIG_PHASE_PULL_BACKGROUND, &m,
-                                          r->ebuf);
-        incmig__bitmap_dispose(&m);
+    struct incmig__round x;
+    int rc;
+
+    rc = incmig__dec_round(rec, &x);
+    if (!rc)
+        rc = drain(r);
+    if (rc)
+        return rc;
+    DBG("round %u: %" PRIu64 " blocks", x.round, x.blocks);
+    int len = incmig__enc_round(&x, r->ebuf);
+    return len < 0 ? len : incmig__stream_send(&r->st, INCMIG_REC_ROUND,
+                                               r->ebuf, (uint32_t)len);
+}
+
+/* A chunk of the domain's state stream; an empty one ends it. */
+static int on_state(struct recv *r, const struct incmig__rec *rec)
+{
+    int rc;
+
+    if (!(r->caps & INCMIG_CAP_STATE))
+        return send_error(r, INCMIG_EPROTO, "XEN_STREAM record, but no state "
+                          "stream was negotiated (INCMIG_CAP_STATE)");
+    if (r->state_ended)
+        return send_error(r, INCMIG_EPROTO, "XEN_STREAM record after the end "
+                          "of the state stream");
+    rc = restore_failed(r);
+    if (rc)
+        return send_error(r, rc, "%s", r->t->msg);
+    if (rec->len == 0) {
+        r->state_ended = true;
+        if (r->state_wfd >= 0)
+            close(r->state_wfd);
+        r->state_wfd = -1;
+        DBG("state stream complete: %" PRIu64 " bytes", r->state_bytes);
+        return 0;
     }
+    for (uint32_t off = 0; off < rec->len;) {
+        ssize_t n = write(r->state_wfd, rec->body + off, rec->len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return send_error(r, INCMIG_EIO, "domain %s: cannot pass its "
+                              "state stream on to the restore: %s",
+                              r->domain, strerror(errno));
+        off += (uint32_t)n;
+    }
+    r->state_bytes += rec->len;
+    return 0;
+}
+
+static int on_suspend(struct recv *r, const struct incmig__rec *rec)
+{
+    int rc = incmig__dec_empty(rec);
+
+    if (rc)
+        return rc;
+    if ((r->caps & INCMIG_CAP_STATE) && !r->state_ended)
+        return send_error(r, INCMIG_EPROTO, "SUSPEND before the end of the "
+                          "state stream");
+    return drain(r);
+}
+
+static int on_bitmap(struct recv *r, const struct incmig__rec *rec)
+{
+    struct incmig__bitmap_rec br;
+    int rc;
+
+    rc = incmig__dec_bitmap(rec, &br);
+    if (rc)
+        return rc;
+    if (br.disk >= (uint32_t)r->nd || br.phase != INCMIG_PHASE_STOPCOPY)
+        return send_error(r, INCMIG_EPROTO, "BITMAP record for disk %u, "
+                          "phase %u: not a stop-and-copy bitmap of this "
+                          "migration", br.disk, br.phase);
+    struct rdisk *d = &r->d[br.disk];
+    if (br.first != d->bm_next || br.nbits > d->nblocks - d->bm_next)
+        return send_error(r, INCMIG_EPROTO, "BITMAP chunk of disk %u for "
+                          "bits %" PRIu64 "+%" PRIu64 ": expected the chunk "
+                          "at bit %" PRIu64 " of %" PRIu64 " (chunks are "
+                          "contiguous, in order, within the disk)", br.disk,
+                          br.first, br.nbits, d->bm_next, d->nblocks);
+    rc = incmig__bitmap_decode(&d->final, br.first, br.nbits, br.data,
+                               br.len);
+    if (rc)
+        return send_error(r, rc, "BITMAP chunk of disk %u at bit %" PRIu64
+                          " is malformed", br.disk, br.first);
+    d->bm_next += br.nbits;
+    return 0;
+}
+
+/* The source's READY: the stop-and-copy data is complete.  Answer READY
+ * only once every bitmap covered its disk and the domain is restored. */
+static int on_ready(struct recv *r, const struct incmig__rec *rec)
+{
+    int rc = incmig__dec_empty(rec);
+
+    if (rc)
+        return rc;
+    for (int i = 0; i < r->nd; i++)
+        if (r->d[i].bm_next != r->d[i].nblocks)
+            return send_error(r, INCMIG_EPROTO, "READY before the "
+                              "stop-and-copy bitmap of disk %s was complete "
+                              "(%" PRIu64 " of %" PRIu64 " blocks)",
+                              r->recs[i].name, r->d[i].bm_next,
+                              r->d[i].nblocks);
+    if (r->caps & INCMIG_CAP_STATE) {
+        rc = finish_restore(r);
+        if (rc)
+            return send_error(r, rc, "%s", r->t->msg);
+        INFO("domain %s restored from its state stream (%" PRIu64 " bytes, "
+             "%.3f s), paused", r->domain, r->state_bytes, r->restore_s);
+    }
+    /* No flush here, in the downtime: reads see what was written, the
+     * guest's own flushes cover it, and each volume is made durable
+     * before COMPLETE, when the source lets go of its copy. */
+    rc = drain(r);
+    for (int i = 0; i < r->nd && !rc; i++) {
+        rc = incmig__gate_mark_missing(r->d[i].gate, &r->d[i].final);
+        INFO("stop-and-copy: %" PRIu64 " blocks of disk %s left on the "
+             "source, gate armed", incmig__bitmap_count(&r->d[i].final),
+             r->recs[i].name);
+    }
+    if (!rc)
+        rc = incmig__stream_send(&r->st, INCMIG_REC_READY, NULL, 0);
     return rc;
 }
 
-/* After PULL_END: whatever is still missing is asked for again. */
-static void rerequest_missing(struct recv *r)
+static int on_go(struct recv *r, const struct incmig__rec *rec)
 {
+    int rc = incmig__dec_empty(rec);
+
+    if (rc)
+        return rc;
+    r->t_go = incmig__now();
+    r->state = INCMIG_DST_PULL;   /* past the point of no return */
+    rc = r->t->ops->unpause(r->t);
+    if (rc)
+        return send_error(r, rc, "%s", r->t->msg);
+    INFO("GO: domain %s runs here (%s%s)", r->domain,
+         r->t->disks[0].nbd_uri[0] ? "disk served on " : "disks attached",
+         r->t->disks[0].nbd_uri);
+    maybe_complete(r);
+    return 0;
+}
+
+/* After PULL_END: whatever is still missing is asked for again. */
+static int on_pull_end(struct recv *r, const struct incmig__rec *rec)
+{
+    int rc = incmig__dec_empty(rec);
+
+    if (rc)
+        return rc;
+    maybe_complete(r);
+    if (r->complete_sent)
+        return 0;
     for (int i = 0; i < r->nd; i++) {
         struct incmig__bitmap m = {0};
         uint64_t pos = 0, start, len;
@@ -467,109 +774,163 @@ static void rerequest_missing(struct recv *r)
             }
         incmig__bitmap_dispose(&m);
     }
+    return 0;
 }
 
-static int bad_state(struct recv *r, const struct incmig__rec *rec, int rc)
+static int on_end(struct recv *r, const struct incmig__rec *rec)
 {
+    int rc = incmig__dec_empty(rec);
+
     if (rc)
         return rc;
-    return send_error(r, INCMIG_EPROTO, "unexpected %s record in state %s",
-                      incmig__rec_name(rec->type), state_name(r->state));
+    if (!r->complete_sent)
+        return send_error(r, INCMIG_EPROTO, "END before the migration was "
+                          "complete");
+    return 0;
 }
 
-static int on_record(struct recv *r, const struct incmig__rec *rec)
+/* RESUME on a new connection: tell the source what is still missing. */
+static int on_resume(struct recv *r, const struct incmig__rec *rec)
 {
-    int rc = 0;
+    uint8_t id[16];
+    int rc;
 
-    switch (rec->type) {
-    case INCMIG_REC_BLOCKS:
-        return on_blocks(r, rec);
-    case INCMIG_REC_ROUND: {
-        /* Echo it once the round is on disk: the source waits for the echo
-         * of its last round before pausing the guest, so that the
-         * downtime does not include catching up with data in flight. */
-        struct incmig__round x;
-        rc = incmig__dec_round(rec, &x);
-        if (!rc)
-            rc = drain(r);
-        if (!rc) {
-            DBG("round %u: %" PRIu64 " blocks", x.round, x.blocks);
-            int len = incmig__enc_round(&x, r->ebuf);
-            rc = len < 0 ? len : incmig__stream_send(&r->st, INCMIG_REC_ROUND,
-                                                     r->ebuf, (uint32_t)len);
-        }
+    rc = incmig__dec_resume(rec, id);
+    if (rc)
         return rc;
-    }
-    case INCMIG_REC_SUSPEND:
-        if ((rc = incmig__dec_empty(rec)) || r->state != R_PUSH)
-            return bad_state(r, rec, rc);
-        r->state = R_STOPCOPY;
-        return drain(r);
-    case INCMIG_REC_BITMAP: {
-        struct incmig__bitmap_rec br;
-        rc = incmig__dec_bitmap(rec, &br);
-        if (rc)
-            return rc;
-        if (r->state != R_STOPCOPY || br.disk >= (uint32_t)r->nd)
-            return send_error(r, INCMIG_EPROTO, "unexpected BITMAP record "
-                              "(disk %u) in state %s", br.disk,
-                              state_name(r->state));
-        return incmig__bitmap_decode(&r->d[br.disk].final, br.first, br.nbits,
-                                     br.data, br.len);
-    }
-    case INCMIG_REC_READY:
-        if ((rc = incmig__dec_empty(rec)) || r->state != R_STOPCOPY)
-            return bad_state(r, rec, rc);
-        /* No flush here, in the downtime: reads see what was written, the
-         * guest's own flushes cover it, and the image is made durable
-         * before COMPLETE, when the source lets go of its copy. */
-        rc = drain(r);
-        for (int i = 0; i < r->nd && !rc; i++) {
-            rc = incmig__gate_mark_missing(r->d[i].gate, &r->d[i].final);
-            INFO("stop-and-copy: %" PRIu64 " blocks of disk %d left on the "
-                 "source, gate armed", incmig__bitmap_count(&r->d[i].final), i);
-        }
+    if (memcmp(id, r->mig_id, 16))
+        return send_error(r, INCMIG_EPROTO, "RESUME of another migration");
+    for (int i = 0; i < r->nd && !rc; i++) {
+        struct incmig__bitmap m = {0};
+        rc = incmig__bitmap_init(&m, r->d[i].nblocks);
         if (!rc)
-            rc = incmig__stream_send(&r->st, INCMIG_REC_READY, NULL, 0);
+            rc = incmig__gate_get_missing(r->d[i].gate, &m);
+        if (!rc)
+            rc = incmig__send_bitmap_recs(&r->st, (uint32_t)i,
+                                          INCMIG_PHASE_PULL_BACKGROUND, &m,
+                                          r->ebuf);
+        incmig__bitmap_dispose(&m);
+    }
+    if (!rc)
+        rc = incmig__stream_send(&r->st, INCMIG_REC_READY, NULL, 0);
+    if (rc)
         return rc;
-    case INCMIG_REC_GO:
-        if ((rc = incmig__dec_empty(rec)) || r->state != R_STOPCOPY)
-            return bad_state(r, rec, rc);
-        r->state = R_PULL;
-        r->t_go = incmig__now();
-        rc = incmig__nbd_start(r->nbd);
-        if (rc)
-            return rc;
-        INFO("GO: serving the guest on %s", r->o->nbd_uri);
-        maybe_complete(r);
-        return 0;
-    case INCMIG_REC_PULL_END:
-        if ((rc = incmig__dec_empty(rec)) || r->state != R_PULL)
-            return bad_state(r, rec, rc);
-        maybe_complete(r);
-        if (!r->complete_sent)
-            rerequest_missing(r);
-        return 0;
-    case INCMIG_REC_END:
-        if ((rc = incmig__dec_empty(rec)) || r->state != R_PULL ||
-            !r->complete_sent) {
-            ERR("END before the migration was complete");
-            return rc ? rc : INCMIG_EPROTO;
-        }
-        r->state = R_DONE;
-        return 0;
-    case INCMIG_REC_ERROR: {
-        struct incmig__error_rec e;
-        if (!incmig__dec_error(rec, &e))
-            ERR("the source reports: %s", e.msg);
-        return INCMIG_EPEER;
-    }
-    default:
-        return bad_state(r, rec, 0);
-    }
+    pthread_mutex_lock(&r->slock);
+    r->link_ok = true;
+    r->complete_sent = false;
+    pthread_mutex_unlock(&r->slock);
+    INFO("source reconnected: PULL resumes");
+    r->state = INCMIG_DST_PULL;
+    for (int i = 0; i < r->nd; i++)
+        incmig__gate_relink(r->d[i].gate);
+    maybe_complete(r);
+    return 0;
 }
 
-/* ---- link ---------------------------------------------------------------- */
+static int on_error(struct recv *r, const struct incmig__rec *rec)
+{
+    struct incmig__error_rec e;
+
+    r->error_sent = true;      /* the source is going away: no answer */
+    if (!incmig__dec_error(rec, &e))
+        ERR("the source reports: %s", e.msg);
+    return INCMIG_EPEER;
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+typedef int (*dst_handler)(struct recv *r, const struct incmig__rec *rec);
+struct dst_edge {
+    dst_handler fn;            /* NULL: the record is refused in this state */
+    int next;
+};
+#define NTYPES (INCMIG_REC_XEN_STREAM + 1)
+#define TO(h, st) { h, INCMIG_DST_##st }
+#define ERROR_IN(st) [INCMIG_REC_ERROR] = TO(on_error, st)
+
+static const struct dst_edge dst_table[INCMIG_DST_NSTATES][NTYPES] = {
+    [INCMIG_DST_HELLO] = {
+        [INCMIG_REC_HELLO] = TO(on_hello, DISKS),
+        ERROR_IN(HELLO),
+    },
+    [INCMIG_DST_DISKS] = {
+        [INCMIG_REC_DISK] = TO(on_disk, RECEIVING),
+        ERROR_IN(DISKS),
+    },
+    [INCMIG_DST_RECEIVING] = {
+        [INCMIG_REC_BLOCKS] = TO(on_blocks, RECEIVING),
+        [INCMIG_REC_ROUND] = TO(on_round, RECEIVING),
+        [INCMIG_REC_XEN_STREAM] = TO(on_state, RECEIVING),
+        [INCMIG_REC_SUSPEND] = TO(on_suspend, PAUSED),
+        ERROR_IN(RECEIVING),
+    },
+    [INCMIG_DST_PAUSED] = {
+        [INCMIG_REC_BLOCKS] = TO(on_blocks, PAUSED),
+        [INCMIG_REC_ROUND] = TO(on_round, PAUSED),
+        [INCMIG_REC_BITMAP] = TO(on_bitmap, PAUSED),
+        [INCMIG_REC_READY] = TO(on_ready, READY),
+        ERROR_IN(PAUSED),
+    },
+    [INCMIG_DST_READY] = {
+        [INCMIG_REC_GO] = TO(on_go, PULL),
+        ERROR_IN(READY),
+    },
+    [INCMIG_DST_PULL] = {
+        [INCMIG_REC_BLOCKS] = TO(on_blocks, PULL),
+        [INCMIG_REC_PULL_END] = TO(on_pull_end, PULL),
+        [INCMIG_REC_END] = TO(on_end, DONE),
+        ERROR_IN(PULL),
+    },
+    [INCMIG_DST_DONE] = {
+        ERROR_IN(DONE),
+    },
+    [INCMIG_DST_WAIT_LINK] = {
+        [INCMIG_REC_HELLO] = TO(on_hello, RESUMING),
+        ERROR_IN(WAIT_LINK),
+    },
+    [INCMIG_DST_RESUMING] = {
+        [INCMIG_REC_RESUME] = TO(on_resume, PULL),
+        ERROR_IN(RESUMING),
+    },
+};
+
+const char *incmig__dst_state_name(int state)
+{
+    static const char *names[INCMIG_DST_NSTATES] = {
+        "HELLO", "DISKS", "RECEIVING", "PAUSED", "READY", "PULL", "DONE",
+        "WAIT_LINK", "RESUMING",
+    };
+    return state >= 0 && state < INCMIG_DST_NSTATES ? names[state] : "?";
+}
+
+int incmig__dst_transition(int state, uint32_t type, int *next_r)
+{
+    if (state < 0 || state >= INCMIG_DST_NSTATES || type >= NTYPES ||
+        !dst_table[state][type].fn)
+        return INCMIG_EPROTO;
+    *next_r = dst_table[state][type].next;
+    return 0;
+}
+
+/* Every record from the source goes through here, and only here. */
+static int dispatch(struct recv *r, const struct incmig__rec *rec)
+{
+    int next, rc;
+
+    if (incmig__dst_transition(r->state, rec->type, &next))
+        return send_error(r, INCMIG_EPROTO, "unexpected %s record in state "
+                          "%s", incmig__rec_name(rec->type),
+                          incmig__dst_state_name(r->state));
+    rc = dst_table[r->state][rec->type].fn(r, rec);
+    if (rc == STAY)
+        return 0;
+    if (rc)
+        return rc;
+    r->state = next;
+    return 0;
+}
+
+/* ---- link ----------------------------------------------------------------- */
 
 static int open_stream(struct recv *r, int in_fd, int out_fd)
 {
@@ -580,20 +941,26 @@ static int open_stream(struct recv *r, int in_fd, int out_fd)
     int rc = incmig__stream_init(&r->st, in_fd, out_fd);
     if (!rc)
         r->st_open = true;
+    r->error_sent = false;
     pthread_mutex_unlock(&r->slock);
+    if (!rc)
+        rc = incmig__stream_send_header(&r->st);
+    if (!rc)
+        rc = incmig__stream_recv_header(&r->st);
     return rc;
 }
 
-/* PULL lost its link: wait for the source to come back (RESUME). */
+/* PULL lost its link: WAIT_LINK for the source to come back, RESUMING on
+ * a new connection, PULL again once it resumed. */
 static int relink(struct recv *r)
 {
     double t = r->o->reconnect_s > 0 ? r->o->reconnect_s : 600;
     struct incmig__rec rec;
-    uint8_t id[16];
 
     pthread_mutex_lock(&r->slock);
     r->link_ok = false;
     pthread_mutex_unlock(&r->slock);
+    r->state = INCMIG_DST_WAIT_LINK;
     if (r->lfd < 0) {
         ERR("link to the source lost during PULL; without --listen or "
             "--rendezvous this receiver cannot take a reconnection");
@@ -602,7 +969,7 @@ static int relink(struct recv *r)
     ERR("link to the source lost during PULL: the guest's reads of missing "
         "blocks wait; waiting up to %.0f s for the source to reconnect", t);
     double end = incmig__now() + t;
-    while (!stop_requested) {
+    while (!incmig__stop_requested) {
         int fd, rc;
         double left = end - incmig__now();
         if (left <= 0) {
@@ -615,66 +982,51 @@ static int relink(struct recv *r)
         if (rc)
             return rc;
         rc = open_stream(r, fd, fd);
-        if (!rc)
-            rc = hello(r, true);
-        if (!rc)
+        while (!rc && r->state != INCMIG_DST_PULL) {
             rc = incmig__stream_recv(&r->st, &rec);
-        if (!rc && (rec.type != INCMIG_REC_RESUME ||
-                    incmig__dec_resume(&rec, id) || memcmp(id, r->mig_id, 16)))
-            rc = INCMIG_EPROTO;
-        if (!rc)
-            rc = send_missing(r);
-        if (!rc)
-            rc = incmig__stream_send(&r->st, INCMIG_REC_READY, NULL, 0);
-        if (!rc) {
-            pthread_mutex_lock(&r->slock);
-            r->link_ok = true;
-            r->complete_sent = false;
-            pthread_mutex_unlock(&r->slock);
-            INFO("source reconnected: PULL resumes");
-            for (int i = 0; i < r->nd; i++)
-                incmig__gate_relink(r->d[i].gate);
-            maybe_complete(r);
-            return 0;
+            if (!rc)
+                rc = dispatch(r, &rec);
         }
+        if (!rc)
+            return 0;
+        r->state = INCMIG_DST_WAIT_LINK;
         DBG("a reconnection attempt failed: %s", incmig_strerror(rc));
     }
     return INCMIG_ECANCEL;
 }
 
-static void discard(struct recv *r)
+void incmig_receive_opts_init(struct incmig_receive_opts *o)
 {
-    for (int i = 0; i < r->nd; i++) {
-        struct rdisk *d = &r->d[i];
-        if (d->disk.path && d->created) {
-            unlink(d->disk.path);
-            INFO("partial copy %s discarded; the guest stays on the source",
-                 d->disk.path);
-        }
-    }
+    memset(o, 0, sizeof *o);
+}
+
+void incmig_receive_opts_dispose(struct incmig_receive_opts *o)
+{
+    memset(o, 0, sizeof *o);
 }
 
 int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
 {
     struct recv r;
     struct incmig__rec rec;
-    struct sigaction sa = { .sa_handler = on_signal };
+    bool discard = false;
     int rc;
 
     memset(&r, 0, sizeof r);
     r.o = o;
     r.lfd = -1;
+    r.state_wfd = r.state_rfd = -1;
+    r.state = INCMIG_DST_HELLO;
     pthread_mutex_init(&r.slock, NULL);
-    for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++)
-        r.d[i].disk.fd = r.d[i].disk.dfd = -1;
-    if (!o->image || !o->nbd_uri) {
-        ERR("the receiver needs a destination image and an NBD address");
-        return INCMIG_EINVAL;
+    pthread_mutex_init(&r.rlock, NULL);
+    rc = incmig__volume_check_opts(o);
+    if (rc)
+        goto out;
+    r.kind = incmig__target_find(o->target);
+    if (!r.kind) {
+        rc = INCMIG_EINVAL;
+        goto out;
     }
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
     r.zbuf = malloc(INCMIG_BLOCKS_MAX);
     r.ebuf = malloc(INCMIG_REC_MAX);
     if (!r.zbuf || !r.ebuf) {
@@ -689,7 +1041,7 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
         INFO("waiting for the source on %s", o->listen);
         do
             rc = incmig__tcp_accept(r.lfd, 1, &fd);
-        while (rc == INCMIG_ECANCEL && !stop_requested);
+        while (rc == INCMIG_ECANCEL && !incmig__stop_requested);
         if (rc)
             goto out;
         in_fd = out_fd = fd;
@@ -699,23 +1051,20 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
         if (rc)
             goto out;
     }
+    pthread_mutex_lock(&r.slock);
+    r.link_ok = true;
+    pthread_mutex_unlock(&r.slock);
     rc = open_stream(&r, in_fd, out_fd);
     if (rc)
-        goto out;
-    r.link_ok = true;
-    rc = hello(&r, false);
-    if (!rc)
-        rc = recv_disks(&r);
-    if (rc)
         goto failed_discard;
-    r.state = R_PUSH;
-    while (r.state != R_DONE && !stop_requested) {
+
+    while (r.state != INCMIG_DST_DONE && !incmig__stop_requested) {
         rc = incmig__stream_recv(&r.st, &rec);
         if (!rc)
-            rc = on_record(&r, &rec);
+            rc = dispatch(&r, &rec);
         if (!rc)
             continue;
-        if (r.state != R_PULL)
+        if (r.state != INCMIG_DST_PULL)
             goto failed_discard;
         if (rc != INCMIG_ELINK)
             goto out;
@@ -723,25 +1072,26 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
         if (rc)
             goto out;
     }
-    if (stop_requested && r.state != R_DONE) {
+    if (incmig__stop_requested && r.state != INCMIG_DST_DONE) {
         rc = INCMIG_ECANCEL;
-        if (r.state != R_PULL)
+        if (r.state < INCMIG_DST_PULL)
             goto failed_discard;
         goto out;
     }
-    INFO("migration complete; serving the guest until %s",
-         o->exit_when_done ? "its last client disconnects" : "stopped");
+    INFO("migration complete; %s", o->exit_when_done
+         ? "serving the domain until it is done with this receiver"
+         : "serving the domain until stopped");
     pthread_mutex_lock(&r.slock);
     r.link_ok = false;
     if (r.st_open)
         incmig__stream_dispose(&r.st);
     r.st_open = false;
     pthread_mutex_unlock(&r.slock);
-    /* keep serving the guest: this process is its disk now */
+    /* keep serving the domain: this process is its disk now */
     double idle_since = incmig__now();
-    while (!stop_requested) {
+    while (!incmig__stop_requested) {
         usleep(100 * 1000);
-        if (incmig__nbd_clients(r.nbd) > 0)
+        if (r.t->ops->in_use(r.t) > 0)
             idle_since = incmig__now();
         else if (o->exit_when_done && incmig__now() - idle_since > 1.0)
             break;
@@ -757,14 +1107,16 @@ failed_discard:
     for (int i = 0; i < r.nd; i++)
         if (r.d[i].q)
             incmig__aioq_drain(r.d[i].q);
-    discard(&r);
+    discard = true;
 out:
+    finish_restore(&r);
     for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++)
         if (r.d[i].gate)
             incmig__gate_abort(r.d[i].gate);
-    if (r.nbd)
-        incmig__nbd_free(r.nbd);
+    if (r.t)
+        r.t->ops->stop(r.t);
     pthread_mutex_lock(&r.slock);
+    r.link_ok = false;
     if (r.st_open)
         incmig__stream_dispose(&r.st);
     r.st_open = false;
@@ -776,8 +1128,14 @@ out:
         if (d->q)
             incmig__aioq_free(d->q);
         incmig__bitmap_dispose(&d->final);
-        incmig__disk_close(&d->disk);
     }
+    if (r.t) {
+        if (discard)
+            r.t->ops->abort(r.t);
+        r.t->ops->close(r.t);
+    }
+    if (r.state_rfd >= 0)
+        close(r.state_rfd);
     if (r.lfd >= 0) {
         close(r.lfd);
         if (!o->listen && o->rendezvous)
@@ -785,6 +1143,7 @@ out:
     }
     free(r.zbuf);
     free(r.ebuf);
+    pthread_mutex_destroy(&r.rlock);
     pthread_mutex_destroy(&r.slock);
     return rc;
 }

@@ -330,7 +330,9 @@ static int play_receiver(const char *mode, const char *port)
         goto drain;
     }
     h.role = 1;
-    h.caps = 0;
+    /* what the real receiver answers: the source's capabilities that it
+     * also has (the state stream, compression, resume) */
+    h.caps &= INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME | INCMIG_CAP_STATE;
     int len = incmig__enc_hello(&h, ebuf);
     if (len < 0)
         abort();

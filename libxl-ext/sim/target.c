@@ -1,0 +1,219 @@
+/* sim/target.c: the simulated target, the destination's backend for a
+ * simulated domain (the counterpart of sim/domain.c).
+ *
+ * Entry point: incmig__sim_target_open, an entry of the table of targets
+ * (volume.c); everything else is reached through its ops (incmig-internal.h,
+ * "target backend").
+ *
+ *   op          what the simulated target does
+ *   open        every disk needs an NBD URI (--disk NAME=PATH,nbd=URI)
+ *   prepare(i)  creates disk i's volume file (incmig__volume_create)
+ *   stage(i)    binds the NBD export of disk i's gate on its URI: the
+ *               guest's connection waits in the backlog until GO
+ *   restore     incmig__simstate_restore: reads the state stream to EOF
+ *               and proves it intact
+ *   unpause     starts serving every export (the guest reconnects here)
+ *   disk_done   flushes the volume (the guest keeps using the export:
+ *               this process stays its disk)
+ *   in_use      NBD clients connected, all disks
+ *   stop        frees the exports (their sockets go)
+ *   abort       removes the volumes this migration created
+ *   close       closes the volumes
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "incmig-internal.h"
+
+/* NBD workers per export: requests for missing blocks hold a worker while
+ * they wait, and those for present blocks must still find one free (as
+ * many as one client may have in flight). */
+#define GATE_WORKERS 64
+
+struct sim_target {
+    struct incmig__target t;
+    struct incmig__volume vol[INCMIG_MAX_DISKS];
+    struct incmig__nbd_server *nbd[INCMIG_MAX_DISKS];
+    struct incmig__simstate_info info;
+};
+
+static struct sim_target *sim(struct incmig__target *t)
+{
+    return (struct sim_target *)t;
+}
+
+static int sim_prepare(struct incmig__target *t, int i,
+                       struct incmig__disk **disk_r)
+{
+    struct sim_target *s = sim(t);
+    const struct incmig__target_disk *td = &t->disks[i];
+    char msg[INCMIG_MSG_MAX];
+    int rc;
+
+    rc = incmig__volume_create(&s->vol[i], td->path, td->size, msg,
+                               sizeof msg);
+    if (rc)
+        return incmig__target_fail(t, rc, "disk %s: %s", td->name, msg);
+    *disk_r = &s->vol[i].disk;
+    return 0;
+}
+
+static int sim_stage(struct incmig__target *t, int i, struct incmig__gate *g)
+{
+    struct sim_target *s = sim(t);
+    const struct incmig__target_disk *td = &t->disks[i];
+    int rc;
+
+    rc = incmig__nbd_new(&s->nbd[i], td->nbd_uri, td->size,
+                         &incmig__gate_nbd_ops, g, GATE_WORKERS);
+    if (rc)
+        return incmig__target_fail(t, rc, "cannot stage the destination "
+                                   "export of disk %s on %s: %s", td->name,
+                                   td->nbd_uri, incmig_strerror(rc));
+    return 0;
+}
+
+static int sim_restore(struct incmig__target *t, int fd)
+{
+    struct sim_target *s = sim(t);
+    int rc;
+
+    rc = incmig__simstate_restore(fd, &s->info);
+    if (rc)
+        return incmig__target_fail(t, rc, "the state of domain %s is not "
+                                   "intact (%s): not restored", t->domain,
+                                   incmig_strerror(rc));
+    DBG("domain %s: state restored, %" PRIu64 " bytes, %" PRIu64 " pages",
+        t->domain, s->info.bytes, s->info.pages);
+    return 0;
+}
+
+static int sim_unpause(struct incmig__target *t)
+{
+    struct sim_target *s = sim(t);
+    int rc;
+
+    for (int i = 0; i < t->ndisks; i++) {
+        rc = incmig__nbd_start(s->nbd[i]);
+        if (rc)
+            return incmig__target_fail(t, rc, "cannot serve disk %s on %s",
+                                       t->disks[i].name,
+                                       t->disks[i].nbd_uri);
+    }
+    return 0;
+}
+
+static int sim_disk_done(struct incmig__target *t, int i)
+{
+    struct sim_target *s = sim(t);
+    int rc = incmig__disk_flush(&s->vol[i].disk);
+
+    if (rc)
+        return incmig__target_fail(t, rc, "disk %s: cannot flush %s",
+                                   t->disks[i].name, t->disks[i].path);
+    return 0;
+}
+
+static int sim_in_use(struct incmig__target *t)
+{
+    struct sim_target *s = sim(t);
+    int n = 0;
+
+    for (int i = 0; i < t->ndisks; i++)
+        if (s->nbd[i])
+            n += incmig__nbd_clients(s->nbd[i]);
+    return n;
+}
+
+static void sim_stop(struct incmig__target *t)
+{
+    struct sim_target *s = sim(t);
+
+    for (int i = 0; i < t->ndisks; i++) {
+        if (s->nbd[i])
+            incmig__nbd_free(s->nbd[i]);
+        s->nbd[i] = NULL;
+    }
+}
+
+static void sim_abort(struct incmig__target *t)
+{
+    struct sim_target *s = sim(t);
+
+    sim_stop(t);
+    for (int i = 0; i < t->ndisks; i++)
+        incmig__volume_close(&s->vol[i], true);
+}
+
+static void sim_close(struct incmig__target *t)
+{
+    struct sim_target *s = sim(t);
+
+    if (!t)
+        return;
+    sim_stop(t);
+    for (int i = 0; i < t->ndisks; i++)
+        incmig__volume_close(&s->vol[i], false);
+    free(s);
+}
+
+static const struct incmig__target_ops sim_ops = {
+    .prepare = sim_prepare,
+    .stage = sim_stage,
+    .restore = sim_restore,
+    .unpause = sim_unpause,
+    .disk_done = sim_disk_done,
+    .in_use = sim_in_use,
+    .stop = sim_stop,
+    .abort = sim_abort,
+    .close = sim_close,
+};
+
+int incmig__sim_target_open(struct incmig__target **t_r, const char *domain,
+                            int ndisks, const struct incmig__target_disk *disks,
+                            int *bad_r, char *msg, size_t cap)
+{
+    struct sim_target *s;
+
+    *t_r = NULL;
+    *bad_r = 0;
+    if (ndisks < 1 || ndisks > (int)INCMIG_MAX_DISKS) {
+        snprintf(msg, cap, "domain %s: %d disks", domain, ndisks);
+        return INCMIG_EINVAL;
+    }
+    for (int i = 0; i < ndisks; i++) {
+        *bad_r = i;
+        if (!disks[i].nbd_uri[0]) {
+            snprintf(msg, cap, "disk %s: the simulated target serves each "
+                     "disk over NBD and this one has no address (--disk "
+                     "%s=PATH,nbd=URI): refused, nothing created",
+                     disks[i].name, disks[i].name);
+            return INCMIG_EINVAL;
+        }
+        for (int j = 0; j < i; j++)
+            if (!strcmp(disks[j].nbd_uri, disks[i].nbd_uri)) {
+                snprintf(msg, cap, "disks %s and %s are both mapped to the "
+                         "NBD address %s", disks[j].name, disks[i].name,
+                         disks[i].nbd_uri);
+                return INCMIG_EINVAL;
+            }
+    }
+    *bad_r = -1;
+    s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(msg, cap, "out of memory");
+        return INCMIG_ENOMEM;
+    }
+    s->t.ops = &sim_ops;
+    snprintf(s->t.domain, sizeof s->t.domain, "%s", domain);
+    s->t.ndisks = ndisks;
+    for (int i = 0; i < ndisks; i++) {
+        s->t.disks[i] = disks[i];
+        incmig__volume_init(&s->vol[i]);
+    }
+    *t_r = &s->t;
+    return 0;
+}
