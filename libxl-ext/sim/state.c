@@ -5,7 +5,8 @@
  * the last pages and the CPU state) that incmig carries in XEN_STREAM
  * records.  The simulated domain has the same: `npages` pages of
  * "memory" that the guest's writes dirty (serve.c touches one page per
- * write), and a small "CPU state" (a write counter).  incmig__simstate_save
+ * write, within a working set of 1/16 of the pages, spread over all of
+ * them), and a small "CPU state" (a write counter).  incmig__simstate_save
  * writes its stream the way libxl does (pre-copy rounds while the domain
  * runs, then pause, then the rest); incmig__simstate_restore, on the
  * destination, reads it back and proves it intact, so the state channel
@@ -95,7 +96,10 @@ void incmig__simmem_touch(struct incmig__simmem *m, uint64_t key)
     if (!m->pages)
         return;
     pthread_mutex_lock(&m->lock);
-    uint64_t pg = key % m->npages;
+    /* Writes dirty a working set of 1/16 of memory, as a guest's busy
+     * pages are a small part of its memory: pre-copy converges to it. */
+    uint64_t hot = m->npages >= 16 ? m->npages / 16 : m->npages;
+    uint64_t pg = key % hot * (m->npages / hot);
     uint8_t *p = m->pages + pg * INCMIG_SIMSTATE_PAGE;
     m->cpu++;
     put64(p + 8 + (m->cpu % 500) * 8, m->cpu ^ key);
