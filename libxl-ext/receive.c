@@ -69,6 +69,8 @@ struct rdisk {
     uint64_t bm_next;              /* next bit of it expected */
     struct incmig__gate *gate;
     struct incmig__aioq *q;
+    struct { uint64_t off, len; } fl[RECV_QD];   /* writes in flight, by
+                                                  * tag; len 0: free */
     bool done;                     /* disk_done called */
     uint64_t push_blocks, stopcopy_blocks, pull_blocks;
 };
@@ -364,11 +366,18 @@ static int on_disk(struct recv *r, const struct incmig__rec *rec)
 
 /* ---- data ----------------------------------------------------------------- */
 
+/* Wait for every queued write of d (ends every overlap). */
+static int drain_disk(struct rdisk *d)
+{
+    memset(d->fl, 0, sizeof d->fl);
+    return incmig__aioq_drain(d->q);
+}
+
 static int drain(struct recv *r)
 {
     int rc = 0;
     for (int i = 0; i < r->nd && !rc; i++) {
-        rc = incmig__aioq_drain(r->d[i].q);
+        rc = drain_disk(&r->d[i]);
         if (rc)
             return send_error(r, rc, "writing the destination volume %s "
                               "failed: %s", r->d[i].disk->path,
@@ -377,22 +386,33 @@ static int drain(struct recv *r)
     return rc;
 }
 
+/* Blocks go to the volume through libaio, RECV_QD writes in flight.  Two
+ * writes of the same block are never in flight together: the source may
+ * send a block again before the next ROUND (it pushes dirty blocks
+ * between chunks of the state stream), and the later copy must land last. */
 static int write_push(struct recv *r, struct rdisk *d, uint64_t first,
                       uint32_t n, const uint8_t *data)
 {
     uint64_t off = first * d->bs;
     size_t len = (size_t)n * d->bs;
     uint8_t *buf;
-    int rc;
+    int rc, slot = -1;
 
-    if (!data) {
-        /* zeroes: order it after queued writes of the same blocks */
-        rc = incmig__aioq_drain(d->q);
-        if (!rc)
-            rc = incmig__disk_punch(d->disk, off,
-                                    off + len > d->disk->size
-                                        ? d->disk->size - off : len);
-        goto out;
+    bool overlap = false;
+    for (int i = 0; i < RECV_QD; i++)
+        if (d->fl[i].len && off < d->fl[i].off + d->fl[i].len &&
+            d->fl[i].off < off + len)
+            overlap = true;
+    if (!data || overlap) {
+        rc = drain_disk(d);
+        if (rc || !data) {
+            /* zeroes: ordered after the queued writes of the same blocks */
+            if (!rc)
+                rc = incmig__disk_punch(d->disk, off,
+                                        off + len > d->disk->size
+                                            ? d->disk->size - off : len);
+            goto out;
+        }
     }
     while (incmig__aioq_inflight(d->q) >= RECV_QD) {
         uint64_t tag, o2;
@@ -403,19 +423,32 @@ static int write_push(struct recv *r, struct rdisk *d, uint64_t first,
         if (rc)
             goto out;
         incmig__aioq_put_buf(d->q, b2);
+        if (tag < RECV_QD)
+            d->fl[tag].len = 0;
         if (res) {
             rc = res;
             off = o2;
             goto out;
         }
     }
+    for (int i = 0; i < RECV_QD && slot < 0; i++)
+        if (!d->fl[i].len)
+            slot = i;
+    if (slot < 0) {          /* cannot be: fewer than RECV_QD in flight */
+        rc = drain_disk(d);
+        if (rc)
+            goto out;
+        slot = 0;
+    }
     rc = incmig__aioq_get_buf(d->q, &buf);
     if (rc)
         goto out;
     memcpy(buf, data, len);
-    rc = incmig__aioq_submit(d->q, true, buf, len, off, 0);
+    rc = incmig__aioq_submit(d->q, true, buf, len, off, (uint64_t)slot);
     if (rc)
         incmig__aioq_put_buf(d->q, buf);
+    else
+        d->fl[slot].off = off, d->fl[slot].len = len;
 out:
     if (rc)
         send_error(r, rc, "writing block %" PRIu64 " of the destination "
@@ -1106,7 +1139,7 @@ failed_discard:
         send_error(&r, rc, "receiver failed: %s", incmig_strerror(rc));
     for (int i = 0; i < r.nd; i++)
         if (r.d[i].q)
-            incmig__aioq_drain(r.d[i].q);
+            drain_disk(&r.d[i]);
     discard = true;
 out:
     finish_restore(&r);
