@@ -5,16 +5,17 @@
  *
  *   form                 backend      file
  *   sim:CONTROL_SOCKET   simulated    sim/domain.c (an `xl-incmig serve`)
- *   NAME or domid        Xen          not in this build yet: a clear error
- *
- * A Xen backend (libxl + blkback's write bitmap) is added as one more
- * entry, built when libxen-dev is present.
+ *   NAME or domid        Xen          xen/domain.c (libxl + blkback), built
+ *                                     with libxen-dev; else a clear error
  */
 #include "config.h"
 
 #include <string.h>
 
 #include "incmig-internal.h"
+#ifdef HAVE_XEN
+#include "xen/xen.h"
+#endif
 
 struct backend {
     const char *prefix;        /* "" matches every name */
@@ -22,18 +23,24 @@ struct backend {
     int (*open)(struct incmig__domain **d_r, const char *arg);
 };
 
+#ifndef HAVE_XEN
 static int xen_missing(struct incmig__domain **d_r, const char *name)
 {
     (void)d_r;
-    ERR("domain '%s': Xen domains are not supported by this build yet; "
-        "use sim:CONTROL_SOCKET for a guest served by `xl-incmig serve`",
-        name);
+    ERR("domain '%s': this xl-incmig was built without Xen (libxen-dev); "
+        "only sim:CONTROL_SOCKET (a guest served by `xl-incmig serve`) can "
+        "be migrated", name);
     return INCMIG_ENOTSUP;
 }
+#endif
 
 static const struct backend backends[] = {
     { "sim:", "simulated domain", incmig__sim_domain_open },
+#ifdef HAVE_XEN
+    { "", "Xen domain", incmig__xen_domain_open },
+#else
     { "", "Xen domain", xen_missing },
+#endif
 };
 
 int incmig__domain_open(const char *spec, struct incmig__domain **d_r)

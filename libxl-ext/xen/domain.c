@@ -1,0 +1,449 @@
+/* xen/domain.c: the Xen domain backend on the source (libxl + blkback).
+ *
+ * A running domain is found by name or id; its configuration comes from
+ * libxl_retrieve_domain_configuration.  Every disk served by blkback (phy:
+ * block devices, and files through loop) is migrated: blkback's write
+ * bitmap is switched on (tracker-blkback.c) and PUSH reads the backing
+ * file or device directly (O_DIRECT).  A disk blkback does not serve
+ * (qdisk: QEMU writes it, blkback never sees those writes) is refused up
+ * front, naming the disk; CD-ROMs are left alone.
+ *
+ * The state stream (suspend) is what the destination's Xen target reads
+ * (xen/target.c, and the spec's "Xen state stream"):
+ *   "INCMIGXC"  u32 version (1)  u32 N  N bytes: the domain configuration
+ *   as JSON (libxl_domain_config_to_json, as xl sends it), then libxl's
+ *   migration stream v2 exactly as libxl_domain_suspend(LIVE) writes it.
+ * libxl_domain_suspend runs the memory pre-copy and the pause in one
+ * blocking call and has no public hook between "paused" and its last
+ * memory round, so the moment of the pause is observed from the side: a
+ * watcher thread polls the domain's state while suspend runs, and the
+ * disk stop-and-copy (drain blkback, final bitmaps) runs right after
+ * suspend returns, the domain then suspended with its backends attached.
+ *
+ * Point of no return as xl does it: the domain is renamed NAME--migratedaway
+ * (commit); release destroys it.  Before that, resume =
+ * libxl_domain_resume(suspend_cancel=1), with tracking still on and the
+ * disks untouched.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libxl.h>
+#include <libxl_utils.h>
+#include <xentoollog.h>
+
+#include "../tracker-blkback.h"
+#include "xen.h"
+
+#define XEN_STATE_MAGIC "INCMIGXC"
+#define DRAIN_TIMEOUT_S 30.0
+#define WATCH_PERIOD_US 2000
+
+struct xen_domain {
+    struct incmig__domain d;
+    xentoollog_logger_stdiostream *lg;
+    libxl_ctx *ctx;
+    uint32_t domid;
+    char xname[INCMIG_NAME_MAX + 1];    /* the domain's name in Xen */
+    libxl_domain_config cfg;
+    bool cfg_ok;
+    struct incmig__tracker *trk[INCMIG_MAX_DISKS];
+    bool suspended, committed;
+};
+
+static const struct incmig__domain_ops xen_ops;
+
+/* One libxl context and its logger (libxl's own messages at warnings). */
+static int ctx_open(libxl_ctx **ctx_r, xentoollog_logger_stdiostream **lg_r,
+                    const char *what)
+{
+    /* Without Xen, libxl's own complaints would bury the one that helps. */
+    bool xen = access("/proc/xen/capabilities", R_OK) == 0;
+    *lg_r = xtl_createlogger_stdiostream(stderr,
+                                         incmig__verbosity > 1 ? XTL_DEBUG
+                                         : xen ? XTL_WARN : XTL_CRITICAL, 0);
+    if (!*lg_r)
+        return INCMIG_ENOMEM;
+    if (!xen || libxl_ctx_alloc(ctx_r, LIBXL_VERSION, 0,
+                                (xentoollog_logger *)*lg_r)) {
+        ERR("domain '%s': Xen domains are not supported on this machine: "
+            "libxl cannot reach Xen (not dom0 of a running Xen host, or "
+            "xencommons stopped); only sim:CONTROL_SOCKET domains (served "
+            "by `xl-incmig serve`) can be migrated here", what);
+        xtl_logger_destroy((xentoollog_logger *)*lg_r);
+        *lg_r = NULL;
+        return INCMIG_ENOTSUP;
+    }
+    return 0;
+}
+
+static void ctx_close(libxl_ctx *ctx, xentoollog_logger_stdiostream *lg)
+{
+    if (ctx)
+        libxl_ctx_free(ctx);
+    if (lg)
+        xtl_logger_destroy((xentoollog_logger *)lg);
+}
+
+/* ---- disks ----------------------------------------------------------------- */
+
+static int add_disk(struct xen_domain *x, libxl_device_disk *dk)
+{
+    struct incmig__dom_disk *dd = &x->d.disks[x->d.ndisks];
+    struct incmig__disk probe = { .fd = -1, .dfd = -1 };
+    libxl_diskinfo info;
+    int rc;
+
+    if (x->d.ndisks >= (int)INCMIG_MAX_DISKS) {
+        ERR("domain %s: more than %u disks", x->xname, INCMIG_MAX_DISKS);
+        return INCMIG_ENOTSUP;
+    }
+    if (dk->backend != LIBXL_DISK_BACKEND_PHY) {
+        ERR("domain %s: disk %s (%s) is served by %s, not blkback: incmig "
+            "cannot track its writes; give it a phy: backend, or put it on "
+            "shared storage", x->xname, dk->vdev,
+            dk->pdev_path ? dk->pdev_path : "?",
+            libxl_disk_backend_to_string(dk->backend));
+        return INCMIG_ENOTSUP;
+    }
+    if (dk->format != LIBXL_DISK_FORMAT_RAW &&
+        dk->format != LIBXL_DISK_FORMAT_EMPTY) {
+        ERR("domain %s: disk %s is %s, not raw", x->xname, dk->vdev,
+            libxl_disk_format_to_string(dk->format));
+        return INCMIG_ENOTSUP;
+    }
+    if (!dk->pdev_path || dk->pdev_path[0] != '/') {
+        ERR("domain %s: disk %s has no local path (%s): network disks are "
+            "not migrated by incmig", x->xname, dk->vdev,
+            dk->pdev_path ? dk->pdev_path : "none");
+        return INCMIG_ENOTSUP;
+    }
+    if (strlen(dk->vdev) >= sizeof dd->name ||
+        strlen(dk->pdev_path) >= sizeof dd->path) {
+        ERR("domain %s: disk name or path too long", x->xname);
+        return INCMIG_EINVAL;
+    }
+    libxl_diskinfo_init(&info);
+    if (libxl_device_disk_getinfo(x->ctx, x->domid, dk, &info)) {
+        ERR("domain %s: no backend information for disk %s", x->xname,
+            dk->vdev);
+        libxl_diskinfo_dispose(&info);
+        return INCMIG_EIO;
+    }
+    uint32_t devid = (uint32_t)info.devid;
+    libxl_diskinfo_dispose(&info);
+
+    rc = incmig__disk_open(&probe, dk->pdev_path, 0, 0);
+    if (rc) {
+        ERR("domain %s: cannot open disk %s's volume %s", x->xname, dk->vdev,
+            dk->pdev_path);
+        return rc;
+    }
+    snprintf(dd->name, sizeof dd->name, "%s", dk->vdev);
+    snprintf(dd->path, sizeof dd->path, "%s", dk->pdev_path);
+    dd->size = probe.size;
+    dd->block_size = INCMIG_BS_DEFAULT;
+    incmig__disk_close(&probe);
+
+    struct incmig__blkback_opts bo = { .timeout_s = 10 };
+    rc = incmig__blkback_tracker_open(&x->trk[x->d.ndisks], x->domid, devid,
+                                      dd->block_size, &bo);
+    if (rc) {
+        ERR("domain %s: cannot track writes to disk %s (vbd %u/%u)",
+            x->xname, dk->vdev, x->domid, devid);
+        return rc;
+    }
+    INFO("disk %s: %s, %" PRIu64 " bytes, blkback tracking on (vbd %u/%u)",
+         dd->name, dd->path, dd->size, x->domid, devid);
+    x->d.ndisks++;
+    return 0;
+}
+
+/* ---- the state stream -------------------------------------------------------- */
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            LOGE("writing the domain's state stream");
+            return INCMIG_ELINK;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
+}
+
+static int write_config(struct xen_domain *x, int fd)
+{
+    char *js = libxl_domain_config_to_json(x->ctx, &x->cfg);
+    uint8_t hdr[16];
+    int rc;
+
+    if (!js) {
+        ERR("domain %s: cannot write its configuration as JSON", x->xname);
+        return INCMIG_EIO;
+    }
+    size_t n = strlen(js);
+    if (n == 0 || n > INCMIG_XEN_CONFIG_MAX) {
+        ERR("domain %s: configuration of %zu bytes (at most %u)", x->xname, n,
+            INCMIG_XEN_CONFIG_MAX);
+        free(js);
+        return INCMIG_EINVAL;
+    }
+    memcpy(hdr, XEN_STATE_MAGIC, 8);
+    put32(hdr + 8, INCMIG_XEN_STATE_VERSION);
+    put32(hdr + 12, (uint32_t)n);
+    rc = write_all(fd, hdr, sizeof hdr);
+    if (!rc)
+        rc = write_all(fd, js, n);
+    free(js);
+    return rc;
+}
+
+/* The pause, seen from the side: libxl_domain_suspend gives no callback. */
+struct watcher {
+    uint32_t domid;
+    volatile int stop;
+    double t_paused;
+    pthread_t th;
+};
+
+static void *watch_main(void *opaque)
+{
+    struct watcher *w = opaque;
+    xentoollog_logger_stdiostream *lg;
+    libxl_ctx *ctx;
+
+    if (ctx_open(&ctx, &lg, "watcher"))
+        return NULL;
+    while (!w->stop) {
+        libxl_dominfo info;
+        libxl_dominfo_init(&info);
+        if (libxl_domain_info(ctx, &info, w->domid) == 0 &&
+            (info.paused || (info.shutdown &&
+                             info.shutdown_reason == LIBXL_SHUTDOWN_REASON_SUSPEND))) {
+            w->t_paused = incmig__now();
+            libxl_dominfo_dispose(&info);
+            break;
+        }
+        libxl_dominfo_dispose(&info);
+        usleep(WATCH_PERIOD_US);
+    }
+    ctx_close(ctx, lg);
+    return NULL;
+}
+
+static int xen_suspend(struct incmig__domain *d, int state_fd,
+                       double *t_paused_r)
+{
+    struct xen_domain *x = (struct xen_domain *)d;
+    struct watcher w = { .domid = x->domid };
+    bool watching;
+    int rc;
+
+    rc = write_config(x, state_fd);
+    if (rc)
+        return rc;
+    watching = pthread_create(&w.th, NULL, watch_main, &w) == 0;
+    INFO("domain %s: libxl's memory pre-copy, then the pause", x->xname);
+    int r = libxl_domain_suspend(x->ctx, x->domid, state_fd,
+                                 LIBXL_SUSPEND_LIVE, NULL);
+    double t_end = incmig__now();
+    if (watching) {
+        w.stop = 1;
+        pthread_join(w.th, NULL);
+    }
+    if (r) {
+        ERR("domain %s: libxl_domain_suspend failed (%d)", x->xname, r);
+        /* it may have got as far as suspending the domain */
+        x->suspended = true;
+        return INCMIG_EIO;
+    }
+    x->suspended = true;
+    *t_paused_r = w.t_paused > 0 ? w.t_paused : t_end;
+    for (int i = 0; i < x->d.ndisks && !rc; i++) {
+        rc = incmig__blkback_drain_wait(x->trk[i], DRAIN_TIMEOUT_S);
+        if (rc)
+            ERR("domain %s: disk %s still has requests in flight after %.0f s",
+                x->xname, x->d.disks[i].name, DRAIN_TIMEOUT_S);
+    }
+    if (!rc)
+        INFO("domain %s suspended %.1f ms after libxl paused it; blkback "
+             "drained", x->xname, (incmig__now() - *t_paused_r) * 1000);
+    return rc;
+}
+
+/* ---- the other operations ------------------------------------------------------ */
+
+static int xen_get_and_clear(struct incmig__domain *d, int disk,
+                             struct incmig__bitmap *out)
+{
+    struct xen_domain *x = (struct xen_domain *)d;
+    if (disk < 0 || disk >= x->d.ndisks)
+        return INCMIG_EINVAL;
+    return x->trk[disk]->ops->get_and_clear(x->trk[disk], out);
+}
+
+static int xen_resume(struct incmig__domain *d)
+{
+    struct xen_domain *x = (struct xen_domain *)d;
+    libxl_dominfo info;
+    bool stopped = false;
+
+    if (x->committed) {
+        ERR("domain %s is past the point of no return", x->xname);
+        return INCMIG_EINVAL;
+    }
+    libxl_dominfo_init(&info);
+    if (libxl_domain_info(x->ctx, &info, x->domid) == 0)
+        stopped = info.shutdown &&
+                  info.shutdown_reason == LIBXL_SHUTDOWN_REASON_SUSPEND;
+    libxl_dominfo_dispose(&info);
+    if (!stopped) {
+        x->suspended = false;
+        return 0;
+    }
+    if (libxl_domain_resume(x->ctx, x->domid, 1, NULL)) {
+        ERR("domain %s: libxl_domain_resume failed: the domain is suspended "
+            "on this host; try `xl migrate`'s recovery: xl destroy is NOT "
+            "needed, check `xl list` first", x->xname);
+        return INCMIG_EIO;
+    }
+    x->suspended = false;
+    INFO("domain %s resumed on the source", x->xname);
+    return 0;
+}
+
+static int xen_commit(struct incmig__domain *d)
+{
+    struct xen_domain *x = (struct xen_domain *)d;
+    char away[INCMIG_NAME_MAX + 32];
+
+    snprintf(away, sizeof away, "%s--migratedaway", x->xname);
+    if (libxl_domain_rename(x->ctx, x->domid, x->xname, away)) {
+        ERR("domain %s: cannot rename it to %s", x->xname, away);
+        return INCMIG_EIO;
+    }
+    x->committed = true;
+    return 0;
+}
+
+static int xen_release(struct incmig__domain *d)
+{
+    struct xen_domain *x = (struct xen_domain *)d;
+    for (int i = 0; i < x->d.ndisks; i++)
+        if (x->trk[i]) {
+            incmig__blkback_disable(x->trk[i]);
+            x->trk[i]->ops->dispose(x->trk[i]);
+            x->trk[i] = NULL;
+        }
+    if (libxl_domain_destroy(x->ctx, x->domid, NULL)) {
+        ERR("domain %s--migratedaway (id %u) could not be destroyed; its "
+            "disks are no longer needed: `xl destroy %u`", x->xname,
+            x->domid, x->domid);
+        return INCMIG_EIO;
+    }
+    INFO("domain %s--migratedaway destroyed: the destination owns it",
+         x->xname);
+    return 0;
+}
+
+static void xen_close(struct incmig__domain *d)
+{
+    struct xen_domain *x = (struct xen_domain *)d;
+    /* Tracking stays on through a resume after a failure, and ends here. */
+    for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++)
+        if (x->trk[i]) {
+            incmig__blkback_disable(x->trk[i]);
+            x->trk[i]->ops->dispose(x->trk[i]);
+        }
+    if (x->cfg_ok)
+        libxl_domain_config_dispose(&x->cfg);
+    ctx_close(x->ctx, x->lg);
+    free(x);
+}
+
+static const struct incmig__domain_ops xen_ops = {
+    .get_and_clear = xen_get_and_clear,
+    .suspend = xen_suspend,
+    .resume = xen_resume,
+    .commit = xen_commit,
+    .release = xen_release,
+    .close = xen_close,
+};
+
+int incmig__xen_domain_open(struct incmig__domain **d_r, const char *spec)
+{
+    struct xen_domain *x = calloc(1, sizeof *x);
+    char *end;
+    int rc;
+
+    if (!x)
+        return INCMIG_ENOMEM;
+    x->d.ops = &xen_ops;
+    rc = ctx_open(&x->ctx, &x->lg, spec);
+    if (rc)
+        goto out;
+    unsigned long id = strtoul(spec, &end, 10);
+    if (*spec && !*end && id < UINT32_MAX) {
+        x->domid = (uint32_t)id;
+        char *n = libxl_domid_to_name(x->ctx, x->domid);
+        if (!n) {
+            ERR("no domain with id %lu", id);
+            rc = INCMIG_EINVAL;
+            goto out;
+        }
+        snprintf(x->xname, sizeof x->xname, "%s", n);
+        free(n);
+    } else if (libxl_name_to_domid(x->ctx, spec, &x->domid)) {
+        ERR("no domain named '%s' (see `xl list`)", spec);
+        rc = INCMIG_EINVAL;
+        goto out;
+    } else {
+        snprintf(x->xname, sizeof x->xname, "%s", spec);
+    }
+    if (x->domid == 0) {
+        ERR("domain 0 cannot be migrated");
+        rc = INCMIG_EINVAL;
+        goto out;
+    }
+    snprintf(x->d.name, sizeof x->d.name, "%s", x->xname);
+    libxl_domain_config_init(&x->cfg);
+    x->cfg_ok = true;
+    if (libxl_retrieve_domain_configuration(x->ctx, x->domid, &x->cfg, NULL)) {
+        ERR("domain %s: cannot read its configuration from libxl", x->xname);
+        rc = INCMIG_EIO;
+        goto out;
+    }
+    for (int i = 0; i < x->cfg.num_disks && !rc; i++) {
+        libxl_device_disk *dk = &x->cfg.disks[i];
+        if (dk->is_cdrom)
+            continue;
+        rc = add_disk(x, dk);
+    }
+    if (rc)
+        goto out;
+    *d_r = &x->d;
+    x = NULL;
+out:
+    if (x)
+        xen_close(&x->d);
+    return rc;
+}
