@@ -106,28 +106,40 @@ struct recv {
     pthread_mutex_t rlock;
     bool restore_done;         /* under rlock */
     int restore_rc;            /* under rlock */
-    double restore_s;          /* under rlock */
+    double restore_s;          /* under rlock: end of the state stream
+                                * to the end of restore */
+    double t_state_end;        /* under rlock; set before the pipe's EOF */
     uint64_t state_bytes;
 };
 
-static int send_error(struct recv *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int send_error(struct recv *r, int code, const char *fmt, ...)
+/* ERROR to the source (once: then say nothing more), not logged again. */
+static int send_msg(struct recv *r, int code, const char *msg)
 {
     struct incmig__error_rec e = { .code = code };
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e.msg, sizeof e.msg, fmt, ap);
-    va_end(ap);
-    ERR("%s", e.msg);
+    uint8_t buf[INCMIG_MSG_MAX + 64];
+
     if (r->error_sent)
         return code;
     r->error_sent = true;
-    uint8_t buf[INCMIG_MSG_MAX + 64];
+    snprintf(e.msg, sizeof e.msg, "%s", msg);
     int len = incmig__enc_error(&e, buf);
     if (r->st_open && len >= 0)
         incmig__stream_send(&r->st, INCMIG_REC_ERROR, buf, (uint32_t)len);
     return code;
+}
+
+/* Log a failure and send it to the source. */
+static int send_error(struct recv *r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int send_error(struct recv *r, int code, const char *fmt, ...)
+{
+    char msg[INCMIG_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ERR("%s", msg);
+    return send_msg(r, code, msg);
 }
 
 /* Gate callback, on NBD worker threads: ask the source for blocks. */
@@ -155,12 +167,11 @@ static int request_blocks(void *opaque, uint32_t disk, uint64_t first,
 static void *restore_main(void *opaque)
 {
     struct recv *r = opaque;
-    double t0 = incmig__now();
     char buf[65536];
     ssize_t n;
 
     int rc = r->t->ops->restore(r->t, r->state_rfd);
-    double s = incmig__now() - t0;
+    double now = incmig__now();
     /* Read what is left, so that feeding the pipe never blocks on a
      * restore that stopped reading (a failure is reported at the next
      * XEN_STREAM record, or at READY). */
@@ -169,7 +180,7 @@ static void *restore_main(void *opaque)
         ;
     pthread_mutex_lock(&r->rlock);
     r->restore_rc = rc;
-    r->restore_s = s;
+    r->restore_s = r->t_state_end > 0 ? now - r->t_state_end : 0;
     r->restore_done = true;
     pthread_mutex_unlock(&r->rlock);
     return NULL;
@@ -282,9 +293,11 @@ static int send_ack(struct recv *r, int index, int status, const char *msg)
 
 /* Disk `bad` is refused: acks in order up to it (those before it were
  * fine), its own saying why; nothing more is sent. */
-static int refuse_disk(struct recv *r, int bad, int rc, const char *msg)
+static int refuse_disk(struct recv *r, int bad, int rc, const char *msg,
+                       bool logged)
 {
-    ERR("%s", msg);
+    if (!logged)
+        ERR("%s", msg);
     for (int i = 0; i < bad; i++)
         send_ack(r, i, 0, "ok");
     send_ack(r, bad, rc, msg);
@@ -303,10 +316,10 @@ static int take_disks(struct recv *r)
     memset(td, 0, sizeof td);
     rc = incmig__volume_map(r->o, r->recs, r->nd, td, &bad, msg, sizeof msg);
     if (rc)
-        return refuse_disk(r, bad, rc, msg);
+        return refuse_disk(r, bad, rc, msg, false);
     rc = r->kind->open(&r->t, r->domain, r->nd, td, &bad, msg, sizeof msg);
     if (rc)
-        return refuse_disk(r, bad < 0 ? 0 : bad, rc, msg);
+        return refuse_disk(r, bad < 0 ? 0 : bad, rc, msg, false);
 
     for (int i = 0; i < r->nd; i++) {
         struct rdisk *d = &r->d[i];
@@ -329,7 +342,7 @@ static int take_disks(struct recv *r)
         if (!rc)
             rc = r->t->ops->stage(r->t, i, d->gate);
         if (rc)
-            return refuse_disk(r, i, rc, r->t->msg);
+            return refuse_disk(r, i, rc, r->t->msg, true);
     }
     if (r->caps & INCMIG_CAP_STATE) {
         rc = start_restore(r);
@@ -521,7 +534,7 @@ static void maybe_complete(struct recv *r)
         }
         if (!d->done) {
             if (r->t->ops->disk_done(r->t, i)) {
-                send_error(r, INCMIG_EIO, "%s", r->t->msg);
+                send_msg(r, INCMIG_EIO, r->t->msg);
                 return;
             }
             d->done = true;
@@ -663,9 +676,12 @@ static int on_state(struct recv *r, const struct incmig__rec *rec)
                           "of the state stream");
     rc = restore_failed(r);
     if (rc)
-        return send_error(r, rc, "%s", r->t->msg);
+        return send_msg(r, rc, r->t->msg);
     if (rec->len == 0) {
         r->state_ended = true;
+        pthread_mutex_lock(&r->rlock);
+        r->t_state_end = incmig__now();
+        pthread_mutex_unlock(&r->rlock);
         if (r->state_wfd >= 0)
             close(r->state_wfd);
         r->state_wfd = -1;
@@ -744,7 +760,7 @@ static int on_ready(struct recv *r, const struct incmig__rec *rec)
     if (r->caps & INCMIG_CAP_STATE) {
         rc = finish_restore(r);
         if (rc)
-            return send_error(r, rc, "%s", r->t->msg);
+            return send_msg(r, rc, r->t->msg);
         INFO("domain %s restored from its state stream (%" PRIu64 " bytes, "
              "%.3f s), paused", r->domain, r->state_bytes, r->restore_s);
     }
@@ -773,7 +789,7 @@ static int on_go(struct recv *r, const struct incmig__rec *rec)
     r->state = INCMIG_DST_PULL;   /* past the point of no return */
     rc = r->t->ops->unpause(r->t);
     if (rc)
-        return send_error(r, rc, "%s", r->t->msg);
+        return send_msg(r, rc, r->t->msg);
     INFO("GO: domain %s runs here (%s%s)", r->domain,
          r->t->disks[0].nbd_uri[0] ? "disk served on " : "disks attached",
          r->t->disks[0].nbd_uri);

@@ -87,7 +87,19 @@ x 2 'need --image PATH and --nbd URI' -- migrate-receive
 x 2 'need --image PATH and --nbd URI' -- migrate-receive --image "$T/r.img"
 x 2 'need --image PATH and --nbd URI' -- migrate-receive --nbd "unix:$T/r.sock"
 x 2 'reconnect'                       -- migrate-receive --image "$T/r.img" --nbd "unix:$T/r.sock" --reconnect 0
-[ -e "$T/r.img" ] || [ -e "$T/r.sock" ] && bad "migrate-receive usage errors created files"
+# the receiver's own disk mapping (issue 9): bad --disk, --force gone, a
+# mapping the library refuses before listening; nothing created
+x 2 'unrecognized option|unknown option' -- migrate-receive --image "$T/r.img" --nbd "unix:$T/r.sock" --force
+x 2 "bad --disk 'xvda'"               -- migrate-receive --disk xvda
+x 2 "bad --disk '=x'"                 -- migrate-receive --disk =x
+x 2 "bad --disk 'a=x,nbd='"           -- migrate-receive --disk a=x,nbd=
+x 2 'one-disk domain'                 -- migrate-receive --disk "a=$T/r.img" --image "$T/r.img" --nbd "unix:$T/r.sock"
+x 1 'disk a is given twice'           -- migrate-receive --disk "a=$T/r.img,nbd=unix:$T/r.sock" --disk "a=$T/r2.img,nbd=unix:$T/r2.sock"
+x 1 'name the same path'              -- migrate-receive --disk "a=$T/r.img,nbd=unix:$T/r.sock" --disk "b=$T/r.img,nbd=unix:$T/r2.sock"
+x 1 "nbd=http://x is not unix:PATH"   -- migrate-receive --disk "a=$T/r.img,nbd=http://x"
+x 1 "root $T/nodir is not a directory" -- migrate-receive --root "$T/nodir" --disk "a=$T/r.img,nbd=unix:$T/r.sock"
+x 1 "unknown target 'xen'"            -- migrate-receive --target xen --image "$T/r.img" --nbd "unix:$T/r.sock"
+[ -e "$T/r.img" ] || [ -e "$T/r.sock" ] || [ -e "$T/r2.img" ] || [ -e "$T/nodir" ] && bad "migrate-receive usage errors created files"
 
 # ---- serve ------------------------------------------------------------------------
 x 2 'need IMAGE and --nbd URI'  -- serve "$T/disk.img"
