@@ -12,8 +12,10 @@
  *   incmig_migrate()  the toolstack on the source: PUSH rounds,
  *                     stop-and-copy, then PULL until the destination
  *                     confirms;
- *   incmig_receive()  the destination: writes the pushed blocks, then
- *                     serves the guest through the PULL gate.
+ *   incmig_receive()  the destination: creates each disk's volume where
+ *                     its own mapping says, writes the pushed blocks,
+ *                     restores the domain through a target backend, then
+ *                     runs it through the PULL gates.
  *
  * Every function returns 0 or a negative INCMIG_E* code.
  */

@@ -42,13 +42,16 @@
  * the guest.  After GO the data is split between the hosts: a lost link
  * stalls the guest's reads of missing blocks and, with --listen or
  * --rendezvous, the receiver accepts the source's reconnection
- * (WAIT_LINK, RESUMING) and tells it what is still missing.
+ * (WAIT_LINK, RESUMING) and tells it what is still missing.  A stop
+ * request (incmig_stop: the library installs no signal handler) fails the
+ * migration before GO; from GO on it takes effect once PULL is complete.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +98,7 @@ struct recv {
     uint8_t *ebuf;             /* record encoding */
     int state;                 /* enum incmig__dst_state */
     bool complete_sent;
+    bool stop_noted;           /* a stop request came during PULL */
     bool error_sent;           /* an ERROR went out: say nothing more */
     double t_go;
 
@@ -999,6 +1003,35 @@ static int open_stream(struct recv *r, int in_fd, int out_fd)
     return rc;
 }
 
+/* The next record from the source.  A stop request (incmig_stop) ends
+ * the wait before GO (INCMIG_ECANCEL: the guest stays on the source);
+ * from GO on the domain's data is split between the hosts, so PULL is
+ * finished first and the stop takes effect after it. */
+static int recv_record(struct recv *r, struct incmig__rec *rec)
+{
+    for (;;) {
+        if (incmig__stop_requested) {
+            if (r->state < INCMIG_DST_PULL) {
+                ERR("stopped before the point of no return: the guest "
+                    "stays on the source");
+                return INCMIG_ECANCEL;
+            }
+            if (!r->stop_noted)
+                ERR("stop requested during PULL: the domain's disks are "
+                    "split between the hosts, so PULL completes first");
+            r->stop_noted = true;
+        }
+        struct pollfd p = { .fd = r->st.rfd, .events = POLLIN };
+        int n = poll(&p, 1, 250);
+        if (n > 0)
+            return incmig__stream_recv(&r->st, rec);
+        if (n < 0 && errno != EINTR) {
+            LOGE("waiting for the source");
+            return INCMIG_ELINK;
+        }
+    }
+}
+
 /* PULL lost its link: WAIT_LINK for the source to come back, RESUMING on
  * a new connection, PULL again once it resumed. */
 static int relink(struct recv *r)
@@ -1018,7 +1051,7 @@ static int relink(struct recv *r)
     ERR("link to the source lost during PULL: the guest's reads of missing "
         "blocks wait; waiting up to %.0f s for the source to reconnect", t);
     double end = incmig__now() + t;
-    while (!incmig__stop_requested) {
+    for (;;) {
         int fd, rc;
         double left = end - incmig__now();
         if (left <= 0) {
@@ -1032,7 +1065,7 @@ static int relink(struct recv *r)
             return rc;
         rc = open_stream(r, fd, fd);
         while (!rc && r->state != INCMIG_DST_PULL) {
-            rc = incmig__stream_recv(&r->st, &rec);
+            rc = recv_record(r, &rec);
             if (!rc)
                 rc = dispatch(r, &rec);
         }
@@ -1041,7 +1074,6 @@ static int relink(struct recv *r)
         r->state = INCMIG_DST_WAIT_LINK;
         DBG("a reconnection attempt failed: %s", incmig_strerror(rc));
     }
-    return INCMIG_ECANCEL;
 }
 
 void incmig_receive_opts_init(struct incmig_receive_opts *o)
@@ -1107,8 +1139,8 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
     if (rc)
         goto failed_discard;
 
-    while (r.state != INCMIG_DST_DONE && !incmig__stop_requested) {
-        rc = incmig__stream_recv(&r.st, &rec);
+    while (r.state != INCMIG_DST_DONE) {
+        rc = recv_record(&r, &rec);
         if (!rc)
             rc = dispatch(&r, &rec);
         if (!rc)
@@ -1120,12 +1152,6 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
         rc = relink(&r);
         if (rc)
             goto out;
-    }
-    if (incmig__stop_requested && r.state != INCMIG_DST_DONE) {
-        rc = INCMIG_ECANCEL;
-        if (r.state < INCMIG_DST_PULL)
-            goto failed_discard;
-        goto out;
     }
     INFO("migration complete; %s", o->exit_when_done
          ? "serving the domain until it is done with this receiver"
