@@ -42,12 +42,19 @@
 #include <unistd.h>
 
 #include "incmig-internal.h"
+#ifdef HAVE_XEN
+#include "xen/target.h"
+#endif
 
 /* ---- the table of targets ------------------------------------------------- */
 
 static const struct incmig__target_kind targets[] = {
     { .name = "sim", .state = true, .state_required = false,
       .open = incmig__sim_target_open },
+#ifdef HAVE_XEN
+    { .name = "xen", .state = true, .state_required = true,
+      .open = incmig__xen_target_open },   /* xen/target.c */
+#endif
 };
 
 const struct incmig__target_kind *incmig__target_find(const char *name)

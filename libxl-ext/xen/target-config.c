@@ -1,0 +1,116 @@
+/* xen/target-config.c: the Xen state stream's header and the rewrite of
+ * a migrating domain's configuration on the destination (declared in
+ * xen/target-config.h; the Xen target, xen/target.c, calls both; the unit
+ * test tests/unit/test-xen-target.c drives them without Xen).
+ *
+ * The header, as the source writes it (xen/domain.c):
+ *
+ *   offset  size  field
+ *   0       8     "INCMIGXC"
+ *   8       4     version, big-endian: INCMIG_XEN_STATE_VERSION (1)
+ *   12      4     N, big-endian: bytes of JSON that follow, 1 .. 1 MiB
+ *   16      N     libxl_domain_config_to_json of the domain's configuration
+ *   16+N    ...   libxl's migration stream v2, to its END record
+ *
+ * N is bounded before anything is allocated for it.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../incmig-internal.h"
+#include "target-config.h"
+#include "xen.h"
+
+int incmig__xen_state_header(const uint8_t h[INCMIG_XEN_STATE_HDR],
+                             uint32_t *len_r, char *msg, size_t cap)
+{
+    uint32_t v = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 |
+                 (uint32_t)h[10] << 8 | h[11];
+    uint32_t n = (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 |
+                 (uint32_t)h[14] << 8 | h[15];
+
+    if (memcmp(h, INCMIG_XEN_STATE_MAGIC, 8)) {
+        snprintf(msg, cap, "the domain's state stream does not start with "
+                 "\"%s\": not a Xen domain's state from incmig",
+                 INCMIG_XEN_STATE_MAGIC);
+        return INCMIG_EPROTO;
+    }
+    if (v != INCMIG_XEN_STATE_VERSION) {
+        snprintf(msg, cap, "the domain's state stream is version %u; this "
+                 "receiver reads version %u", v, INCMIG_XEN_STATE_VERSION);
+        return INCMIG_EPROTO;
+    }
+    if (n == 0 || n > INCMIG_XEN_CONFIG_MAX) {
+        snprintf(msg, cap, "the domain's configuration is %u bytes long "
+                 "(1 to %u accepted)", n, INCMIG_XEN_CONFIG_MAX);
+        return INCMIG_EPROTO;
+    }
+    *len_r = n;
+    return 0;
+}
+
+static int set_str(char **field, const char *v)
+{
+    char *s = strdup(v);
+    if (!s)
+        return INCMIG_ENOMEM;
+    free(*field);
+    *field = s;
+    return 0;
+}
+
+int incmig__xen_config_rewrite(libxl_domain_config *c, int n,
+                               const char *const names[],
+                               const char *const devs[], char *name_r,
+                               size_t name_cap, char *msg, size_t cap)
+{
+    char inc[INCMIG_NAME_MAX + 32];
+    int rc;
+
+    if (!c->c_info.name || !*c->c_info.name ||
+        strlen(c->c_info.name) > INCMIG_NAME_MAX) {
+        snprintf(msg, cap, "the domain's configuration has no usable name");
+        return INCMIG_EPROTO;
+    }
+    for (int i = 0; i < c->num_disks; i++)
+        for (int j = 0; j < i; j++)
+            if (c->disks[i].vdev && c->disks[j].vdev &&
+                !strcmp(c->disks[i].vdev, c->disks[j].vdev)) {
+                snprintf(msg, cap, "domain %s: its configuration has two "
+                         "disks %s", c->c_info.name, c->disks[i].vdev);
+                return INCMIG_EPROTO;
+            }
+    for (int k = 0; k < n; k++) {
+        libxl_device_disk *dk = NULL;
+        for (int i = 0; i < c->num_disks && !dk; i++)
+            if (c->disks[i].vdev && !strcmp(c->disks[i].vdev, names[k]) &&
+                !c->disks[i].is_cdrom)
+                dk = &c->disks[i];
+        if (!dk) {
+            snprintf(msg, cap, "domain %s: disk %s of the migration is not a "
+                     "disk of the domain's configuration", c->c_info.name,
+                     names[k]);
+            return INCMIG_EPROTO;
+        }
+        rc = set_str(&dk->pdev_path, devs[k]);
+        if (rc)
+            goto nomem;
+        dk->backend = LIBXL_DISK_BACKEND_PHY;
+        dk->format = LIBXL_DISK_FORMAT_RAW;
+        free(dk->script);
+        dk->script = NULL;
+    }
+    snprintf(name_r, name_cap, "%s", c->c_info.name);
+    snprintf(inc, sizeof inc, "%s--incoming", c->c_info.name);
+    rc = set_str(&c->c_info.name, inc);
+    if (rc)
+        goto nomem;
+    c->c_info.domid = INVALID_DOMID;
+    return 0;
+nomem:
+    snprintf(msg, cap, "out of memory");
+    return INCMIG_ENOMEM;
+}
