@@ -16,6 +16,14 @@
  *   range     a BLOCKS record reaching past the disk's end
  *   bitmap    ROUND, SUSPEND, then a BITMAP whose run encoding is malformed
  *   order     GO before SUSPEND
+ *   nocap-state     an XEN_STREAM record, no INCMIG_CAP_STATE negotiated
+ *   suspend-early   (offers INCMIG_CAP_STATE) part of a state stream, then
+ *                   SUSPEND before the empty XEN_STREAM that ends it
+ *   bitmap-order    ROUND, SUSPEND, a BITMAP chunk that does not start at
+ *                   block 0
+ *   ready-early     ROUND, SUSPEND, READY with no bitmap at all
+ *   bitmap-late     ROUND, SUSPEND, the whole (empty) bitmap, READY, then
+ *                   one more BITMAP chunk
  * Afterwards it reads what the receiver sends until the connection ends
  * and prints "peer ERROR <code>: <msg>" for an ERROR record.
  *
@@ -48,6 +56,7 @@
 #define BS 4096u
 
 static uint8_t *ebuf;   /* INCMIG_REC_MAX */
+static uint64_t src_caps;   /* what the fake source offers in HELLO */
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -148,7 +157,8 @@ static int source_prefix(struct incmig__stream *st)
 {
     struct incmig__rec r;
     struct incmig__hello h = {
-        .version = INCMIG_STREAM_VERSION, .role = 0, .caps = 0, .ndisks = 1,
+        .version = INCMIG_STREAM_VERSION, .role = 0, .caps = src_caps,
+        .ndisks = 1,
     };
     struct incmig__disk_rec d = {
         .index = 0, .block_size = BS, .size = DISK_SIZE,
@@ -248,6 +258,55 @@ static int source_fault(struct incmig__stream *st, int fd, const char *mode)
         }
     } else if (!strcmp(mode, "order")) {
         rc = incmig__stream_send(st, INCMIG_REC_GO, NULL, 0);
+    } else if (!strcmp(mode, "nocap-state")) {
+        memset(ebuf, 0x5a, 4096);
+        rc = incmig__stream_send(st, INCMIG_REC_XEN_STREAM, ebuf, 4096);
+    } else if (!strcmp(mode, "suspend-early")) {
+        memset(ebuf, 0x5a, 4096);
+        rc = incmig__stream_send(st, INCMIG_REC_XEN_STREAM, ebuf, 4096);
+        if (!rc)
+            rc = incmig__stream_send(st, INCMIG_REC_SUSPEND, NULL, 0);
+    } else if (!strcmp(mode, "bitmap-order") || !strcmp(mode, "ready-early") ||
+               !strcmp(mode, "bitmap-late")) {
+        struct incmig__round x = { .round = 0, .blocks = 64 };
+        int len = incmig__enc_round(&x, ebuf);
+        rc = len < 0 ? -1 : incmig__stream_send(st, INCMIG_REC_ROUND, ebuf,
+                                                (uint32_t)len);
+        if (!rc)
+            rc = incmig__stream_send(st, INCMIG_REC_SUSPEND, NULL, 0);
+        struct incmig__bitmap bm = {0};
+        if (!rc)
+            rc = incmig__bitmap_init(&bm, DISK_SIZE / BS);
+        if (!rc && !strcmp(mode, "bitmap-order")) {
+            /* the chunk of bits 100..199, before the one of 0..99 */
+            uint8_t *enc = NULL;
+            size_t elen = 0;
+            rc = incmig__bitmap_encode(&bm, 100, 100, &enc, &elen);
+            struct incmig__bitmap_rec br = {
+                .disk = 0, .phase = INCMIG_PHASE_STOPCOPY, .first = 100,
+                .nbits = 100, .data = enc, .len = (uint32_t)elen,
+            };
+            len = rc ? -1 : incmig__enc_bitmap_hdr(&br, ebuf);
+            if (len < 0) {
+                rc = -1;
+            } else {
+                memcpy(ebuf + len, enc, elen);
+                rc = incmig__stream_send(st, INCMIG_REC_BITMAP, ebuf,
+                                         (uint32_t)(len + elen));
+            }
+            free(enc);
+        } else if (!rc && !strcmp(mode, "ready-early")) {
+            rc = incmig__stream_send(st, INCMIG_REC_READY, NULL, 0);
+        } else if (!rc) {
+            rc = incmig__send_bitmap_recs(st, 0, INCMIG_PHASE_STOPCOPY, &bm,
+                                          ebuf);
+            if (!rc)
+                rc = incmig__stream_send(st, INCMIG_REC_READY, NULL, 0);
+            if (!rc)
+                rc = incmig__send_bitmap_recs(st, 0, INCMIG_PHASE_STOPCOPY,
+                                              &bm, ebuf);
+        }
+        incmig__bitmap_dispose(&bm);
     } else {
         fprintf(stderr, "badpeer: unknown source mode %s\n", mode);
         return 2;
@@ -265,6 +324,8 @@ static int play_source(const char *mode, const char *hostport)
     set_timeout(fd, 15);
     if (incmig__stream_init(&st, fd, fd))
         return die("stream init failed");
+    if (!strcmp(mode, "suspend-early"))
+        src_caps = INCMIG_CAP_STATE;
     if (!strcmp(mode, "version") || !strcmp(mode, "magic")) {
         uint8_t hdr[16];
         raw_header(hdr, 2);

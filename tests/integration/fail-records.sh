@@ -59,6 +59,13 @@ src_case range    'blocks 4095\+2 beyond disk 0'
 src_case bitmap   'bitmap chunk at 0: empty run'
 # a record valid in itself but not in this state must be named
 src_case order    '(unexpected|out of order|wrong state|not expected|before SUSPEND)[^\n]*\bGO\b|\bGO\b[^\n]*(unexpected|out of order|wrong state|not expected|before SUSPEND)'
+# the destination's state machine (issue 9): the state stream, the bitmap
+# chunks and READY are checked, not only each record's format
+src_case nocap-state   'XEN_STREAM record, but no state stream was negotiated'
+src_case suspend-early 'SUSPEND before the end of the state stream'
+src_case bitmap-order  'BITMAP chunk of disk 0 for bits 100\+100: expected the chunk at bit 0'
+src_case ready-early   'READY before the stop-and-copy bitmap of disk xvda was complete'
+src_case bitmap-late   'unexpected BITMAP record in state READY'
 
 # ---- a fake receiver against the real source -----------------------------
 
