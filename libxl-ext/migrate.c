@@ -928,8 +928,10 @@ static int pull(struct mig *m)
                 break;
             }
             rc = serve_demand(m);
-            if (rc == PULL_DONE)
+            if (rc == PULL_DONE) {
+                rc = 0;
                 goto out;
+            }
         }
         if (rc == INCMIG_ELINK && !m->peer_rc) {
             rc = resume_link(m);

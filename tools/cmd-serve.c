@@ -28,12 +28,12 @@ static void help(void)
            INCMIG_SERVE_MAX_DISKS);
 }
 
-static int parse_bs(const char *s, uint32_t *bs_r)
+static int parse_bs(const char *what, const char *s, uint32_t *bs_r)
 {
     uint64_t v;
     if (incmig_parse_size(s, &v) || v < 4096 || v > (1u << 20) || (v & (v - 1))) {
-        xl_usage_error("serve", "bad block size '%s': a power of two from 4K "
-                       "to 1M", s);
+        xl_usage_error("serve", "bad %s '%s': a power of two from 4K to 1M",
+                       what, s);
         return -1;
     }
     *bs_r = (uint32_t)v;
@@ -63,7 +63,7 @@ static int parse_disk(char *spec, struct incmig_serve_disk *d)
         if (!strncmp(tok, "nbd=", 4))
             d->nbd_uri = tok + 4;
         else if (!strncmp(tok, "bs=", 3)) {
-            if (parse_bs(tok + 3, &d->block_size))
+            if (parse_bs("bs=", tok + 3, &d->block_size))
                 return -1;
         } else {
             xl_usage_error("serve", "--disk %s: unknown key '%s'", d->name, tok);
@@ -112,7 +112,7 @@ int cmd_serve(int argc, char **argv)
         case 'N': o.name = optarg; break;
         case 'c': o.control_path = optarg; break;
         case 'b':
-            if (parse_bs(optarg, &bs))
+            if (parse_bs("--block-size", optarg, &bs))
                 return 2;
             break;
         case 'm':
@@ -149,8 +149,8 @@ int cmd_serve(int argc, char **argv)
         };
         o.ndisks = 1;
     } else if (optind != argc || o.ndisks == 0 || nbd || bs) {
-        xl_usage_error("serve", "need IMAGE with --nbd URI, or --disk options "
-                       "(not both)");
+        xl_usage_error("serve", "need IMAGE and --nbd URI, or --disk "
+                       "options (not both)");
         return 2;
     }
     if (!o.control_path) {

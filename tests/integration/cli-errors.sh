@@ -98,7 +98,7 @@ x 1 'disk a is given twice'           -- migrate-receive --disk "a=$T/r.img,nbd=
 x 1 'name the same path'              -- migrate-receive --disk "a=$T/r.img,nbd=unix:$T/r.sock" --disk "b=$T/r.img,nbd=unix:$T/r2.sock"
 x 1 "nbd=http://x is not unix:PATH"   -- migrate-receive --disk "a=$T/r.img,nbd=http://x"
 x 1 "root $T/nodir is not a directory" -- migrate-receive --root "$T/nodir" --disk "a=$T/r.img,nbd=unix:$T/r.sock"
-x 1 "unknown target 'xen'"            -- migrate-receive --target xen --image "$T/r.img" --nbd "unix:$T/r.sock"
+x 1 "unknown target 'qemu'"           -- migrate-receive --target qemu --image "$T/r.img" --nbd "unix:$T/r.sock"
 [ -e "$T/r.img" ] || [ -e "$T/r.sock" ] || [ -e "$T/r2.img" ] || [ -e "$T/nodir" ] && bad "migrate-receive usage errors created files"
 
 # ---- serve ------------------------------------------------------------------------
