@@ -254,6 +254,13 @@ int cmd_demo(int argc, char **argv)
            "%s/s, policy %s, work directory %s\n", "simulated", size >> 20,
            rate, policy, dir);
     fflush(stdout);
+    /* A demo run again in the same --dir: its own earlier copy goes (the
+     * receiver never overwrites a file it did not create). */
+    if (unlink(dst) < 0 && errno != ENOENT) {
+        fprintf(stderr, "xl-incmig demo: cannot remove %s: %s\n", dst,
+                strerror(errno));
+        goto out;
+    }
     if (make_images(src, orig, size)) {
         fprintf(stderr, "xl-incmig demo: cannot create images in %s: %s\n",
                 dir, strerror(errno));
