@@ -18,7 +18,8 @@ static void help(void)
     printf("usage: xl-incmig migrate [options] DOMAIN HOST\n"
            "Live-migrate DOMAIN and its local disks to HOST: PUSH rounds while\n"
            "it runs, stop-and-copy of the write bitmap only, then PULL.\n"
-           "DOMAIN is sim:CONTROL_SOCKET for a guest served by `xl-incmig serve`.\n\n"
+           "DOMAIN is a Xen domain's name or id, or sim:CONTROL_SOCKET for a\n"
+           "simulated domain served by `xl-incmig serve`.\n\n"
            "  -s SSHCMD           transport command (default \"ssh\"); \"\" means\n"
            "                      plain TCP and HOST is HOST:PORT of a receiver\n"
            "                      started with --listen\n"
@@ -26,6 +27,11 @@ static void help(void)
            "                      \"xl-incmig migrate-receive\")\n"
            "  --dest-image PATH   destination image (ssh transport)\n"
            "  --dest-nbd URI      where the destination serves the guest (ssh)\n"
+           "  --dest-disk NAME=PATH[,nbd=URI]  the receiver's volume for disk\n"
+           "                      NAME (ssh; one per disk; see migrate-receive)\n"
+           "  --dest-root DIR     the receiver's allowed root (ssh)\n"
+           "  --dest-target T     the receiver's target: xen or sim (ssh)\n"
+           "  --debug             debug messages (as xl's --debug)\n"
            "  --policy P          default | precopy | single\n"
            "                        default: PUSH until converged, then PULL\n"
            "                        precopy: PUSH, remaining blocks while paused\n"
@@ -75,6 +81,10 @@ int cmd_migrate(int argc, char **argv)
         { "no-progress", no_argument, NULL, 'P' },
         { "dest-image", required_argument, NULL, 'I' },
         { "dest-nbd", required_argument, NULL, 'N' },
+        { "dest-disk", required_argument, NULL, 'D' },
+        { "dest-root", required_argument, NULL, 'R' },
+        { "dest-target", required_argument, NULL, 'T' },
+        { "debug", no_argument, NULL, 'g' },
         { "help", no_argument, NULL, 'h' },
         { 0 },
     };
@@ -83,6 +93,9 @@ int cmd_migrate(int argc, char **argv)
     const char *json = NULL, *dest_image = NULL, *dest_nbd = NULL;
     const char *remote = "xl-incmig migrate-receive";
     char remote_buf[16384], attach_buf[16384];
+    /* receiver options passed through the ssh transport, already quoted */
+    char dest_args[12288] = "";
+    size_t dlen = 0;
     uint64_t v;
     int c;
 
@@ -135,6 +148,19 @@ int cmd_migrate(int argc, char **argv)
         case 'P': o.progress = 0; break;
         case 'I': dest_image = optarg; break;
         case 'N': dest_nbd = optarg; break;
+        case 'D': case 'R': case 'T': {
+            char q[4200];
+            const char *flag = c == 'D' ? "--disk" : c == 'R' ? "--root" : "--target";
+            if (shell_quote(optarg, q, sizeof q) ||
+                dlen + strlen(flag) + strlen(q) + 3 >= sizeof dest_args) {
+                xl_usage_error("migrate", "destination options too long");
+                return 2;
+            }
+            dlen += (size_t)snprintf(dest_args + dlen, sizeof dest_args - dlen,
+                                     " %s %s", flag, q);
+            break;
+        }
+        case 'g': incmig_log_setup(2, stderr, "xl-incmig migrate"); break;
         case 'h': help(); return 0;
         default: return 2;
         }
@@ -146,31 +172,35 @@ int cmd_migrate(int argc, char **argv)
     o.domain = argv[optind];
     o.host = argv[optind + 1];
     if (!o.ssh_command || *o.ssh_command) {
-        char qi[4200], qn[4200];
-        if (!dest_image || !dest_nbd) {
+        char qi[4200] = "", qn[4200] = "", one[8500] = "";
+        if (!dlen && (!dest_image || !dest_nbd)) {
             xl_usage_error("migrate", "the ssh transport needs --dest-image "
-                           "and --dest-nbd for the receiver");
+                           "and --dest-nbd (a one-disk domain), or --dest-disk "
+                           "NAME=PATH for each disk, for the receiver");
             return 2;
         }
-        if (shell_quote(dest_image, qi, sizeof qi) ||
-            shell_quote(dest_nbd, qn, sizeof qn)) {
+        if ((dest_image && shell_quote(dest_image, qi, sizeof qi)) ||
+            (dest_nbd && shell_quote(dest_nbd, qn, sizeof qn))) {
             xl_usage_error("migrate", "destination path too long");
             return 2;
         }
+        if (dest_image && dest_nbd)
+            snprintf(one, sizeof one, " --image %s --nbd %s", qi, qn);
         /* where the receiver waits for our next ssh session if the link
          * breaks during PULL */
         char rv[128];
         snprintf(rv, sizeof rv, "/tmp/incmig-rendezvous-%ld-%ld.sock",
                  (long)getpid(), (long)time(NULL));
         snprintf(remote_buf, sizeof remote_buf,
-                 "%s --image %s --nbd %s --exit-when-done --rendezvous %s",
-                 remote, qi, qn, rv);
+                 "%s%s%s --exit-when-done --rendezvous %s",
+                 remote, one, dest_args, rv);
         snprintf(attach_buf, sizeof attach_buf, "%s --attach %s", remote, rv);
         o.remote_command = remote_buf;
         o.attach_command = attach_buf;
-    } else if (dest_image || dest_nbd) {
-        xl_usage_error("migrate", "--dest-image/--dest-nbd belong to the "
-                       "receiver's command line with plain TCP (-s \"\")");
+    } else if (dest_image || dest_nbd || dlen) {
+        xl_usage_error("migrate", "--dest-image/--dest-nbd belong, as "
+                       "every --dest-* option, to the receiver's command "
+                       "line with plain TCP (-s \"\")");
         return 2;
     }
     int rc = incmig_migrate(&o, &rep);
