@@ -94,7 +94,7 @@ test)
                     { tail -40 build/lab-smoke.log; lab_rc=1; }
             fi
         fi
-        grep -E '^(PASS|FAIL|SKIP) [0-9]' build/lab-smoke.log | sort -u >build/lab-smoke.results || true
+        grep -E '^(PASS|FAIL|SKIP) [0-9]' build/lab-smoke.log | sort -u | sort -k2,2 >build/lab-smoke.results || true
         # failed before any test ran (build, boot): one failure, and why
         [ "$lab_rc" = 0 ] || grep -q '^FAIL ' build/lab-smoke.results ||
             echo "FAIL lab-smoke -- $(grep -a 'ERROR: ' build/lab-smoke.log | tail -n 1 |

@@ -7,7 +7,7 @@ g=ml
 lg 1 start $g /dev/vdb --wipe || fail "guest start"
 sleep 5
 c=$(lg 1 check $g) || fail "before migrate: $c"
-t0=$(now); hssh 1 "xl migrate $g localhost" >"$LAB/logs/20-xl-migrate.out" 2>&1 || { cat "$LAB/logs/20-xl-migrate.out"; fail "xl migrate"; }
+t0=$(now); hssh 1 "xl migrate $g localhost" >"$LAB/logs/20-xl-migrate.out" 2>&1 || { rc=$?; cat "$LAB/logs/20-xl-migrate.out"; fail "xl migrate ($(rcwhy $rc))"; }
 t1=$(now)
 sleep 5
 c=$(lg 1 check $g) || fail "after migrate: $c"

@@ -7,6 +7,8 @@ fail() { log "FAIL: $*"; exit 1; }
 lg() { local n=$1; shift; hssh "$n" /root/lab/labguest.sh "$@"; }
 now() { date +%s.%N; }
 el() { echo "$2 - $1" | bc; }
+# rcwhy RC: an exit code of hssh, explained (255 = ssh itself failed)
+rcwhy() { if [ "$1" = 255 ]; then echo "rc=255: the ssh connection to dom0 failed, not the command"; else echo "rc=$1"; fi; }
 needhost() { hssh "$1" true 2>/dev/null || { log "SKIP: host $1 is not up (lab.sh up${2:+ $2})"; exit 77; }; }
 
 # hbgap NAME SINCE HOST...: largest heartbeat gap of guest NAME after time
