@@ -105,14 +105,6 @@ static int add_disk(struct xen_domain *x, libxl_device_disk *dk)
         ERR("domain %s: more than %u disks", x->xname, INCMIG_MAX_DISKS);
         return INCMIG_ENOTSUP;
     }
-    if (dk->backend != LIBXL_DISK_BACKEND_PHY) {
-        ERR("domain %s: disk %s (%s) is served by %s, not blkback: incmig "
-            "cannot track its writes; give it a phy: backend, or put it on "
-            "shared storage", x->xname, dk->vdev,
-            dk->pdev_path ? dk->pdev_path : "?",
-            libxl_disk_backend_to_string(dk->backend));
-        return INCMIG_ENOTSUP;
-    }
     if (dk->format != LIBXL_DISK_FORMAT_RAW &&
         dk->format != LIBXL_DISK_FORMAT_EMPTY) {
         ERR("domain %s: disk %s is %s, not raw", x->xname, dk->vdev,
@@ -130,15 +122,28 @@ static int add_disk(struct xen_domain *x, libxl_device_disk *dk)
         ERR("domain %s: disk name or path too long", x->xname);
         return INCMIG_EINVAL;
     }
+    /* Which backend serves it is what xenstore says: the stored
+     * configuration may leave it to libxl ("unknown"). */
     libxl_diskinfo_init(&info);
-    if (libxl_device_disk_getinfo(x->ctx, x->domid, dk, &info)) {
+    if (libxl_device_disk_getinfo(x->ctx, x->domid, dk, &info) ||
+        !info.backend) {
         ERR("domain %s: no backend information for disk %s", x->xname,
             dk->vdev);
         libxl_diskinfo_dispose(&info);
         return INCMIG_EIO;
     }
     uint32_t devid = (uint32_t)info.devid;
+    bool blkback = strstr(info.backend, "/backend/vbd/") != NULL;
     libxl_diskinfo_dispose(&info);
+    if (!blkback || (dk->backend != LIBXL_DISK_BACKEND_PHY &&
+                     dk->backend != LIBXL_DISK_BACKEND_UNKNOWN)) {
+        ERR("domain %s: disk %s (%s) is served by %s, not blkback: incmig "
+            "cannot track its writes; give it a phy: backend, or put it on "
+            "shared storage", x->xname, dk->vdev,
+            dk->pdev_path ? dk->pdev_path : "?",
+            blkback ? libxl_disk_backend_to_string(dk->backend) : "QEMU (qdisk)");
+        return INCMIG_ENOTSUP;
+    }
 
     rc = incmig__disk_open(&probe, dk->pdev_path, 0, 0);
     if (rc) {
