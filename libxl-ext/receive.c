@@ -415,6 +415,23 @@ static int write_push(struct recv *r, struct rdisk *d, uint64_t first,
     uint8_t *buf;
     int rc, slot = -1;
 
+    /* The last block of a disk whose size is not a multiple of the block
+     * size is sent whole (spec: BLOCKS): only the part inside the disk is
+     * written, through the buffered fd (O_DIRECT wants whole sectors),
+     * after the queued writes that may overlap it. */
+    if (off + len > d->disk->size) {
+        if (off >= d->disk->size) {
+            rc = INCMIG_EPROTO;
+            goto out;
+        }
+        rc = drain_disk(d);
+        if (!rc)
+            rc = data ? incmig__disk_pwrite(d->disk, data, d->disk->size - off,
+                                            off)
+                      : incmig__disk_punch(d->disk, off, d->disk->size - off);
+        goto out;
+    }
+
     bool overlap = false;
     for (int i = 0; i < RECV_QD; i++)
         if (d->fl[i].len && off < d->fl[i].off + d->fl[i].len &&

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "incmig-internal.h"
@@ -336,6 +337,19 @@ int incmig__volume_create(struct incmig__volume *v, const char *path,
     v->created = true;
     v->dev = a.st_dev;
     v->ino = a.st_ino;
+    /* The whole disk must fit before a block is written: a guest may
+     * write all of it after GO, and running out of space in PULL would
+     * leave the data split between the hosts.  Checked here, before
+     * DISK_ACK, so a refusal names the disk and nothing was pushed. */
+    struct statvfs vs;
+    if (fstatvfs(fd, &vs) == 0 && vs.f_frsize > 0 &&
+        (uint64_t)vs.f_bavail * vs.f_frsize < size) {
+        snprintf(msg, cap, "no space left on the destination for %s: the "
+                 "disk needs %" PRIu64 " bytes, %" PRIu64 " are free", path,
+                 size, (uint64_t)vs.f_bavail * vs.f_frsize);
+        close(fd);
+        return INCMIG_ENOSPC;
+    }
     if (size > (uint64_t)INT64_MAX || ftruncate(fd, (off_t)size) < 0) {
         int e = errno;
         snprintf(msg, cap, "cannot size %s to %" PRIu64 " bytes: %s", path,
