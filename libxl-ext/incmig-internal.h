@@ -286,6 +286,14 @@ struct incmig__stream {
     uint64_t bandwidth;
     double pace_t0;
     uint64_t pace_bytes;
+    /* Deadlines (0: none), set by the owner: reads and socket writes fail
+     * with INCMIG_ELINK once incmig__now() passes `deadline` (e.g. the
+     * handshake's), or when the peer made no progress for `idle_s`
+     * seconds.  With stop_cancels, reads end with INCMIG_ECANCEL on
+     * incmig__stop_requested (before the point of no return). */
+    double deadline;
+    double idle_s;
+    bool stop_cancels;
 };
 
 /* CRC-32C of buf, continuing from crc (0 to start): the record checksum. */
@@ -777,5 +785,15 @@ enum incmig__dst_state {
 /* 0 and *next_r, or INCMIG_EPROTO: `type` is not allowed in `state`. */
 int incmig__dst_transition(int state, uint32_t type, int *next_r);
 const char *incmig__dst_state_name(int state);
+
+/* The source's state machine (migrate.c, spec "Source states"): which
+ * destination records each state accepts (0, or INCMIG_EPROTO). */
+enum incmig__src_state {
+    INCMIG_SRC_HANDSHAKE, INCMIG_SRC_PUSH, INCMIG_SRC_STATE,
+    INCMIG_SRC_STOPCOPY, INCMIG_SRC_PULL, INCMIG_SRC_RECONNECT,
+    INCMIG_SRC_DONE, INCMIG_SRC_FAILED, INCMIG_SRC_NSTATES
+};
+int incmig__src_accepts(int state, uint32_t type);
+const char *incmig__src_state_name(int state);
 
 #endif

@@ -111,6 +111,10 @@ struct incmig_migrate_opts {
     int compress;             /* zlib level 1 for block data */
     int progress;             /* progress line on stderr */
     int reconnect_s;          /* how long PULL retries a broken link */
+    int timeout_s;            /* the handshake's deadline; the receiver's
+                               * silence before GO is bounded by 4 times
+                               * it (it may be restoring the domain)
+                               * (0 = 30 s) */
 };
 
 struct incmig_phase_bytes {
@@ -194,6 +198,9 @@ struct incmig_receive_opts {
     int exit_when_done;       /* exit once PULL is complete and the target
                                * is not in use any more (sim: no NBD client) */
     int reconnect_s;          /* how long to wait for a broken link */
+    int timeout_s;            /* a connection's handshake must complete,
+                               * and the source may stay silent before GO,
+                               * this long (0 = 30 s) */
     const char *rendezvous;   /* stdin/stdout mode: unix socket where the
                                * source's next ssh session reattaches
                                * (migrate-receive --attach) after a lost

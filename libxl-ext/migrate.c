@@ -66,6 +66,8 @@ struct mig {
     double t0;
 
     uint64_t caps;                   /* negotiated: INCMIG_CAP_* of both */
+    int sstate;                      /* enum incmig__src_state */
+    bool stop_noted;
     int state_rfd;                   /* the domain's state stream, or -1 */
 
     /* PULL, under lock */
@@ -95,6 +97,90 @@ static uint64_t wire_now(struct mig *m)
 }
 
 /* ---- connection ---------------------------------------------------------- */
+
+/* ---- the source state machine (spec: "Source states") ------------------ */
+
+/* Which records from the destination each state accepts; anything else is
+ * a protocol error ("unexpected X record in state S"), whatever the code
+ * reading it expected.  ERROR is accepted everywhere (the migration
+ * fails).  REPORT is optional (bit 31), indexed by REC_IDX. */
+#define NTYPES (INCMIG_REC_XEN_STREAM + 2)
+#define REC_IDX(t) ((t) == INCMIG_REC_REPORT ? INCMIG_REC_XEN_STREAM + 1 \
+                                             : (t))
+static const bool src_table[INCMIG_SRC_NSTATES][NTYPES] = {
+    [INCMIG_SRC_HANDSHAKE] = { [INCMIG_REC_HELLO] = 1,
+                               [INCMIG_REC_DISK_ACK] = 1,
+                               [INCMIG_REC_ERROR] = 1 },
+    [INCMIG_SRC_PUSH] = { [INCMIG_REC_ROUND] = 1, [INCMIG_REC_ERROR] = 1 },
+    [INCMIG_SRC_STATE] = { [INCMIG_REC_ERROR] = 1 },
+    [INCMIG_SRC_STOPCOPY] = { [INCMIG_REC_ROUND] = 1, [INCMIG_REC_READY] = 1,
+                              [INCMIG_REC_ERROR] = 1 },
+    [INCMIG_SRC_PULL] = { [INCMIG_REC_PULL_REQ] = 1,
+                          [INCMIG_REC_COMPLETE] = 1,
+                          [REC_IDX(INCMIG_REC_REPORT)] = 1,
+                          [INCMIG_REC_ERROR] = 1 },
+    [INCMIG_SRC_RECONNECT] = { [INCMIG_REC_HELLO] = 1,
+                               [INCMIG_REC_BITMAP] = 1,
+                               [INCMIG_REC_READY] = 1,
+                               [INCMIG_REC_ERROR] = 1 },
+    [INCMIG_SRC_DONE] = { [INCMIG_REC_ERROR] = 1 },
+    [INCMIG_SRC_FAILED] = { [INCMIG_REC_ERROR] = 1 },
+};
+
+const char *incmig__src_state_name(int state)
+{
+    static const char *names[INCMIG_SRC_NSTATES] = {
+        "HANDSHAKE", "PUSH", "STATE", "STOPCOPY", "PULL", "RECONNECT",
+        "DONE", "FAILED_RESUME",
+    };
+    return state >= 0 && state < INCMIG_SRC_NSTATES ? names[state] : "?";
+}
+
+int incmig__src_accepts(int state, uint32_t type)
+{
+    uint32_t i = REC_IDX(type);
+    if (state < 0 || state >= INCMIG_SRC_NSTATES || i >= NTYPES ||
+        !src_table[state][i])
+        return INCMIG_EPROTO;
+    return 0;
+}
+
+/* Deadlines for the state: the handshake must be done within timeout_s;
+ * before GO neither side may stall the other for 4 * timeout_s (the
+ * destination restores the domain before its READY); in PULL the
+ * destination may be quiet for long (no guest reads of missing blocks)
+ * while the background push runs, so no silence bound applies there.  A
+ * stop request cancels reads before GO, and is noted in PULL, which
+ * completes first. */
+static void set_state(struct mig *m, int state)
+{
+    double t = m->o->timeout_s > 0 ? m->o->timeout_s : 30;
+
+    m->sstate = state;
+    if (!m->st_open)
+        return;
+    m->st.deadline = state == INCMIG_SRC_HANDSHAKE ||
+                     state == INCMIG_SRC_RECONNECT ? incmig__now() + t : 0;
+    m->st.idle_s = state == INCMIG_SRC_PUSH || state == INCMIG_SRC_STATE ||
+                   state == INCMIG_SRC_STOPCOPY ? 4 * t : 0;
+    m->st.stop_cancels = state < INCMIG_SRC_PULL;
+}
+
+/* Every record read from the destination goes through here. */
+static int src_check(struct mig *m, const struct incmig__rec *r)
+{
+    if (incmig__src_accepts(m->sstate, r->type) == 0)
+        return 0;
+    ERR("unexpected %s record from the receiver in state %s",
+        incmig__rec_name(r->type), incmig__src_state_name(m->sstate));
+    return INCMIG_EPROTO;
+}
+
+static int recv_checked(struct mig *m, struct incmig__rec *r)
+{
+    int rc = incmig__stream_recv(&m->st, r);
+    return rc ? rc : src_check(m, r);
+}
 
 static void close_link(struct mig *m)
 {
@@ -151,6 +237,7 @@ static int open_link(struct mig *m, bool quiet, bool resume)
     m->st.bytes_in = in;
     m->st.bytes_out = out;
     m->st.bandwidth = o->bandwidth;
+    set_state(m, resume ? INCMIG_SRC_RECONNECT : INCMIG_SRC_HANDSHAKE);
     rc = incmig__stream_send_header(&m->st);
     if (!rc)
         rc = incmig__stream_recv_header(&m->st);
@@ -174,6 +261,8 @@ static int open_link(struct mig *m, bool quiet, bool resume)
     struct incmig__rec r;
     struct incmig__hello peer;
     rc = incmig__stream_recv(&m->st, &r);
+    if (!rc && r.type != INCMIG_REC_ERROR)
+        rc = src_check(m, &r);
     if (rc)
         return rc;
     if (r.type == INCMIG_REC_ERROR) {
@@ -219,7 +308,7 @@ static void send_error(struct mig *m, int code, const char *msg)
 /* Read the next record, turning an ERROR from the peer into EPEER. */
 static int recv_expect(struct mig *m, struct incmig__rec *r, uint32_t type)
 {
-    int rc = incmig__stream_recv(&m->st, r);
+    int rc = recv_checked(m, r);
     if (rc)
         return rc;
     if (r->type == INCMIG_REC_ERROR) {
@@ -305,6 +394,10 @@ static int progress_poll(void *opaque)
     struct mig *m = opaque;
     double now = incmig__now();
 
+    if (incmig__stop_requested && m->sstate < INCMIG_SRC_PULL) {
+        ERR("stopped before the point of no return");
+        return INCMIG_ECANCEL;
+    }
     if (!m->o->progress || now - m->prog_last < 0.5)
         return 0;
     m->prog_last = now;
@@ -715,9 +808,12 @@ static void *reader_main(void *opaque)
     int rc;
 
     for (;;) {
-        rc = incmig__stream_recv(&m->st, &r);
+        rc = recv_checked(m, &r);
         pthread_mutex_lock(&m->lock);
-        if (rc) {
+        if (rc == INCMIG_EPROTO) {
+            m->peer_rc = rc;
+            m->link_down = true;
+        } else if (rc) {
             m->link_down = true;
         } else if (r.type == INCMIG_REC_PULL_REQ) {
             struct incmig__pull_req p;
@@ -864,6 +960,7 @@ static int resume_link(struct mig *m)
             for (int i = 0; i < m->nd; i++)
                 left += incmig__bitmap_count(&m->d[i].dirty);
             small_send_buffer(m);
+            set_state(m, INCMIG_SRC_PULL);
             INFO("link re-established: PULL resumes, %" PRIu64
                  " blocks still missing on the destination", left);
             pthread_mutex_lock(&m->lock);
@@ -897,6 +994,12 @@ static int pull(struct mig *m)
     bool end_sent = false;
 
     while (!rc) {
+        if (incmig__stop_requested && !m->stop_noted) {
+            ERR("stop requested during PULL: the guest runs on the "
+                "destination and its missing blocks are here, so PULL "
+                "completes first");
+            m->stop_noted = true;
+        }
         /* background push of everything still marked */
         for (int i = 0; i < m->nd && !rc; i++) {
             uint64_t before = m->d[i].snd.blocks, w0 = wire_now(m);
@@ -1046,6 +1149,7 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     phase_add(&m, &rep->wire.control, w0);
     if (rc)
         goto failed_resume;
+    set_state(&m, INCMIG_SRC_PUSH);
 
     w0 = wire_now(&m);
     double tp = incmig__now();
@@ -1063,12 +1167,18 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
      * the guest keeps writing in between, then the pause. */
     suspended = true;
     w0 = wire_now(&m);
+    set_state(&m, INCMIG_SRC_STATE);
     rc = state_precopy(&m, &t_susp);
     for (int i = 0; i < m.nd; i++)
         rep->disks[i].pushed_blocks = m.d[i].snd.blocks;
     if (rc)
         goto failed_resume;
+    set_state(&m, INCMIG_SRC_STOPCOPY);
     rc = stop_and_copy(&m, t_susp);
+    if (!rc && incmig__stop_requested) {
+        ERR("stopped before the point of no return");
+        rc = INCMIG_ECANCEL;
+    }
     if (rc)
         goto failed_resume;
     rc = m.dom->ops->commit(m.dom);
@@ -1088,10 +1198,12 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
 
     double tpull = incmig__now();
     w0 = wire_now(&m);
+    set_state(&m, INCMIG_SRC_PULL);
     rc = pull(&m);
     rep->pull_s = incmig__now() - tpull;
     if (rc)
         goto failed_badly;
+    set_state(&m, INCMIG_SRC_DONE);
     rc = m.dom->ops->release(m.dom);
     if (rc)
         ERR("the source disk could not be released (migration itself is "
@@ -1104,6 +1216,7 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
 failed_resume:
     if (rc == INCMIG_ELINK && m.st_open)
         rc = peer_reason(&m, rc);
+    set_state(&m, INCMIG_SRC_FAILED);
     {
         char msg[128];
         snprintf(msg, sizeof msg, "source aborted the migration: %s",

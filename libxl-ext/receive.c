@@ -51,11 +51,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -1002,6 +1005,8 @@ static int dispatch(struct recv *r, const struct incmig__rec *rec)
 
 /* ---- link ----------------------------------------------------------------- */
 
+static void set_deadlines(struct recv *r);
+
 static int open_stream(struct recv *r, int in_fd, int out_fd)
 {
     pthread_mutex_lock(&r->slock);
@@ -1012,11 +1017,154 @@ static int open_stream(struct recv *r, int in_fd, int out_fd)
     if (!rc)
         r->st_open = true;
     r->error_sent = false;
+    if (!rc) {
+        r->st.deadline = 0;
+        set_deadlines(r);
+    }
     pthread_mutex_unlock(&r->slock);
     if (!rc)
         rc = incmig__stream_send_header(&r->st);
     if (!rc)
         rc = incmig__stream_recv_header(&r->st);
+    return rc;
+}
+
+static double timeout_s(const struct recv *r)
+{
+    return r->o->timeout_s > 0 ? r->o->timeout_s : 30;
+}
+
+static double reconnect_s(const struct recv *r)
+{
+    return r->o->reconnect_s > 0 ? r->o->reconnect_s : 600;
+}
+
+/* Deadlines on the stream for the state we are in: the handshake (HELLO,
+ * DISK*; on a reconnection HELLO, RESUME) must be done within timeout_s
+ * of the connection; before GO the source may be silent for timeout_s; in
+ * PULL for reconnect_s (then the link counts as lost).  A stop request
+ * cancels reads only before GO. */
+static void set_deadlines(struct recv *r)
+{
+    switch (r->state) {
+    case INCMIG_DST_HELLO: case INCMIG_DST_DISKS:
+    case INCMIG_DST_WAIT_LINK: case INCMIG_DST_RESUMING:
+        if (r->st.deadline == 0)
+            r->st.deadline = incmig__now() + timeout_s(r);
+        r->st.idle_s = 0;
+        break;
+    case INCMIG_DST_PULL: case INCMIG_DST_DONE:
+        r->st.deadline = 0;
+        r->st.idle_s = reconnect_s(r);
+        break;
+    default:
+        r->st.deadline = 0;
+        r->st.idle_s = timeout_s(r);
+    }
+    r->st.stop_cancels = r->state < INCMIG_DST_PULL;
+}
+
+/* Pending connections on the listening socket: the first to show a whole
+ * stream header (peeked, left in the socket for the stream to read) is
+ * the source; its HELLO follows our header, within the handshake's
+ * deadline.  Others are kept meanwhile, so a squatter
+ * that connects and sends nothing (or a byte a second) cannot hold up the
+ * real source; each is closed after timeout_s, and the others once the
+ * source is chosen.  A connection whose bytes cannot start an incmig
+ * stream (wrong magic or version, an oversized first record) or that
+ * ends in the middle is chosen too, so that the stream reports it.
+ * Returns INCMIG_ECANCEL at `end` (0: never) or on a stop request. */
+#define PENDING_MAX 8
+#define PEEK_MAX 16
+static int accept_source(struct recv *r, double end, int *fd_r)
+{
+    struct { int fd; double t0; } pend[PENDING_MAX];
+    int np = 0, rc = INCMIG_ECANCEL;
+
+    *fd_r = -1;
+    while (!incmig__stop_requested) {
+        double now = incmig__now();
+        if (end > 0 && now >= end)
+            break;
+        for (int i = 0; i < np; i++)
+            if (now - pend[i].t0 >= timeout_s(r)) {
+                ERR("a connection sent no incmig handshake within %.0f s: "
+                    "closed", timeout_s(r));
+                close(pend[i].fd);
+                pend[i--] = pend[--np];
+            }
+        struct pollfd p[PENDING_MAX + 1];
+        for (int i = 0; i < np; i++)
+            p[i] = (struct pollfd){ .fd = pend[i].fd,
+                                    .events = POLLIN | POLLRDHUP };
+        p[np] = (struct pollfd){ .fd = r->lfd, .events = POLLIN };
+        int n = poll(p, (nfds_t)np + 1, 250);
+        if (n < 0 && errno != EINTR) {
+            LOGE("waiting for the source");
+            rc = INCMIG_EIO;
+            break;
+        }
+        if (n <= 0)
+            continue;
+        for (int i = 0; i < np && *fd_r < 0; i++) {
+            if (!p[i].revents)
+                continue;
+            uint8_t b[PEEK_MAX];
+            ssize_t k = recv(pend[i].fd, b, sizeof b, MSG_PEEK | MSG_DONTWAIT);
+            bool pick = false, drop = false;
+            if (k < 0)
+                drop = errno != EAGAIN && errno != EINTR;
+            else if (k == 0)
+                drop = true;       /* closed without a byte: not a source */
+            else if (memcmp(b, INCMIG_STREAM_MAGIC, k < 8 ? (size_t)k : 8))
+                pick = true;       /* not incmig: the stream says so */
+            else if (k >= 16 && memcmp(b + 8, "\0\0\0\1\0\0\0\0", 8))
+                pick = true;       /* another version: the stream says so */
+            else if (k >= 16)
+                pick = true;       /* a whole header: the source answers
+                                    * ours with its HELLO */
+            if (!pick && !drop && (p[i].revents & (POLLRDHUP | POLLHUP)))
+                pick = true;       /* ended inside the handshake */
+            if (pick) {
+                *fd_r = pend[i].fd;
+                pend[i] = pend[--np];
+            } else if (drop) {
+                close(pend[i].fd);
+                pend[i] = pend[--np];
+            }
+        }
+        if (*fd_r >= 0) {
+            rc = 0;
+            break;
+        }
+        if ((p[np].revents & POLLIN) && np < PENDING_MAX) {
+            int fd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0) {
+                pend[np].fd = fd;
+                pend[np++].t0 = incmig__now();
+            }
+        } else if (p[np].revents & POLLIN) {
+            /* full: the oldest pending connection makes room */
+            ERR("too many connections without a handshake: closing the "
+                "oldest");
+            int o = 0;
+            for (int i = 1; i < np; i++)
+                if (pend[i].t0 < pend[o].t0)
+                    o = i;
+            close(pend[o].fd);
+            pend[o] = pend[--np];
+        }
+    }
+    for (int i = 0; i < np; i++) {
+        if (*fd_r >= 0)
+            INFO("another connection was waiting while the source connected: "
+                 "closed");
+        close(pend[i].fd);
+    }
+    if (rc == 0) {
+        int one = 1;
+        setsockopt(*fd_r, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     return rc;
 }
 
@@ -1026,6 +1174,8 @@ static int open_stream(struct recv *r, int in_fd, int out_fd)
  * finished first and the stop takes effect after it. */
 static int recv_record(struct recv *r, struct incmig__rec *rec)
 {
+    double since = incmig__now();
+
     for (;;) {
         if (incmig__stop_requested) {
             if (r->state < INCMIG_DST_PULL) {
@@ -1037,6 +1187,18 @@ static int recv_record(struct recv *r, struct incmig__rec *rec)
                 ERR("stop requested during PULL: the domain's disks are "
                     "split between the hosts, so PULL completes first");
             r->stop_noted = true;
+        }
+        set_deadlines(r);
+        if (r->st.idle_s > 0 && incmig__now() - since >= r->st.idle_s) {
+            ERR("no record from the source for %.0f s in state %s: the link "
+                "is considered lost", r->st.idle_s,
+                incmig__dst_state_name(r->state));
+            return INCMIG_ELINK;
+        }
+        if (r->st.deadline > 0 && incmig__now() >= r->st.deadline) {
+            ERR("the source did not complete its handshake within %.0f s",
+                timeout_s(r));
+            return INCMIG_ELINK;
         }
         struct pollfd p = { .fd = r->st.rfd, .events = POLLIN };
         int n = poll(&p, 1, 250);
@@ -1075,7 +1237,7 @@ static int relink(struct recv *r)
             ERR("the source did not come back within %.0f s", t);
             return INCMIG_ELINK;
         }
-        rc = incmig__tcp_accept(r->lfd, left < 1 ? left : 1, &fd);
+        rc = accept_source(r, incmig__now() + (left < 1 ? left : 1), &fd);
         if (rc == INCMIG_ECANCEL)
             continue;
         if (rc)
@@ -1137,9 +1299,9 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
         if (rc)
             goto out;
         INFO("waiting for the source on %s", o->listen);
-        do
-            rc = incmig__tcp_accept(r.lfd, 1, &fd);
-        while (rc == INCMIG_ECANCEL && !incmig__stop_requested);
+        rc = accept_source(&r, 0, &fd);
+        if (rc == INCMIG_ECANCEL)
+            ERR("stopped while waiting for the source");
         if (rc)
             goto out;
         in_fd = out_fd = fd;

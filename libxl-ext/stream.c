@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,11 +228,12 @@ static bool fd_is_socket(int fd)
 }
 
 /* One writev/sendmsg; returns bytes written or -1 with errno. */
-static ssize_t write_some(int fd, bool sock, struct iovec *iov, int iovcnt)
+static ssize_t write_some(int fd, bool sock, bool nowait, struct iovec *iov,
+                          int iovcnt)
 {
     if (sock) {
         struct msghdr m = { .msg_iov = iov, .msg_iovlen = iovcnt };
-        return sendmsg(fd, &m, MSG_NOSIGNAL);
+        return sendmsg(fd, &m, MSG_NOSIGNAL | (nowait ? MSG_DONTWAIT : 0));
     }
 
     /* A pipe: keep a SIGPIPE from killing the process.  If SIGPIPE was
@@ -258,11 +260,53 @@ static ssize_t write_some(int fd, bool sock, struct iovec *iov, int iovcnt)
     return r;
 }
 
-/* Write every byte of iov[]; EINTR and partial writes are retried. */
+/* Wait until fd is ready for `events` (POLLIN/POLLOUT), in slices of at
+ * most 250 ms so that a stop request and the deadlines are seen: 0 ready,
+ * INCMIG_ECANCEL (stop, reads only), INCMIG_ELINK (a deadline passed,
+ * logged with `what`).  `last` is when the peer last made progress. */
+static int wait_fd(struct incmig__stream *s, int fd, short events,
+                   double last, const char *what)
+{
+    for (;;) {
+        double now = incmig__now(), slice = 0.25;
+        if (events == POLLIN && s->stop_cancels && incmig__stop_requested) {
+            ERR("stopped while waiting for %s from the peer", what);
+            return INCMIG_ECANCEL;
+        }
+        if (s->deadline > 0 && now >= s->deadline) {
+            ERR("the peer took too long: deadline passed while %s %s",
+                events == POLLIN ? "receiving" : "sending", what);
+            return INCMIG_ELINK;
+        }
+        if (s->idle_s > 0 && now - last >= s->idle_s) {
+            ERR("no progress from the peer for %.0f s while %s %s: "
+                "the link is considered lost", s->idle_s,
+                events == POLLIN ? "receiving" : "sending", what);
+            return INCMIG_ELINK;
+        }
+        if (s->deadline > 0 && s->deadline - now < slice)
+            slice = s->deadline - now;
+        if (s->idle_s > 0 && last + s->idle_s - now < slice)
+            slice = last + s->idle_s - now;
+        struct pollfd p = { .fd = fd, .events = events };
+        int n = poll(&p, 1, slice > 0 ? (int)(slice * 1000) + 1 : 0);
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR) {
+            LOGE("waiting for the peer (%s)", what);
+            return INCMIG_ELINK;
+        }
+    }
+}
+
+/* Write every byte of iov[]; EINTR and partial writes are retried.  On a
+ * socket with a deadline set, writes do not block: a peer that stops
+ * reading is bounded like a silent one. */
 static int write_all(struct incmig__stream *s, struct iovec *iov, int iovcnt,
                      const char *what)
 {
     bool sock = fd_is_socket(s->wfd);
+    double last = incmig__now();
 
     while (iovcnt > 0) {
         if (iov->iov_len == 0) {
@@ -270,10 +314,17 @@ static int write_all(struct incmig__stream *s, struct iovec *iov, int iovcnt,
             iovcnt--;
             continue;
         }
-        ssize_t r = write_some(s->wfd, sock, iov, iovcnt);
+        bool timed = sock && (s->deadline > 0 || s->idle_s > 0);
+        ssize_t r = write_some(s->wfd, sock, timed, iov, iovcnt);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
+            if (timed && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                int rc = wait_fd(s, s->wfd, POLLOUT, last, what);
+                if (rc)
+                    return rc;
+                continue;
+            }
             if (errno == EPIPE || errno == ECONNRESET)
                 ERR("connection to peer lost while sending %s", what);
             else
@@ -281,6 +332,7 @@ static int write_all(struct incmig__stream *s, struct iovec *iov, int iovcnt,
             return INCMIG_ELINK;
         }
         s->bytes_out += (uint64_t)r;
+        last = incmig__now();
         size_t n = (size_t)r;
         while (n > 0 && n >= iov->iov_len) {
             n -= iov->iov_len;
@@ -302,12 +354,24 @@ static int read_all(struct incmig__stream *s, uint8_t *buf, size_t len,
                     const char *what, bool at_boundary)
 {
     size_t got = 0;
+    double last = incmig__now();
+    bool timed = s->deadline > 0 || s->idle_s > 0 || s->stop_cancels;
 
     while (got < len) {
+        if (timed) {
+            int rc = wait_fd(s, s->rfd, POLLIN, last, what);
+            if (rc)
+                return rc;
+        }
         ssize_t r = read(s->rfd, buf + got, len - got);
         if (r < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR) {
+                if (s->stop_cancels && incmig__stop_requested) {
+                    ERR("stopped while waiting for %s from the peer", what);
+                    return INCMIG_ECANCEL;
+                }
                 continue;
+            }
             LOGE("error receiving %s from peer", what);
             return INCMIG_ELINK;
         }
@@ -321,6 +385,7 @@ static int read_all(struct incmig__stream *s, uint8_t *buf, size_t len,
         }
         got += (size_t)r;
         s->bytes_in += (uint64_t)r;
+        last = incmig__now();
     }
     return 0;
 }

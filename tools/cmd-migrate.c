@@ -41,6 +41,8 @@ static void help(void)
            "  --max-rounds N      PUSH round limit (default 30)\n"
            "  --compress          zlib-compress block data\n"
            "  --reconnect SECS    how long PULL retries a lost link (600)\n"
+           "  --timeout SECS      the handshake's deadline (30); the receiver\n"
+           "                      may be silent 4 times as long before GO\n"
            "  --json FILE         also write the report as JSON (- = stdout)\n"
            "  --no-progress       no progress line\n");
 }
@@ -77,6 +79,7 @@ int cmd_migrate(int argc, char **argv)
         { "max-rounds", required_argument, NULL, 'm' },
         { "compress", no_argument, NULL, 'z' },
         { "reconnect", required_argument, NULL, 'r' },
+        { "timeout", required_argument, NULL, 'O' },
         { "json", required_argument, NULL, 'j' },
         { "no-progress", no_argument, NULL, 'P' },
         { "dest-image", required_argument, NULL, 'I' },
@@ -137,6 +140,13 @@ int cmd_migrate(int argc, char **argv)
             }
             break;
         case 'z': o.compress = 1; break;
+        case 'O':
+            o.timeout_s = atoi(optarg);
+            if (o.timeout_s < 1) {
+                xl_usage_error("migrate", "--timeout must be >= 1 s");
+                return 2;
+            }
+            break;
         case 'r':
             o.reconnect_s = atoi(optarg);
             if (o.reconnect_s < 1) {

@@ -42,7 +42,12 @@ static void help(void)
            "  --exit-when-done   exit once the migration is complete and the\n"
            "                     guest has disconnected\n"
            "  --reconnect SECS   how long to wait for a lost source during\n"
-           "                     PULL (default 600)\n"
+           "                     PULL (default 600); also how long the\n"
+           "                     source may be silent in PULL\n"
+           "  --timeout SECS     a connection's handshake must complete, and\n"
+           "                     the source may be silent before GO, this\n"
+           "                     long (default 30); others connecting\n"
+           "                     meanwhile do not hold up the source\n"
            "  --rendezvous PATH  (stdin/stdout mode) unix socket where the\n"
            "                     source reattaches after a lost link in PULL\n"
            "  --attach PATH      relay stdin/stdout to the receiver waiting on\n"
@@ -136,6 +141,7 @@ int cmd_receive(int argc, char **argv)
         { "listen", required_argument, NULL, 'l' },
         { "exit-when-done", no_argument, NULL, 'x' },
         { "reconnect", required_argument, NULL, 'r' },
+        { "timeout", required_argument, NULL, 'T' },
         { "rendezvous", required_argument, NULL, 'R' },
         { "attach", required_argument, NULL, 'A' },
         { "help", no_argument, NULL, 'h' },
@@ -181,6 +187,13 @@ int cmd_receive(int argc, char **argv)
         case 'x': o.exit_when_done = 1; break;
         case 'R': o.rendezvous = optarg; break;
         case 'A': attach_path = optarg; break;
+        case 'T':
+            o.timeout_s = atoi(optarg);
+            if (o.timeout_s < 1) {
+                xl_usage_error("migrate-receive", "--timeout must be >= 1 s");
+                goto out;
+            }
+            break;
         case 'r':
             o.reconnect_s = atoi(optarg);
             if (o.reconnect_s < 1) {

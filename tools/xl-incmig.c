@@ -28,7 +28,7 @@ static const struct {
     const char *summary;
     int stop;
 } cmds[] = {
-    { "migrate", cmd_migrate, "migrate a guest and its disks to another host", 0 },
+    { "migrate", cmd_migrate, "migrate a guest and its disks to another host", 1 },
     { "migrate-receive", cmd_receive, "receive a migration (run by migrate)", 1 },
     { "serve", cmd_serve, "serve a simulated domain's disks with write tracking", 1 },
     { "guest", cmd_guest, "run the simulated guest workload (an NBD client)", 0 },

@@ -24,6 +24,8 @@
  *   ready-early     ROUND, SUSPEND, READY with no bitmap at all
  *   bitmap-late     ROUND, SUSPEND, the whole (empty) bitmap, READY, then
  *                   one more BITMAP chunk
+ *   go-noready      ROUND, SUSPEND, the whole bitmap, GO without READY
+ *   silent          nothing more (sleeps 30 s): a source that stalls
  * Afterwards it reads what the receiver sends until the connection ends
  * and prints "peer ERROR <code>: <msg>" for an ERROR record.
  *
@@ -33,6 +35,8 @@
  *   nack               answers DISK_ACK with INCMIG_ENOSPC "test: no space"
  *   corrupt            a corrupted record instead of its HELLO
  *   close-during-push  handshakes, acks the disk, reads a few BLOCKS, closes
+ *   silent             accepts and never sends a byte (sleeps 30 s)
+ *   ready-in-push      handshakes, acks the disk, then READY during PUSH
  *
  * Exit status: 0 when the scenario was played, 1 when the peer did not
  * behave as expected up to the fault, 2 on a usage error.
@@ -256,6 +260,8 @@ static int source_fault(struct incmig__stream *st, int fd, const char *mode)
             rc = incmig__stream_send(st, INCMIG_REC_BITMAP, ebuf,
                                      (uint32_t)(len + sizeof data));
         }
+    } else if (!strcmp(mode, "silent")) {
+        sleep(30);         /* a source that stalls after its handshake */
     } else if (!strcmp(mode, "order")) {
         rc = incmig__stream_send(st, INCMIG_REC_GO, NULL, 0);
     } else if (!strcmp(mode, "nocap-state")) {
@@ -267,7 +273,7 @@ static int source_fault(struct incmig__stream *st, int fd, const char *mode)
         if (!rc)
             rc = incmig__stream_send(st, INCMIG_REC_SUSPEND, NULL, 0);
     } else if (!strcmp(mode, "bitmap-order") || !strcmp(mode, "ready-early") ||
-               !strcmp(mode, "bitmap-late")) {
+               !strcmp(mode, "bitmap-late") || !strcmp(mode, "go-noready")) {
         struct incmig__round x = { .round = 0, .blocks = 64 };
         int len = incmig__enc_round(&x, ebuf);
         rc = len < 0 ? -1 : incmig__stream_send(st, INCMIG_REC_ROUND, ebuf,
@@ -297,6 +303,12 @@ static int source_fault(struct incmig__stream *st, int fd, const char *mode)
             free(enc);
         } else if (!rc && !strcmp(mode, "ready-early")) {
             rc = incmig__stream_send(st, INCMIG_REC_READY, NULL, 0);
+        } else if (!rc && !strcmp(mode, "go-noready")) {
+            /* the whole bitmap, then GO without READY */
+            rc = incmig__send_bitmap_recs(st, 0, INCMIG_PHASE_STOPCOPY, &bm,
+                                          ebuf);
+            if (!rc)
+                rc = incmig__stream_send(st, INCMIG_REC_GO, NULL, 0);
         } else if (!rc) {
             rc = incmig__send_bitmap_recs(st, 0, INCMIG_PHASE_STOPCOPY, &bm,
                                           ebuf);
@@ -358,7 +370,8 @@ static int play_receiver(const char *mode, const char *port)
     char addr[64];
     int lfd, fd, rc = 0;
     bool known = !strcmp(mode, "version") || !strcmp(mode, "nack") ||
-                 !strcmp(mode, "corrupt") || !strcmp(mode, "close-during-push");
+                 !strcmp(mode, "corrupt") || !strcmp(mode, "close-during-push") ||
+                 !strcmp(mode, "silent") || !strcmp(mode, "ready-in-push");
 
     if (!known) {
         fprintf(stderr, "badpeer: unknown receiver mode %s\n", mode);
@@ -376,6 +389,11 @@ static int play_receiver(const char *mode, const char *port)
     if (incmig__stream_init(&st, fd, fd))
         return die("stream init failed");
 
+    if (!strcmp(mode, "silent")) {
+        sleep(30);         /* accepts, then never says a word */
+        incmig__stream_dispose(&st);
+        return 0;
+    }
     if (!strcmp(mode, "version")) {
         uint8_t hdr[16];
         raw_header(hdr, 2);
@@ -427,6 +445,12 @@ static int play_receiver(const char *mode, const char *port)
     if (len < 0 || incmig__stream_send(&st, INCMIG_REC_DISK_ACK, ebuf,
                                        (uint32_t)len)) {
         rc = die("sending DISK_ACK failed");
+        goto drain;
+    }
+    if (!strcmp(mode, "ready-in-push")) {
+        /* READY where only a ROUND echo may come: the source's table */
+        if (incmig__stream_send(&st, INCMIG_REC_READY, NULL, 0))
+            rc = die("sending READY failed");
         goto drain;
     }
     if (!strcmp(mode, "close-during-push")) {
