@@ -41,7 +41,14 @@
  *             a worker.
  *   workers   a pool shared by all connections; each takes a request,
  *             calls the ops callback (which may block for a long time) and
- *             writes the reply under the connection's write lock.
+ *             queues the reply on its connection: workers never wait for
+ *             a client's socket.
+ *   writer    one per connection: sends its queued replies in order; a
+ *             client that takes no reply bytes for SEND_IDLE_S is dropped
+ *             (its socket shut down, its replies discarded, READs still
+ *             queued for it skipped, writes done all the same); once a
+ *             quiesce started, after QUIESCE_SEND_IDLE_S, so a client that
+ *             will not drain is cut, not waited for.
  * s->lock guards the queue, the connection list and every counter and
  * flag below; c->wlock only serialises replies on one socket.  No thread
  * holds both.
@@ -65,12 +72,14 @@
  * owner from one thread (they are not meant to race each other); quiesce
  * and free are idempotent.
  *
- * Known limits: a client that sends requests but never reads replies
- * blocks a worker in send() and, with it, a quiesce (the kernel nbd client,
- * qemu and libnbd always read).  A connection whose ops callbacks block
- * (PULL gate) stays counted by incmig__nbd_clients until they return, even
- * if its client has gone.  Memory is bounded per connection
- * (CONN_MAX_BYTES), not per server: the number of clients is not capped.
+ * Memory: request buffers are bounded per connection (CONN_MAX_BYTES,
+ * CONN_MAX_REQS) and for all connections together (SERVER_MAX_BYTES); a
+ * request counts until its reply is sent or discarded.
+ *
+ * Known limits: a connection whose ops callbacks block (PULL gate) stays
+ * counted by incmig__nbd_clients until they return, even if its client
+ * has gone.  The number of clients is not capped (each costs two
+ * threads).
  * Over TCP, closing with unread requests in the receive queue makes the
  * kernel send an RST, which may discard replies the client has not read
  * yet; the writes they acknowledge are done all the same.
@@ -152,6 +161,12 @@
 #define BS_PREFERRED 4096u
 #define CONN_MAX_REQS 64               /* requests in flight per connection */
 #define CONN_MAX_BYTES (UINT64_C(128) << 20) /* their buffers, per connection */
+#define SERVER_MAX_BYTES (UINT64_C(512) << 20) /* all connections together */
+/* A client that reads none of its replies for this long is dropped; while
+ * the server quiesces (the guest is being paused), for much less: its
+ * replies are not waited for, the writes they acknowledge are done. */
+#define SEND_IDLE_S 5.0
+#define QUIESCE_SEND_IDLE_S 0.1
 #define WORKERS_DEFAULT 8
 #define WORKERS_MAX 256
 
@@ -160,8 +175,9 @@ enum conn_state { HANDSHAKE, SERVING, DRAINING, FINISHED };
 struct conn;
 
 struct req {
-    struct req *next;        /* worker queue */
+    struct req *next;        /* worker queue, then the connection's replies */
     struct conn *c;
+    uint32_t error;          /* NBD error of the reply */
     uint16_t flags, type;
     uint64_t cookie, offset;
     uint32_t count;
@@ -173,9 +189,15 @@ struct conn {
     struct incmig__nbd_server *s;
     int fd;
     pthread_t reader;
-    pthread_mutex_t wlock;          /* one reply at a time on fd */
-    bool dead;                      /* under wlock: a reply write failed */
+    pthread_mutex_t wlock;          /* unused; kept for the layout */
+    bool dead;                      /* under s->lock: a reply write failed */
     bool no_zeroes;
+    pthread_t writer;               /* sends the replies of outq */
+    bool writer_running;
+    bool writer_exit;               /* under s->lock: no more replies */
+    pthread_cond_t ocond;           /* outq not empty, or writer_exit */
+    struct req *ohead, *otail;      /* under s->lock: replies to send */
+    volatile int cut;               /* quiesce: stalled sends give up */
     /* under s->lock: */
     enum conn_state state;
     bool stop;                      /* quiesce/free: read nothing more */
@@ -204,6 +226,7 @@ struct incmig__nbd_server {
     pthread_t acceptor;
     struct req *qhead, *qtail;
     struct conn *conns;             /* all connections not yet reaped */
+    uint64_t inflight_bytes;        /* all connections' request buffers */
     int nclients;                   /* connections not FINISHED */
 };
 
@@ -492,16 +515,32 @@ static int recv_all(int fd, void *buf, size_t len)
 }
 
 /* Writes every byte of iov[0..n); MSG_NOSIGNAL so a vanished client is an
- * EPIPE here rather than a SIGPIPE for the whole process. */
-static int send_all(int fd, struct iovec *iov, int n)
+ * EPIPE here rather than a SIGPIPE for the whole process.  Never blocks
+ * for long: a client that takes no bytes for SEND_IDLE_S (or, once `cut`
+ * is set by a quiesce, for QUIESCE_SEND_IDLE_S) fails with ETIMEDOUT. */
+static int send_all(int fd, struct iovec *iov, int n, volatile int *cut)
 {
+    double last = incmig__now();
+
     while (n > 0) {
         struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-        ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL);
+        ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r < 0 && errno == EINTR)
             continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            double idle = incmig__now() - last;
+            if (idle >= SEND_IDLE_S ||
+                (cut && *cut && idle >= QUIESCE_SEND_IDLE_S)) {
+                errno = ETIMEDOUT;
+                return -1;
+            }
+            struct pollfd p = { .fd = fd, .events = POLLOUT };
+            poll(&p, 1, 10);
+            continue;
+        }
         if (r < 0)
             return -1;
+        last = incmig__now();
         while (n > 0 && (size_t)r >= iov->iov_len) {
             r -= (ssize_t)iov->iov_len;
             iov++;
@@ -518,7 +557,7 @@ static int send_all(int fd, struct iovec *iov, int n)
 static int send_buf(int fd, const void *buf, size_t len)
 {
     struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-    return send_all(fd, &iov, 1);
+    return send_all(fd, &iov, 1, NULL);
 }
 
 /* ---- handshake ---- */
@@ -584,26 +623,109 @@ static uint32_t nbd_errno(int err)
 
 /* Sends a simple reply; data only when error == 0.  A failed write marks
  * the connection dead and shuts it down so the reader stops too. */
-static void send_reply(struct conn *c, uint64_t cookie, uint32_t error,
-                       const void *data, uint32_t len)
+/* The reply to q goes on its connection's queue; the connection's writer
+ * sends it and frees q (a worker never waits for a client's socket). */
+static void queue_reply(struct req *q, uint32_t error)
 {
-    uint8_t h[16];
-    struct iovec iov[2] = {
-        { .iov_base = h, .iov_len = sizeof h },
-        { .iov_base = (void *)data, .iov_len = len },
-    };
+    struct conn *c = q->c;
+    struct incmig__nbd_server *s = c->s;
 
-    put32(h, SIMPLE_REPLY_MAGIC);
-    put32(h + 4, error);
-    put64(h + 8, cookie);
-    pthread_mutex_lock(&c->wlock);
-    if (!c->dead && send_all(c->fd, iov, error == 0 && len ? 2 : 1) < 0) {
-        DBG("nbd %s: client gone while replying: %s", c->s->uri,
-            strerror(errno));
+    q->error = error;
+    q->next = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (c->otail)
+        c->otail->next = q;
+    else
+        c->ohead = q;
+    c->otail = q;
+    pthread_cond_signal(&c->ocond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* A reply the reader gives itself (a refused request, no memory): counted
+ * in flight like a request until it is sent. */
+static void reply_now(struct conn *c, uint64_t cookie, uint32_t error)
+{
+    struct incmig__nbd_server *s = c->s;
+    struct req *q = calloc(1, sizeof *q);
+
+    if (!q) {
+        pthread_mutex_lock(&s->lock);
         c->dead = true;
+        pthread_mutex_unlock(&s->lock);
         shutdown(c->fd, SHUT_RDWR);
+        return;
     }
-    pthread_mutex_unlock(&c->wlock);
+    q->c = c;
+    q->cookie = cookie;
+    pthread_mutex_lock(&s->lock);
+    c->inflight++;
+    pthread_mutex_unlock(&s->lock);
+    queue_reply(q, error);
+}
+
+static uint64_t req_bytes(const struct req *q)
+{
+    return q->type == CMD_READ || q->type == CMD_WRITE ? q->count : 0;
+}
+
+/* One per connection: sends the queued replies in order.  A client that
+ * does not read them is dropped (send_all's deadline): its replies are
+ * discarded, its socket shut down, and the requests still queued for it
+ * are executed all the same (nothing acknowledged is lost). */
+static void *writer_main(void *arg)
+{
+    struct conn *c = arg;
+    struct incmig__nbd_server *s = c->s;
+
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!c->ohead && !c->writer_exit)
+            pthread_cond_wait(&c->ocond, &s->lock);
+        struct req *q = c->ohead;
+        if (!q)
+            break;
+        c->ohead = q->next;
+        if (!c->ohead)
+            c->otail = NULL;
+        bool dead = c->dead;
+        pthread_mutex_unlock(&s->lock);
+
+        if (!dead) {
+            uint8_t h[16];
+            bool data = q->error == 0 && q->type == CMD_READ && q->count;
+            struct iovec iov[2] = {
+                { .iov_base = h, .iov_len = sizeof h },
+                { .iov_base = q->buf, .iov_len = data ? q->count : 0 },
+            };
+            put32(h, SIMPLE_REPLY_MAGIC);
+            put32(h + 4, q->error);
+            put64(h + 8, q->cookie);
+            if (send_all(c->fd, iov, data ? 2 : 1, &c->cut) < 0) {
+                if (errno == ETIMEDOUT)
+                    INFO("nbd %s: a client did not read its replies for "
+                         "%.1f s: dropped", s->uri,
+                         c->cut ? QUIESCE_SEND_IDLE_S : SEND_IDLE_S);
+                else
+                    DBG("nbd %s: client gone while replying: %s", s->uri,
+                        strerror(errno));
+                dead = true;
+                shutdown(c->fd, SHUT_RDWR);
+            }
+        }
+
+        pthread_mutex_lock(&s->lock);
+        if (dead)
+            c->dead = true;
+        c->inflight--;
+        c->inflight_bytes -= req_bytes(q);
+        s->inflight_bytes -= req_bytes(q);
+        pthread_cond_broadcast(&s->cond);
+        free(q->buf);
+        free(q);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
 }
 
 static void execute(struct req *q)
@@ -613,6 +735,16 @@ static void execute(struct req *q)
     bool fua = q->flags & CMD_FLAG_FUA;
     int r = 0;
 
+    /* A READ for a client already dropped has no one to answer: skip it
+     * (writes are done all the same: they may have been acknowledged to
+     * the guest through a flush, and they change the disk). */
+    pthread_mutex_lock(&s->lock);
+    bool dead = c->dead;
+    pthread_mutex_unlock(&s->lock);
+    if (dead && q->type == CMD_READ) {
+        queue_reply(q, NBD_EIO);
+        return;
+    }
     switch (q->type) {
     case CMD_READ:
         q->buf = malloc(q->count);
@@ -645,9 +777,8 @@ static void execute(struct req *q)
         DBG("nbd %s: command %u offset %" PRIu64 " length %" PRIu32
             " failed: %s", s->uri, q->type, q->offset, q->count,
             strerror(-r));
-    send_reply(c, q->cookie, r < 0 ? nbd_errno(-r) : 0,
-               q->type == CMD_READ ? q->buf : NULL,
-               q->type == CMD_READ ? q->count : 0);
+    (void)c;
+    queue_reply(q, r < 0 ? nbd_errno(-r) : 0);
 }
 
 static void *worker_main(void *arg)
@@ -666,15 +797,9 @@ static void *worker_main(void *arg)
             s->qtail = NULL;
         pthread_mutex_unlock(&s->lock);
 
-        execute(q);
+        execute(q);          /* hands q to its connection's writer */
 
         pthread_mutex_lock(&s->lock);
-        q->c->inflight--;
-        q->c->inflight_bytes -= q->type == CMD_READ || q->type == CMD_WRITE
-                                ? q->count : 0;
-        pthread_cond_broadcast(&s->cond);
-        free(q->buf);
-        free(q);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
@@ -715,7 +840,7 @@ static void serve_requests(struct conn *c)
         case INCMIG_NBD_REJECT:
             if (r.payload && skip_payload(c->fd, r.payload) < 0)
                 return;
-            send_reply(c, r.cookie, r.error, NULL, 0);
+            reply_now(c, r.cookie, r.error);
             continue;
         default:
             return;
@@ -725,9 +850,11 @@ static void serve_requests(struct conn *c)
         uint64_t bytes = r.type == CMD_READ || r.type == CMD_WRITE ? r.count
                                                                    : 0;
         pthread_mutex_lock(&s->lock);
-        while (!c->stop && c->inflight > 0 &&
-               (c->inflight >= CONN_MAX_REQS ||
-                c->inflight_bytes + bytes > CONN_MAX_BYTES))
+        while (!c->stop && ((c->inflight > 0 &&
+                (c->inflight >= CONN_MAX_REQS ||
+                 c->inflight_bytes + bytes > CONN_MAX_BYTES)) ||
+               (s->inflight_bytes > 0 &&
+                s->inflight_bytes + bytes > SERVER_MAX_BYTES)))
             pthread_cond_wait(&s->cond, &s->lock);
         pthread_mutex_unlock(&s->lock);
         /* On a stop we still finish reading this request: its header is
@@ -757,6 +884,7 @@ static void serve_requests(struct conn *c)
         pthread_mutex_lock(&s->lock);
         c->inflight++;
         c->inflight_bytes += bytes;
+        s->inflight_bytes += bytes;
         q->next = NULL;
         if (s->qtail)
             s->qtail->next = q;
@@ -772,7 +900,7 @@ static void serve_requests(struct conn *c)
             s->uri, r.count);
         if (r.payload && skip_payload(c->fd, r.payload) < 0)
             return;
-        send_reply(c, r.cookie, NBD_ENOMEM, NULL, 0);
+        reply_now(c, r.cookie, NBD_ENOMEM);
     }
 }
 
@@ -781,7 +909,9 @@ static void *reader_main(void *arg)
     struct conn *c = arg;
     struct incmig__nbd_server *s = c->s;
 
-    if (handshake(c) == 0) {
+    if (handshake(c) == 0 &&
+        pthread_create(&c->writer, NULL, writer_main, c) == 0) {
+        c->writer_running = true;
         pthread_mutex_lock(&s->lock);
         if (c->state == HANDSHAKE)
             c->state = SERVING;
@@ -793,6 +923,13 @@ static void *reader_main(void *arg)
     c->state = DRAINING;
     while (c->inflight > 0)
         pthread_cond_wait(&s->cond, &s->lock);
+    c->writer_exit = true;
+    pthread_cond_signal(&c->ocond);
+    if (c->writer_running) {
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(c->writer, NULL);
+        pthread_mutex_lock(&s->lock);
+    }
     /* Closed under the lock: quiesce shuts down c->fd under it too, and
      * must never touch a number the kernel has already handed out again. */
     close(c->fd);
@@ -826,6 +963,7 @@ static void reap(struct incmig__nbd_server *s)
         done = c->next;
         pthread_join(c->reader, NULL);
         pthread_mutex_destroy(&c->wlock);
+        pthread_cond_destroy(&c->ocond);
         free(c);
     }
 }
@@ -855,6 +993,7 @@ static void accept_one(struct incmig__nbd_server *s)
     c->fd = fd;
     c->state = HANDSHAKE;
     pthread_mutex_init(&c->wlock, NULL);
+    pthread_cond_init(&c->ocond, NULL);
     pthread_mutex_lock(&s->lock);
     c->next = s->conns;
     s->conns = c;
@@ -869,6 +1008,7 @@ static void accept_one(struct incmig__nbd_server *s)
         errno = r;
         LOGE("nbd %s: cannot start a thread for a new connection", s->uri);
         pthread_mutex_destroy(&c->wlock);
+        pthread_cond_destroy(&c->ocond);
         close(fd);
         free(c);
         return;
@@ -1062,6 +1202,7 @@ int incmig__nbd_quiesce(struct incmig__nbd_server *s)
         if (c->state == FINISHED)
             continue;
         c->stop = true;
+        c->cut = 1;          /* a client not reading its replies is cut */
         shutdown(c->fd, SHUT_RD);
     }
     pthread_cond_broadcast(&s->cond);
