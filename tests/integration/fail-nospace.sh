@@ -2,7 +2,8 @@
 # fail-nospace.sh: the destination filesystem fills up during PUSH.  The
 # receiver runs in a private mount namespace whose image directory is an
 # 8 MiB tmpfs; the source disk is 64 MiB with half of it allocated.  The
-# migration must fail saying the destination has no space left, the
+# migration must fail saying the destination has no space left (before
+# PUSH, naming the disk: the whole disk must fit), the
 # receiver must exit 1 and remove its partial copy, and the guest keeps
 # running on the source, which verifies block by block.
 . "$(dirname "$0")/lib.sh"
@@ -63,4 +64,9 @@ verify_image "$T/src.img"
 # the link went away.  Checked last so that the checks above still run.
 grep -qi 'no space left on' "$T/migrate.log" ||
     fail "migrate does not say the destination is out of space: $(grep -i error "$T/migrate.log" | sort | uniq -c | head -n 3)"
+# The whole disk cannot fit: refused at DISK_ACK, naming the disk, before
+# a block was pushed (issue 11).
+grep -q 'cannot take disk 0 (src.img):.*no space left on the destination' "$T/migrate.log" ||
+    fail "migrate does not name the disk that cannot fit: $(grep -i 'disk 0' "$T/migrate.log" | head -n 2)"
+grep -q 'PUSH round 0' "$T/migrate.log" && fail "blocks were pushed before the space was checked"
 echo "nospace: $(grep -io 'no space left on[a-z ]*' "$T/migrate.log" | head -n 1); $(tail -n 1 "$T/verify.log") on the source"
