@@ -106,7 +106,7 @@ static uint64_t wire_now(struct mig *m)
  * fails).  REPORT is optional (bit 31), indexed by REC_IDX. */
 #define NTYPES (INCMIG_REC_XEN_STREAM + 2)
 #define REC_IDX(t) ((t) == INCMIG_REC_REPORT ? INCMIG_REC_XEN_STREAM + 1 \
-                                             : (t))
+                    : (t) <= INCMIG_REC_XEN_STREAM ? (t) : NTYPES)
 static const bool src_table[INCMIG_SRC_NSTATES][NTYPES] = {
     [INCMIG_SRC_HANDSHAKE] = { [INCMIG_REC_HELLO] = 1,
                                [INCMIG_REC_DISK_ACK] = 1,

@@ -1,5 +1,6 @@
 /* test-dst-table.c: the destination state machine (receive.c's dst_table)
- * against the table of docs/specs/incmig-stream.md, "Destination states".
+ * against the table of docs/specs/incmig-stream.md, "Destination states";
+ * and the source's (migrate.c's src_table) against "Source states".
  *
  * The expected table is written here a second time, from the spec, as the
  * list of allowed (state, record, next state) edges; every other pair of
@@ -9,6 +10,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -118,11 +120,50 @@ static void test_rules(void **unused)
     assert_string_equal(incmig__dst_state_name(99), "?");
 }
 
+/* The source's table (migrate.c's src_table) against the spec's "Source
+ * states", column "accepts" (ERROR in every state). */
+#define SS(x) INCMIG_SRC_##x
+static const struct { int state; uint32_t type; } src_spec[] = {
+    { SS(HANDSHAKE), R(HELLO) }, { SS(HANDSHAKE), R(DISK_ACK) },
+    { SS(PUSH), R(ROUND) },
+    { SS(STOPCOPY), R(ROUND) }, { SS(STOPCOPY), R(READY) },
+    { SS(PULL), R(PULL_REQ) }, { SS(PULL), R(COMPLETE) },
+    { SS(PULL), R(REPORT) },
+    { SS(RECONNECT), R(HELLO) }, { SS(RECONNECT), R(BITMAP) },
+    { SS(RECONNECT), R(READY) },
+};
+
+static void test_src_table(void **unused)
+{
+    (void)unused;
+    for (int st = 0; st < INCMIG_SRC_NSTATES; st++) {
+        for (uint32_t type = 0; type <= 40; type++) {
+            bool want = type == INCMIG_REC_ERROR;
+            for (size_t i = 0; i < sizeof src_spec / sizeof src_spec[0]; i++)
+                want |= src_spec[i].state == st && src_spec[i].type == type;
+            int rc = incmig__src_accepts(st, type);
+            if (want)
+                assert_int_equal(rc, 0);
+            else if (rc != INCMIG_EPROTO)
+                fail_msg("source state %s takes record %u (%s), the spec "
+                         "says it must not", incmig__src_state_name(st), type,
+                         incmig__rec_name(type));
+        }
+        assert_int_equal(incmig__src_accepts(st, R(REPORT)),
+                         st == SS(PULL) ? 0 : INCMIG_EPROTO);
+        assert_int_equal(incmig__src_accepts(st, UINT32_MAX), INCMIG_EPROTO);
+    }
+    assert_int_equal(incmig__src_accepts(-1, R(ERROR)), INCMIG_EPROTO);
+    assert_int_equal(incmig__src_accepts(SS(NSTATES), R(ERROR)), INCMIG_EPROTO);
+    assert_string_equal(incmig__src_state_name(SS(STOPCOPY)), "STOPCOPY");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_pair),
         cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_src_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
