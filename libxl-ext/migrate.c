@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "incmig-internal.h"
@@ -1016,14 +1017,28 @@ static int pull(struct mig *m)
             rc = incmig__stream_send(&m->st, INCMIG_REC_PULL_END, NULL, 0);
             end_sent = !rc;
         }
-        /* wait for COMPLETE, answering late demand requests */
+        /* wait for COMPLETE, answering late demand requests; once every
+         * block was sent the destination owes COMPLETE: silence for
+         * reconnect_s means the link is gone (then reconnect) */
+        double quiet = m->o->reconnect_s > 0 ? m->o->reconnect_s : 600;
         while (!rc) {
+            struct timespec ts;
+            bool silent = false;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)quiet;
             pthread_mutex_lock(&m->lock);
-            while (!complete_now(m) && !m->link_down && !m->q_len)
-                pthread_cond_wait(&m->cond, &m->lock);
+            while (!complete_now(m) && !m->link_down && !m->q_len && !silent)
+                silent = pthread_cond_timedwait(&m->cond, &m->lock, &ts) ==
+                         ETIMEDOUT;
             bool done = complete_now(m) || (m->complete && m->link_down);
             bool down = m->link_down;
             pthread_mutex_unlock(&m->lock);
+            if (!done && !down && silent) {
+                ERR("no word from the destination for %.0f s after every "
+                    "block was sent: the link is considered lost", quiet);
+                stop_reader(m);
+                down = true;
+            }
             if (done)
                 goto out;
             if (down) {
