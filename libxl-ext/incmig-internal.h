@@ -431,7 +431,8 @@ int incmig__nbd_new(struct incmig__nbd_server **s, const char *listen_uri,
                     void *opaque, int workers);
 int incmig__nbd_start(struct incmig__nbd_server *s);
 /* Pause: stop accepting and reading requests, wait until every request
- * already read has been answered, then close every client connection
+ * already read has been executed and answered (a client that does not
+ * read its replies is cut, not waited for), then close every connection
  * (clients see their connection end).  The listening socket is closed (a
  * unix socket is removed) so that new clients are refused at once;
  * incmig__nbd_start listens again.  Before the first start, clients wait
