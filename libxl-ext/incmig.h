@@ -198,9 +198,9 @@ struct incmig_receive_opts {
     int exit_when_done;       /* exit once PULL is complete and the target
                                * is not in use any more (sim: no NBD client) */
     int reconnect_s;          /* how long to wait for a broken link */
-    int timeout_s;            /* a connection's handshake must complete,
-                               * and the source may stay silent before GO,
-                               * this long (0 = 30 s) */
+    int timeout_s;            /* a connection's handshake must complete
+                               * this long (0 = 30 s); the source may stay
+                               * silent before GO 4 times as long */
     const char *rendezvous;   /* stdin/stdout mode: unix socket where the
                                * source's next ssh session reattaches
                                * (migrate-receive --attach) after a lost

@@ -1041,7 +1041,7 @@ static double reconnect_s(const struct recv *r)
 
 /* Deadlines on the stream for the state we are in: the handshake (HELLO,
  * DISK*; on a reconnection HELLO, RESUME) must be done within timeout_s
- * of the connection; before GO the source may be silent for timeout_s; in
+ * of the connection; before GO the source may be silent for 4 * timeout_s; in
  * PULL for reconnect_s (then the link counts as lost).  A stop request
  * cancels reads only before GO. */
 static void set_deadlines(struct recv *r)
@@ -1058,8 +1058,10 @@ static void set_deadlines(struct recv *r)
         r->st.idle_s = reconnect_s(r);
         break;
     default:
+        /* the source may rightly say nothing for a while: a Xen guest
+         * taking its time to suspend, no dirty block meanwhile */
         r->st.deadline = 0;
-        r->st.idle_s = timeout_s(r);
+        r->st.idle_s = 4 * timeout_s(r);
     }
     r->st.stop_cancels = r->state < INCMIG_DST_PULL;
 }
