@@ -161,10 +161,11 @@ check|smoke)
 	[ -n "${INCMIG_LAB_KEEP:-}" ] || trap stop EXIT
 	if [ "$cmd" = check ]; then up --two; tests=("$LABSRC"/tests/[0-9]*.sh)
 	else
-		# one host: save/restore, localhost migration, blkback bitmap;
-		# test 40 with 2+2 overhead runs instead of 8+8 (same assertions)
+		# one host: save/restore, localhost xl migrate, blkback bitmap,
+		# localhost xl-incmig migrate; test 40 with 2+2 overhead runs
+		# instead of 8+8 (same assertions)
 		export INCMIG_LAB_BENCH_PAIRS=${INCMIG_LAB_BENCH_PAIRS:-2}
-		up; tests=("$LABSRC"/tests/1*.sh "$LABSRC"/tests/2*.sh "$LABSRC"/tests/4*.sh)
+		up; tests=("$LABSRC"/tests/1*.sh "$LABSRC"/tests/2*.sh "$LABSRC"/tests/4*.sh "$LABSRC"/tests/5*.sh)
 	fi
 	run_tests "${tests[@]}"; rc=$?
 	log "$cmd: rc=$rc, total $(( $(date +%s) - T0 ))s$(grep -a -E '^(FAIL|SKIP) ' "$LAB/logs/summary" | sed 's/^\([A-Z]*\) \([^ ]*\) .* -- /; \1 \2: /' | tr -d '\n')"
