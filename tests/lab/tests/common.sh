@@ -3,6 +3,16 @@
 # "RESULT key=value ..." lines that lab.sh copies into logs/summary, and exits
 # 0 pass, 1 fail, 77 skip.
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# The tests' hssh shares one ssh connection per host (ControlMaster, kept
+# 60 s after its last use, gone when the host stops): under TCG a new
+# connection's key exchange and login cost dom0 seconds (2026-12-01, loaded
+# machine: 9-10 s per plain `hssh 1 true`, 0.5-1.2 s multiplexed).  lab.sh's
+# own hssh (boot, clock, push) keeps one connection per call.
+hssh() {
+	local n=$1; shift
+	ssh $SSHOPTS -o ControlMaster=auto -o ControlPath="$LAB/run/ssh-%p" -o ControlPersist=60 \
+		-i "$LAB/out/id_ed25519" -p $((PORTBASE + n)) root@127.0.0.1 "$@"
+}
 fail() { log "FAIL: $*"; exit 1; }
 lg() { local n=$1; shift; hssh "$n" /root/lab/labguest.sh "$@"; }
 now() { date +%s.%N; }
