@@ -119,7 +119,7 @@ test)
         # is tried again (the log says so); not when a lab build step
         # failed (test 40's "lab build step ... failed"), which would fail
         # the same way again.
-        echo "== nested Xen lab smoke (tests 10, 20, 40)"
+        echo "== nested Xen lab smoke (tests/lab/lab.sh smoke: the one-host tests)"
         if ! tests/lab/lab.sh smoke >build/lab-smoke.log 2>&1; then
             tail -20 build/lab-smoke.log
             if grep -q '^FAIL .* -- lab build step' build/lab-smoke.log; then

@@ -15,7 +15,7 @@
 #   lab.sh stop [N]         stop host N (default: all)
 #   lab.sh check            build, boot both hosts, run every tests/*.sh
 #   lab.sh smoke            build, boot host 1, run the one-host tests
-#                           (10, 20, 40); FAIL/SKIP lines say why
+#                           (10, 20, 40, 50); FAIL/SKIP lines say why
 #   lab.sh status | clean
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
