@@ -96,6 +96,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -167,6 +168,7 @@
  * replies are not waited for, the writes they acknowledge are done. */
 #define SEND_IDLE_S 5.0
 #define QUIESCE_SEND_IDLE_S 0.1
+#define HANDSHAKE_S 30                 /* a client's whole handshake */
 #define WORKERS_DEFAULT 8
 #define WORKERS_MAX 256
 
@@ -570,6 +572,12 @@ static int handshake(struct conn *c)
     uint8_t *data = NULL;
     int ret = -1;
 
+    /* The handshake has a deadline: a client that connects and says
+     * nothing (or a byte now and then) is closed, not kept for ever. */
+    struct timeval tv = { .tv_sec = HANDSHAKE_S };
+    (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    double t0 = incmig__now();
+
     put64(b, NBDMAGIC);
     put64(b + 8, IHAVEOPT);
     put16(b + 16, FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
@@ -584,6 +592,11 @@ static int handshake(struct conn *c)
         uint32_t opt, len;
         size_t rlen;
 
+        if (incmig__now() - t0 > HANDSHAKE_S) {
+            INFO("nbd %s: a client did not finish its handshake within %d "
+                 "s: closed", c->s->uri, HANDSHAKE_S);
+            goto out;
+        }
         if (recv_all(c->fd, b, 16) < 0 ||
             incmig__nbd_opt_header(e, b, &opt, &len) < 0)
             goto out;
@@ -600,6 +613,8 @@ static int handshake(struct conn *c)
     }
 
 out:
+    tv.tv_sec = 0;       /* transmission: requests may be far apart */
+    (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     free(data);
     return ret;
 }
