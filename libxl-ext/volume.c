@@ -65,7 +65,8 @@ const struct incmig__target_kind *incmig__target_find(const char *name)
     for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++)
         if (!strcmp(targets[i].name, name))
             return &targets[i];
-    ERR("unknown target '%s' (this build has: sim)", name);
+    ERR("unknown target '%s' (this build has: sim%s)", name,
+        sizeof targets / sizeof targets[0] > 1 ? ", xen" : "");
     return NULL;
 }
 
