@@ -23,7 +23,7 @@ hssh 1 'cat >/root/lab/xen-blkback-incmig.ko' <"$KO" || fail "push module"
 m=$(hssh 1 /root/lab/blkbitmap.sh load-module /root/lab/xen-blkback-incmig.ko) || fail "load module: $m"
 cleanup() {
 	hssh 1 "for d in \$(xl list | awk 'NR > 2 { print \$1 }'); do xl destroy \$d; done
-		pkill -f 'xl-incmig migrate-receive' ; sleep 1
+		pkill -f '[x]l-incmig migrate-receive' ; sleep 1
 		for m in \$(dmsetup ls 2>/dev/null | awk '/^incmig-/ { print \$1 }'); do dmsetup remove \$m; done
 		losetup -D; rm -rf $D" >/dev/null 2>&1
 	hssh 1 /root/lab/blkbitmap.sh stock-module >&2
@@ -45,9 +45,9 @@ hssh 1 "xl-incmig migrate -s '' --no-progress --json $D/report.json $g 127.0.0.1
 	cat "$LAB/logs/50-migrate.out"; hssh 1 "cat $D/receive.log" | tail -30; fail "xl-incmig migrate"; }
 t1=$(now)
 cat "$LAB/logs/50-migrate.out"
-for i in $(seq 1 120); do hssh 1 "pgrep -f 'xl-incmig migrate-receive' >/dev/null" || break; sleep 1; done
+for i in $(seq 1 120); do hssh 1 "pgrep -f '[x]l-incmig migrate-receive' >/dev/null" || break; sleep 1; done
 hssh 1 "cat $D/receive.log" >"$LAB/logs/50-receive.log"
-hssh 1 "pgrep -f 'xl-incmig migrate-receive' >/dev/null" && fail "the receiver is still running 120 s after the migration (still in the I/O path?)"
+hssh 1 "pgrep -f '[x]l-incmig migrate-receive' >/dev/null" && fail "the receiver is still running 120 s after the migration (still in the I/O path?)"
 list=$(hssh 1 "xl list")
 echo "$list" | grep -q "^$g " || fail "domain $g not running after the migration: $list"
 echo "$list" | grep -q -- "--migratedaway\|--incoming" && fail "a source or incoming domain is left: $list"
