@@ -56,7 +56,7 @@ c=$(lg 1 check $g) || fail "after migrate: $c"
 # incmig left the I/O path: the domain's disk is the dm device, on a loop
 # device of the destination volume, and no NBD device is connected
 tbl=$(hssh 1 "dmsetup table | grep '^incmig-'") || fail "no incmig dm device: the domain's disk is not on the destination volume"
-dev=$(echo "$tbl" | awk '{ print $6 }')
+dev=$(echo "$tbl" | awk '{ print $5 }')
 loop=$(hssh 1 "losetup -j $D/dst/src.img | cut -d: -f1 | head -n 1")
 mm=$(hssh 1 "lsblk -dno MAJ:MIN $loop 2>/dev/null | tr -d ' '")
 [ -n "$loop" ] && [ "$dev" = "$mm" ] || fail "the destination volume is not under the guest: dm on $dev, $D/dst/src.img on ${loop:-no loop} ($mm)"
