@@ -364,6 +364,9 @@ int incmig__ssh_spawn(const char *ssh_cmd, const char *host,
  * anything at path that is not a socket. */
 int incmig__unix_listen(const char *path, int *fd_r);
 int incmig__unix_connect(const char *path, int *fd_r);
+/* Write all of buf to a domain backend's state stream fd (a pipe the
+ * engine reads); INCMIG_ELINK, logged, when the reader is gone. */
+int incmig__write_state(int fd, const void *buf, size_t len);
 /* Host names and addresses we accept on a command line. */
 bool incmig__host_valid(const char *host);
 
@@ -775,6 +778,11 @@ void incmig__volume_init(struct incmig__volume *v);
 int incmig__volume_create(struct incmig__volume *v, const char *path,
                           uint64_t size, char *msg, size_t cap);
 void incmig__volume_close(struct incmig__volume *v, bool remove);
+/* A target's prepare(i) for a file volume: create v at disk i's mapped
+ * path and size, hand the engine its disk; the reason goes to t->msg. */
+int incmig__target_prepare_volume(struct incmig__target *t, int i,
+                                  struct incmig__volume *v,
+                                  struct incmig__disk **disk_r);
 
 /* The destination's state machine (receive.c, spec "Destination states"):
  * which source record each state takes, and the state it leads to. */

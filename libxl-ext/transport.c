@@ -302,3 +302,22 @@ int incmig__unix_connect(const char *path, int *fd_r)
     *fd_r = fd;
     return 0;
 }
+
+/* ---- the domain's state stream (backends write it to the engine's pipe) -- */
+
+int incmig__write_state(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            LOGE("writing the domain's state stream");
+            return INCMIG_ELINK;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}

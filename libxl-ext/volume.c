@@ -393,3 +393,16 @@ void incmig__volume_close(struct incmig__volume *v, bool remove)
         v->created = false;
     }
 }
+
+int incmig__target_prepare_volume(struct incmig__target *t, int i,
+                                  struct incmig__volume *v,
+                                  struct incmig__disk **disk_r)
+{
+    const struct incmig__target_disk *td = &t->disks[i];
+    char msg[INCMIG_MSG_MAX];
+    int rc = incmig__volume_create(v, td->path, td->size, msg, sizeof msg);
+    if (rc)
+        return incmig__target_fail(t, rc, "disk %s: %s", td->name, msg);
+    *disk_r = &v->disk;
+    return 0;
+}

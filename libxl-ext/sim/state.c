@@ -109,23 +109,6 @@ void incmig__simmem_touch(struct incmig__simmem *m, uint64_t key)
 
 /* ---- save ---------------------------------------------------------------- */
 
-static int wr(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            LOGE("writing the simulated domain's state stream");
-            return INCMIG_ELINK;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Send the pages set in `set` (a snapshot taken under the lock; the copy
  * of each page is taken under the lock too, one page at a time). */
 static int send_pages(struct incmig__simmem *m, int fd,
@@ -140,7 +123,7 @@ static int send_pages(struct incmig__simmem *m, int fd,
         memcpy(rec + 12, m->pages + pg * INCMIG_SIMSTATE_PAGE,
                INCMIG_SIMSTATE_PAGE);
         pthread_mutex_unlock(&m->lock);
-        int rc = wr(fd, rec, sizeof rec);
+        int rc = incmig__write_state(fd, rec, sizeof rec);
         if (rc)
             return rc;
         (*sent)++;
@@ -172,7 +155,7 @@ int incmig__simstate_save(struct incmig__simmem *m, int fd,
     put32(hdr + 8, STATE_VERSION);
     put32(hdr + 12, INCMIG_SIMSTATE_PAGE);
     put64(hdr + 16, m->npages);
-    rc = wr(fd, hdr, sizeof hdr);
+    rc = incmig__write_state(fd, hdr, sizeof hdr);
     if (rc)
         goto out;
     /* Round 0: everything; what is dirtied meanwhile goes in later rounds. */
@@ -216,7 +199,7 @@ int incmig__simstate_save(struct incmig__simmem *m, int fd,
         memcpy(rec + 12, m->pages + m->npages / 2 * INCMIG_SIMSTATE_PAGE,
                INCMIG_SIMSTATE_PAGE);
         rec[12 + 100] ^= 0x10;
-        rc = wr(fd, rec, sizeof rec);
+        rc = incmig__write_state(fd, rec, sizeof rec);
         if (rc)
             goto out;
         sent++;
@@ -226,7 +209,7 @@ int incmig__simstate_save(struct incmig__simmem *m, int fd,
     put64(end + 4, cpu);
     put32(end + 12, crc);
     put64(end + 16, sent);
-    rc = wr(fd, end, sizeof end);
+    rc = incmig__write_state(fd, end, sizeof end);
     if (!rc)
         INFO("state stream: %" PRIu64 " pages of %" PRIu64 " sent, CPU state %"
              PRIu64, sent, m->npages, cpu);

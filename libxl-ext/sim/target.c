@@ -48,17 +48,7 @@ static struct sim_target *sim(struct incmig__target *t)
 static int sim_prepare(struct incmig__target *t, int i,
                        struct incmig__disk **disk_r)
 {
-    struct sim_target *s = sim(t);
-    const struct incmig__target_disk *td = &t->disks[i];
-    char msg[INCMIG_MSG_MAX];
-    int rc;
-
-    rc = incmig__volume_create(&s->vol[i], td->path, td->size, msg,
-                               sizeof msg);
-    if (rc)
-        return incmig__target_fail(t, rc, "disk %s: %s", td->name, msg);
-    *disk_r = &s->vol[i].disk;
-    return 0;
+    return incmig__target_prepare_volume(t, i, &sim(t)->vol[i], disk_r);
 }
 
 static int sim_stage(struct incmig__target *t, int i, struct incmig__gate *g)

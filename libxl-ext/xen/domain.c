@@ -173,23 +173,6 @@ static int add_disk(struct xen_domain *x, libxl_device_disk *dk)
 
 /* ---- the state stream -------------------------------------------------------- */
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            LOGE("writing the domain's state stream");
-            return INCMIG_ELINK;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static void put32(uint8_t *p, uint32_t v)
 {
     p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
@@ -215,9 +198,9 @@ static int write_config(struct xen_domain *x, int fd)
     memcpy(hdr, XEN_STATE_MAGIC, 8);
     put32(hdr + 8, INCMIG_XEN_STATE_VERSION);
     put32(hdr + 12, (uint32_t)n);
-    rc = write_all(fd, hdr, sizeof hdr);
+    rc = incmig__write_state(fd, hdr, sizeof hdr);
     if (!rc)
-        rc = write_all(fd, js, n);
+        rc = incmig__write_state(fd, js, n);
     free(js);
     return rc;
 }

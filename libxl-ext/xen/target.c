@@ -168,17 +168,7 @@ static void ctx_close(libxl_ctx *ctx, xentoollog_logger_stdiostream *lg)
 static int xen_prepare(struct incmig__target *t, int i,
                        struct incmig__disk **disk_r)
 {
-    struct xen_target *s = xt(t);
-    const struct incmig__target_disk *td = &t->disks[i];
-    char msg[INCMIG_MSG_MAX];
-    int rc;
-
-    rc = incmig__volume_create(&s->vol[i], td->path, td->size, msg,
-                               sizeof msg);
-    if (rc)
-        return incmig__target_fail(t, rc, "disk %s: %s", td->name, msg);
-    *disk_r = &s->vol[i].disk;
-    return 0;
+    return incmig__target_prepare_volume(t, i, &xt(t)->vol[i], disk_r);
 }
 
 static int make_rundir(struct xen_target *s)
