@@ -1180,11 +1180,8 @@ static int recv_record(struct recv *r, struct incmig__rec *rec)
 
     for (;;) {
         if (incmig__stop_requested) {
-            if (r->state < INCMIG_DST_PULL) {
-                ERR("stopped before the point of no return: the guest "
-                    "stays on the source");
-                return INCMIG_ECANCEL;
-            }
+            if (r->state < INCMIG_DST_PULL)
+                return INCMIG_ECANCEL;   /* said at failed_discard */
             if (!r->stop_noted)
                 ERR("stop requested during PULL: the domain's disks are "
                     "split between the hosts, so PULL completes first");
@@ -1356,6 +1353,10 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
     goto out;
 
 failed_discard:
+    /* A stop seen here, or inside a read of the stream: said once. */
+    if (rc == INCMIG_ECANCEL)
+        ERR("stopped before the point of no return: the guest stays on the "
+            "source");
     if (rc == INCMIG_ELINK)
         ERR("connection to the source lost before the point of no return");
     else if (rc != INCMIG_EPEER && !r.error_sent)
