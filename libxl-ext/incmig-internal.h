@@ -155,6 +155,47 @@ void incmig__aioq_put_buf(struct incmig__aioq *q, uint8_t *buf);
 /* Wait for every in-flight request; first error is returned. */
 int incmig__aioq_drain(struct incmig__aioq *q);
 
+/* ---- disk lineage (lineage.c, spec "Incremental migration") ------------- */
+
+/* What a copy of a disk proves: valid (its claim to gen holds) and, when
+ * has_bitmap, bm: the blocks written since gen.  why: the reason the
+ * claim is void or the bitmap missing (or "no lineage metadata"). */
+struct incmig__lineage {
+    bool found;               /* PATH.incmig exists */
+    bool valid;
+    bool has_bitmap;
+    uint8_t gen[16];
+    uint64_t size;
+    struct incmig__bitmap bm;
+    char why[512];
+};
+/* Load and prove the claim of the volume at path (fd: open on it, or -1:
+ * stat the path).  0, or INCMIG_ENOMEM; a void claim is not an error. */
+int incmig__lineage_load(const char *path, int fd, uint32_t bs,
+                         struct incmig__lineage *l);
+void incmig__lineage_dispose(struct incmig__lineage *l);
+/* A tracker takes the volume: lineage gen with OPEN, before any write. */
+int incmig__lineage_open(const char *path, int fd, const uint8_t gen[16],
+                         uint32_t bs);
+/* Its clean close: fsync the volume, save bm (NULL: no bitmap), then the
+ * lineage without OPEN, with the volume's inode and mtime now. */
+int incmig__lineage_close(const char *path, int fd, const uint8_t gen[16],
+                          uint32_t bs, const struct incmig__bitmap *bm);
+void incmig__lineage_remove(const char *path);
+bool incmig__gen_zero(const uint8_t gen[16]);
+void incmig__gen_random(uint8_t gen[16]);
+/* The generation a migration gives disk `index`: XXH3-128(mig_id, index). */
+void incmig__gen_derive(const uint8_t mig_id[16], uint32_t index,
+                        uint8_t gen[16]);
+const char *incmig__gen_hex(const uint8_t gen[16], char out[33]);
+int incmig__gen_parse(const char *hex, uint8_t gen[16]);
+
+/* Per-block XXH3-128 sums (base.c): blocks [first, first+count) of d, in
+ * blocks of bs (the tail zero-padded), 16 octets each into out. */
+#define INCMIG_SUMS_MAX 65536u    /* sums in one BASE(SUMS) record */
+int incmig__sums_compute(struct incmig__disk *d, uint32_t bs, uint64_t first,
+                         uint32_t count, uint8_t *out);
+
 /* ---- migration stream (stream.c, docs/specs/incmig-stream.md) ------------ */
 
 #define INCMIG_STREAM_MAGIC "INCMIG\r\n"  /* 8 bytes */
@@ -185,6 +226,8 @@ enum incmig__rec_type {
     INCMIG_REC_RESUME = 14,   /* src->dst after reconnecting in PULL */
     INCMIG_REC_END = 15,      /* src->dst, last record */
     INCMIG_REC_XEN_STREAM = 16, /* src->dst, a chunk of libxl's stream */
+    INCMIG_REC_BASE = 18,     /* dst->src, CAP_BASE: its copy, or sums */
+    INCMIG_REC_DECIDE = 19,   /* src->dst, CAP_BASE: round 0 per disk */
     INCMIG_REC_REPORT = 17 | INCMIG_REC_OPTIONAL, /* dst->src, figures */
 };
 
@@ -214,6 +257,8 @@ struct incmig__hello {
 /* The source sends the domain's own state stream as XEN_STREAM records
  * during PUSH, ended by an empty one, before SUSPEND. */
 #define INCMIG_CAP_STATE 4u
+/* Incremental migration: BASE and DECIDE after DISK_ACK. */
+#define INCMIG_CAP_BASE 8u
 
 struct incmig__disk_rec {
     uint32_t index;
@@ -221,6 +266,30 @@ struct incmig__disk_rec {
     uint64_t size;
     uint8_t lineage[16];
     char name[INCMIG_NAME_MAX + 1];
+};
+
+/* BASE: kind REPORT (flags, gen, bitmap) or SUMS (first, count, sums). */
+enum { INCMIG_BASE_REPORT = 0, INCMIG_BASE_SUMS = 1 };
+#define INCMIG_BASE_HAVE 1u
+#define INCMIG_BASE_BITMAP 2u
+struct incmig__base_rec {
+    uint32_t index;
+    uint8_t kind;
+    uint32_t flags;           /* REPORT */
+    uint8_t gen[16];
+    uint64_t nbits;
+    uint64_t first;           /* SUMS */
+    uint32_t count;
+    const uint8_t *data;      /* bitmap encoding, or 16 * count sums */
+    uint32_t len;
+};
+#define INCMIG_BASE_REPORT_HDR 36
+#define INCMIG_BASE_SUMS_HDR 20
+enum { INCMIG_MODE_FULL = 0, INCMIG_MODE_UNION = 1, INCMIG_MODE_CHECKSUM = 2 };
+struct incmig__decide {
+    uint32_t index;
+    uint8_t mode;
+    char reason[INCMIG_MSG_MAX + 1];
 };
 
 struct incmig__disk_ack {
@@ -341,6 +410,37 @@ int incmig__dec_pull_req(const struct incmig__rec *r,
                          struct incmig__pull_req *p);
 int incmig__enc_error(const struct incmig__error_rec *e, uint8_t *buf);
 int incmig__dec_error(const struct incmig__rec *r, struct incmig__error_rec *e);
+/* BASE: enc writes the header (REPORT or SUMS by b->kind); the caller
+ * appends b->len data octets.  dec checks every field but the index
+ * and block counts against the migration's disks (the caller's). */
+int incmig__enc_base_hdr(const struct incmig__base_rec *b, uint8_t *buf);
+int incmig__dec_base(const struct incmig__rec *r, struct incmig__base_rec *b);
+int incmig__enc_decide(const struct incmig__decide *x, uint8_t *buf);
+int incmig__dec_decide(const struct incmig__rec *r, struct incmig__decide *x);
+const char *incmig__mode_name(int mode);
+/* The source's side of one disk's decision (base.c). */
+struct incmig__base_src {
+    const char *name;
+    struct incmig__disk *disk;
+    uint32_t bs;
+    uint64_t nblocks;
+    uint8_t gen[16];              /* the source copy's generation */
+    bool has_bitmap;              /* mine holds every write since gen */
+    struct incmig__bitmap mine;
+    char why[512];                /* why not (the backend's words) */
+    int mode;                     /* INCMIG_MODE_* */
+    char reason[INCMIG_MSG_MAX];
+    struct incmig__bitmap send;   /* round 0's set, UNION and CHECKSUM */
+    uint64_t sums_next;           /* CHECKSUM: next block expected */
+};
+/* From the destination's REPORT: mode, reason, and for UNION send =
+ * theirs | mine.  INCMIG_EPROTO when the report contradicts the DISK. */
+int incmig__base_decide(struct incmig__base_src *b,
+                        const struct incmig__base_rec *rep);
+/* One SUMS chunk, in order: hash the same blocks here, mark differing
+ * ones in send. */
+int incmig__base_compare(struct incmig__base_src *b,
+                         const struct incmig__base_rec *sums);
 /* Records with an empty body (SUSPEND, READY, GO, PULL_END, COMPLETE, END)
  * are checked with this: INCMIG_EPROTO unless r->len == 0. */
 int incmig__dec_empty(const struct incmig__rec *r);
@@ -599,6 +699,16 @@ struct incmig__domain_ops {
     int (*commit)(struct incmig__domain *d);   /* point of no return */
     int (*release)(struct incmig__domain *d);  /* migration complete */
     void (*close)(struct incmig__domain *d);
+    /* Lineage (lineage.c; NULL: the backend keeps none, every disk is
+     * copied in full): the copy's generation (zero: none) and, when
+     * *bitmap_r, every block written since it ORed into out; otherwise
+     * why says what is missing.  Called after a get_and_clear. */
+    int (*lineage)(struct incmig__domain *d, int disk, uint8_t gen[16],
+                   bool *bitmap_r, struct incmig__bitmap *out, char *why,
+                   size_t cap);
+    /* After commit: the generation the source copy holds once released
+     * (NULL with lineage). */
+    int (*adopt)(struct incmig__domain *d, int disk, const uint8_t gen[16]);
 };
 struct incmig__domain {
     const struct incmig__domain_ops *ops;
@@ -624,6 +734,10 @@ int incmig__domain_open(const char *spec, struct incmig__domain **d_r);
  *                   the pause) once the export is drained and closed.  It
  *                   runs on its own connection, so that GETCLEAR keeps
  *                   working on the first one meanwhile.
+ *   LINEAGE <i>     -> "OK <gen hex> <0|1 bitmap> <nbits> <len> <why>" then
+ *                      <len> bytes of incmig__bitmap_encode output (the
+ *                      blocks written since gen; len 0 without bitmap)
+ *   ADOPT <i> <hex> -> "OK": the generation disk i records at RELEASE
  *   COMMIT          -> "OK": point of no return; the export will not resume
  *   RESUME          -> "OK" serving again (refused after COMMIT)
  *   RELEASE         -> "OK", then the serving process exits
@@ -710,6 +824,11 @@ struct incmig__target_disk {
     /* from the receiver's own mapping, never from the wire */
     char path[4096];          /* the volume; its directory fully resolved */
     char nbd_uri[4096];       /* sim: the guest's export after GO, or "" */
+    /* incremental migration (lineage.c): the volume at path is an older
+     * copy proven to be of this disk's generation, reused, not created */
+    bool reuse;
+    uint8_t lineage[16];      /* the source's generation (DISK) */
+    uint8_t gen_next[16];     /* what both copies share after this one */
 };
 
 struct incmig__target;
@@ -764,6 +883,10 @@ int incmig__volume_map(const struct incmig_receive_opts *o,
                        const struct incmig__disk_rec *recs, int n,
                        struct incmig__target_disk *out, int *bad_r,
                        char *msg, size_t cap);
+/* After map: the claim of the volume out[i] reuses (lineage.c), loaded
+ * again for the BASE report; lin_r->valid false if it no longer holds. */
+int incmig__volume_base(const struct incmig__target_disk *td,
+                        struct incmig__lineage *lin_r);
 /* A volume file this migration creates: O_CREAT|O_EXCL|O_NOFOLLOW, sized,
  * opened (O_DIRECT too) into v->disk.  remove unlinks it only while the
  * path still names the very file created (device and inode). */
@@ -787,9 +910,10 @@ int incmig__target_prepare_volume(struct incmig__target *t, int i,
 /* The destination's state machine (receive.c, spec "Destination states"):
  * which source record each state takes, and the state it leads to. */
 enum incmig__dst_state {
-    INCMIG_DST_HELLO, INCMIG_DST_DISKS, INCMIG_DST_RECEIVING,
-    INCMIG_DST_PAUSED, INCMIG_DST_READY, INCMIG_DST_PULL, INCMIG_DST_DONE,
-    INCMIG_DST_WAIT_LINK, INCMIG_DST_RESUMING, INCMIG_DST_NSTATES
+    INCMIG_DST_HELLO, INCMIG_DST_DISKS, INCMIG_DST_BASE,
+    INCMIG_DST_RECEIVING, INCMIG_DST_PAUSED, INCMIG_DST_READY,
+    INCMIG_DST_PULL, INCMIG_DST_DONE, INCMIG_DST_WAIT_LINK,
+    INCMIG_DST_RESUMING, INCMIG_DST_NSTATES
 };
 /* 0 and *next_r, or INCMIG_EPROTO: `type` is not allowed in `state`. */
 int incmig__dst_transition(int state, uint32_t type, int *next_r);

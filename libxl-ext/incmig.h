@@ -137,6 +137,12 @@ struct incmig_disk_report {
     uint64_t background_blocks;     /* pushed in the background in PULL */
     struct incmig_phase_bytes wire;
     int rounds;
+    /* incremental migration: how round 0 was chosen ("full", "union",
+     * "checksum"), why, and the blocks it had to send */
+    char base[16];
+    char base_reason[1024];
+    uint64_t base_blocks;
+    double base_s;                  /* deciding it, checksums included */
 };
 
 struct incmig_report {

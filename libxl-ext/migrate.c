@@ -4,7 +4,10 @@
  * until GO the source is authoritative (ARCHITECTURE.md, failure rules):
  *
  *   CONNECT    transport up, headers + HELLO both ways       ->fail
- *   DISKS      DISK per disk, DISK_ACK per disk               ->fail
+ *   DISKS      DISK per disk, DISK_ACK per disk; with
+ *              INCMIG_CAP_BASE a BASE report per disk, the
+ *              DECIDE per disk (base.c) and the destination's
+ *              checksums of the CHECKSUM disks                ->fail
  *   PUSH       round 0 (allocated blocks), rounds of dirty
  *              blocks until the convergence policy stops      ->fail
  *   STOPCOPY   guest suspended; final bitmap (or, for the
@@ -49,6 +52,7 @@ struct mdisk {
     struct incmig__disk disk;
     struct incmig__sender snd;
     struct incmig__bitmap dirty;     /* PUSH round set, then final set */
+    struct incmig__base_src base;    /* lineage and round 0's decision */
     uint32_t bs;
     uint64_t nblocks;
 };
@@ -105,12 +109,13 @@ static uint64_t wire_now(struct mig *m)
  * a protocol error ("unexpected X record in state S"), whatever the code
  * reading it expected.  ERROR is accepted everywhere (the migration
  * fails).  REPORT is optional (bit 31), indexed by REC_IDX. */
-#define NTYPES (INCMIG_REC_XEN_STREAM + 2)
-#define REC_IDX(t) ((t) == INCMIG_REC_REPORT ? INCMIG_REC_XEN_STREAM + 1 \
-                    : (t) <= INCMIG_REC_XEN_STREAM ? (t) : NTYPES)
+#define NTYPES (INCMIG_REC_DECIDE + 2)
+#define REC_IDX(t) ((t) == INCMIG_REC_REPORT ? INCMIG_REC_DECIDE + 1 \
+                    : (t) <= INCMIG_REC_DECIDE ? (t) : NTYPES)
 static const bool src_table[INCMIG_SRC_NSTATES][NTYPES] = {
     [INCMIG_SRC_HANDSHAKE] = { [INCMIG_REC_HELLO] = 1,
                                [INCMIG_REC_DISK_ACK] = 1,
+                               [INCMIG_REC_BASE] = 1,
                                [INCMIG_REC_ERROR] = 1 },
     [INCMIG_SRC_PUSH] = { [INCMIG_REC_ROUND] = 1, [INCMIG_REC_ERROR] = 1 },
     [INCMIG_SRC_STATE] = { [INCMIG_REC_ERROR] = 1 },
@@ -247,7 +252,8 @@ static int open_link(struct mig *m, bool quiet, bool resume)
 
     struct incmig__hello h = {
         .version = INCMIG_STREAM_VERSION, .role = 0,
-        .caps = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME | INCMIG_CAP_STATE,
+        .caps = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME | INCMIG_CAP_STATE |
+                INCMIG_CAP_BASE,
         .ndisks = (uint32_t)m->nd,
     };
     memcpy(h.mig_id, m->mig_id, 16);
@@ -362,6 +368,7 @@ static int send_disks(struct mig *m)
             .index = (uint32_t)i, .block_size = dd->block_size,
             .size = dd->size,
         };
+        memcpy(d.lineage, m->d[i].base.gen, 16);
         snprintf(d.name, sizeof d.name, "%s", dd->name);
         int len = incmig__enc_disk(&d, m->buf);
         rc = len < 0 ? len
@@ -384,6 +391,113 @@ static int send_disks(struct mig *m)
             rc = a.status < 0 && a.status >= INCMIG_ECANCEL ? a.status
                                                             : INCMIG_EPEER;
         }
+    }
+    return rc;
+}
+
+/* ---- incremental migration (base.c) -------------------------------------- */
+
+static int get_dirty(struct mig *m, uint64_t *total_r);
+
+/* Before DISK: the trackers restart (what is written from now on goes to
+ * round 1 or later), then each disk's lineage is read from the backend. */
+static int read_lineage(struct mig *m)
+{
+    uint64_t dirty;
+    int rc = get_dirty(m, &dirty);
+
+    for (int i = 0; i < m->nd && !rc; i++) {
+        struct incmig__base_src *b = &m->d[i].base;
+        incmig__bitmap_clear_all(&m->d[i].dirty);
+        b->name = m->dom->disks[i].name;
+        b->disk = &m->d[i].disk;
+        b->bs = m->d[i].bs;
+        b->nblocks = m->d[i].nblocks;
+        b->mode = INCMIG_MODE_FULL;
+        snprintf(b->why, sizeof b->why, "the domain's backend keeps no "
+                 "lineage");
+        rc = incmig__bitmap_init(&b->mine, b->nblocks);
+        if (!rc)
+            rc = incmig__bitmap_init(&b->send, b->nblocks);
+        if (!rc && m->dom->ops->lineage)
+            rc = m->dom->ops->lineage(m->dom, i, b->gen, &b->has_bitmap,
+                                      &b->mine, b->why, sizeof b->why);
+    }
+    return rc;
+}
+
+static int send_decide(struct mig *m, int i)
+{
+    struct incmig__base_src *b = &m->d[i].base;
+    struct incmig__decide x = { .index = (uint32_t)i, .mode = (uint8_t)b->mode };
+    snprintf(x.reason, sizeof x.reason, "%s", b->reason);
+    int len = incmig__enc_decide(&x, m->buf);
+    return len < 0 ? len : incmig__stream_send(&m->st, INCMIG_REC_DECIDE,
+                                               m->buf, (uint32_t)len);
+}
+
+/* The destination's BASE reports, the decisions, then its checksums of
+ * the CHECKSUM disks, compared with ours block by block as they come. */
+static int base_exchange(struct mig *m)
+{
+    struct incmig__rec r;
+    struct incmig__base_rec b;
+    double t = incmig__now();
+    int rc = 0;
+
+    for (int i = 0; i < m->nd && !rc; i++) {
+        struct incmig__base_src *bs = &m->d[i].base;
+        if (!(m->caps & INCMIG_CAP_BASE)) {
+            snprintf(bs->reason, sizeof bs->reason, "the receiver does not "
+                     "take incremental migrations");
+            continue;
+        }
+        rc = recv_expect(m, &r, INCMIG_REC_BASE);
+        if (!rc)
+            rc = incmig__dec_base(&r, &b);
+        if (!rc && (b.index != (uint32_t)i || b.kind != INCMIG_BASE_REPORT)) {
+            ERR("expected the receiver's BASE report for disk %d", i);
+            rc = INCMIG_EPROTO;
+        }
+        if (!rc)
+            rc = incmig__base_decide(bs, &b);
+    }
+    for (int i = 0; i < m->nd && !rc && (m->caps & INCMIG_CAP_BASE); i++)
+        rc = send_decide(m, i);
+    /* checksums take what reading the disk takes: a silence bound (as in
+     * PUSH) instead of the handshake's deadline */
+    m->st.deadline = 0;
+    m->st.idle_s = 4 * (m->o->timeout_s > 0 ? m->o->timeout_s : 30);
+    for (int i = 0; i < m->nd && !rc; i++) {
+        struct incmig__base_src *bs = &m->d[i].base;
+        while (!rc && bs->mode == INCMIG_MODE_CHECKSUM &&
+               bs->sums_next < bs->nblocks) {
+            rc = recv_expect(m, &r, INCMIG_REC_BASE);
+            if (!rc)
+                rc = incmig__dec_base(&r, &b);
+            if (!rc && (b.index != (uint32_t)i || b.kind != INCMIG_BASE_SUMS)) {
+                ERR("expected the receiver's checksums of disk %d", i);
+                rc = INCMIG_EPROTO;
+            }
+            if (!rc)
+                rc = incmig__base_compare(bs, &b);
+        }
+        if (rc)
+            break;
+        struct incmig_disk_report *dr = &m->rep->disks[i];
+        snprintf(dr->base, sizeof dr->base, "%s", incmig__mode_name(bs->mode));
+        snprintf(dr->base_reason, sizeof dr->base_reason, "%s", bs->reason);
+        dr->base_blocks = bs->mode == INCMIG_MODE_FULL
+                              ? 0 : incmig__bitmap_count(&bs->send);
+        dr->base_s = incmig__now() - t;
+        INFO("disk %s: round 0 %s: %s", bs->name,
+             bs->mode == INCMIG_MODE_FULL ? "copies the whole disk"
+             : bs->mode == INCMIG_MODE_UNION ? "sends the union of both bitmaps"
+             : "sends the blocks whose checksums differ", bs->reason);
+        if (bs->mode != INCMIG_MODE_FULL)
+            INFO("disk %s: %" PRIu64 " of %" PRIu64 " blocks to send "
+                 "(decided in %.3f s)", bs->name, dr->base_blocks,
+                 bs->nblocks, dr->base_s);
     }
     return rc;
 }
@@ -503,20 +617,29 @@ static int push(struct mig *m)
     double budget = (o->downtime_ms ? o->downtime_ms : 300) / 1000.0;
     int rc;
 
-    /* Round 0 copies everything allocated: what was written before now
-     * is covered by it, so the tracker starts clean here. */
+    /* Round 0: every block written since the trackers restarted (before
+     * DISK, read_lineage), and what the decision says: everything
+     * allocated (FULL), or the blocks base.c found (UNION, CHECKSUM). */
     rc = get_dirty(m, &dirty);
     if (rc)
         return rc;
     for (int i = 0; i < m->nd; i++) {
-        incmig__bitmap_clear_all(&m->d[i].dirty);
-        rc = incmig__disk_alloc_map(&m->d[i].disk, m->d[i].bs, &m->d[i].dirty);
+        struct incmig__bitmap map = {0};
+        rc = incmig__bitmap_init(&map, m->d[i].nblocks);
+        if (!rc)
+            rc = incmig__disk_alloc_map(&m->d[i].disk, m->d[i].bs, &map);
+        if (!rc)
+            rep->disks[i].allocated_blocks = incmig__bitmap_count(&map);
+        if (!rc)
+            rc = incmig__bitmap_merge(&m->d[i].dirty,
+                                      m->d[i].base.mode == INCMIG_MODE_FULL
+                                          ? &map : &m->d[i].base.send);
+        incmig__bitmap_dispose(&map);
         if (rc)
             return rc;
-        rep->disks[i].allocated_blocks = incmig__bitmap_count(&m->d[i].dirty);
-        alloc += rep->disks[i].allocated_blocks * m->d[i].bs;
+        alloc += incmig__bitmap_count(&m->d[i].dirty) * m->d[i].bs;
     }
-    INFO("PUSH round 0: %" PRIu64 " MiB allocated", alloc >> 20);
+    INFO("PUSH round 0: %" PRIu64 " MiB", alloc >> 20);
     double t = incmig__now();
     progress_begin(m, "PUSH round 0", alloc);
     rc = send_round(m, 0, INCMIG_PHASE_PUSH, &blocks);
@@ -1074,6 +1197,22 @@ out:
     return rc;
 }
 
+/* After commit: the source copy's generation once released, the one the
+ * destination records too.  A failure costs only the next incremental. */
+static void adopt(struct mig *m)
+{
+    for (int i = 0; i < m->nd && m->dom->ops->adopt; i++) {
+        uint8_t gen[16];
+        if (incmig__gen_zero(m->d[i].base.gen))
+            continue;
+        incmig__gen_derive(m->mig_id, (uint32_t)i, gen);
+        if (m->dom->ops->adopt(m->dom, i, gen))
+            ERR("disk %s: the source copy will not record its generation: "
+                "the next migration back copies it in full",
+                m->dom->disks[i].name);
+    }
+}
+
 /* ---- the whole migration ---------------------------------------------------- */
 
 static int open_disks(struct mig *m)
@@ -1158,9 +1297,13 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     if (rc)
         goto failed_resume;
     uint64_t w0 = 0;
-    rc = open_link(&m, false, false);
+    rc = read_lineage(&m);
+    if (!rc)
+        rc = open_link(&m, false, false);
     if (!rc)
         rc = send_disks(&m);
+    if (!rc)
+        rc = base_exchange(&m);
     phase_add(&m, &rep->wire.control, w0);
     if (rc)
         goto failed_resume;
@@ -1199,6 +1342,7 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     rc = m.dom->ops->commit(m.dom);
     if (rc)
         goto failed_resume;
+    adopt(&m);
     /* --- point of no return --- the guest will run on the destination. */
     rc = incmig__stream_send(&m.st, INCMIG_REC_GO, NULL, 0);
     rep->downtime_ms = (incmig__now() - t_susp) * 1000;
@@ -1267,6 +1411,8 @@ out:
         dr->wire.pull_background = m.d[i].snd.wire[INCMIG_PHASE_PULL_BACKGROUND];
         incmig__sender_dispose(&m.d[i].snd);
         incmig__bitmap_dispose(&m.d[i].dirty);
+        incmig__bitmap_dispose(&m.d[i].base.mine);
+        incmig__bitmap_dispose(&m.d[i].base.send);
         incmig__disk_close(&m.d[i].disk);
     }
     close_link(&m);

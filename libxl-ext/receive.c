@@ -9,9 +9,14 @@
  *
  *   state       record          handler       next
  *   HELLO       HELLO           on_hello      DISKS
- *   DISKS       DISK            on_disk       DISKS, RECEIVING after the
- *                                             last disk (all validated,
- *                                             then created, then acked)
+ *   DISKS       DISK            on_disk       DISKS, BASE after the last
+ *                                             disk (all validated, then
+ *                                             created or reused, then
+ *                                             acked, then BASE reports);
+ *                                             without CAP_BASE the BASE
+ *                                             state is passed: RECEIVING
+ *   BASE        DECIDE          on_decide     BASE, RECEIVING after the
+ *                                             last (checksums sent)
  *   RECEIVING   BLOCKS(PUSH)    on_blocks     RECEIVING
  *               ROUND           on_round      RECEIVING
  *               XEN_STREAM      on_state      RECEIVING (CAP_STATE only)
@@ -78,6 +83,8 @@ struct rdisk {
     struct { uint64_t off, len; } fl[RECV_QD];   /* writes in flight, by
                                                   * tag; len 0: free */
     bool done;                     /* disk_done called */
+    struct incmig__lineage lin;    /* a reused copy's claim (BASE) */
+    int mode;                      /* DECIDE: INCMIG_MODE_* */
     uint64_t push_blocks, stopcopy_blocks, pull_blocks;
 };
 
@@ -95,6 +102,7 @@ struct recv {
     uint64_t caps;             /* negotiated: the source's & ours */
     int nd;
     int nrecs;
+    int ndecided;              /* DECIDE records in */
     struct incmig__disk_rec recs[INCMIG_MAX_DISKS];
     struct rdisk d[INCMIG_MAX_DISKS];
     uint8_t *zbuf;             /* inflated block data */
@@ -271,7 +279,7 @@ static int on_hello(struct recv *r, const struct incmig__rec *rec)
         return send_error(r, INCMIG_ENOTSUP, "domain %s has %u disks; this "
                           "receiver takes 1 to %u", h.name, h.ndisks,
                           INCMIG_MAX_DISKS);
-    uint64_t ours = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME |
+    uint64_t ours = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME | INCMIG_CAP_BASE |
                     (r->kind->state ? INCMIG_CAP_STATE : 0);
     r->caps = h.caps & ours;
     if (r->kind->state_required && !(r->caps & INCMIG_CAP_STATE))
@@ -312,6 +320,89 @@ static int refuse_disk(struct recv *r, int bad, int rc, const char *msg,
     return rc;
 }
 
+/* What this receiver holds of disk i: a reused copy (HAVE), with its
+ * bitmap when it has one that fits a record. */
+static int send_base_report(struct recv *r, int i)
+{
+    struct incmig__lineage *l = &r->d[i].lin;
+    struct incmig__base_rec b = { .index = (uint32_t)i,
+                                  .kind = INCMIG_BASE_REPORT };
+    uint8_t *enc = NULL;
+    size_t len = 0;
+    int hl, rc;
+
+    if (l->valid) {
+        b.flags = INCMIG_BASE_HAVE;
+        memcpy(b.gen, l->gen, 16);
+        if (l->has_bitmap && l->bm.nbits == r->d[i].nblocks &&
+            !incmig__bitmap_encode(&l->bm, 0, l->bm.nbits, &enc, &len) &&
+            len <= INCMIG_REC_MAX - INCMIG_BASE_REPORT_HDR) {
+            b.flags |= INCMIG_BASE_BITMAP;
+            b.nbits = l->bm.nbits;
+        } else {
+            len = 0;
+        }
+    }
+    hl = incmig__enc_base_hdr(&b, r->ebuf);
+    rc = hl < 0 ? hl : incmig__stream_send2(&r->st, INCMIG_REC_BASE, r->ebuf,
+                                            (uint32_t)hl, enc, (uint32_t)len);
+    free(enc);
+    return rc;
+}
+
+/* CHECKSUM: every block's XXH3-128, in chunks, while the source hashes
+ * its own copy of each chunk as it arrives. */
+static int send_sums(struct recv *r, int i)
+{
+    struct rdisk *d = &r->d[i];
+    uint8_t *sums = r->ebuf + INCMIG_BASE_SUMS_HDR;
+    int rc = 0;
+
+    for (uint64_t first = 0; first < d->nblocks && !rc;) {
+        uint64_t left = d->nblocks - first;
+        struct incmig__base_rec b = {
+            .index = (uint32_t)i, .kind = INCMIG_BASE_SUMS, .first = first,
+            .count = left < INCMIG_SUMS_MAX ? (uint32_t)left : INCMIG_SUMS_MAX,
+        };
+        int hl = incmig__enc_base_hdr(&b, r->ebuf);
+        rc = hl < 0 ? hl : incmig__sums_compute(d->disk, d->bs, first,
+                                                b.count, sums);
+        if (rc)
+            return send_error(r, rc, "disk %s: cannot read %s for its "
+                              "checksums: %s", r->recs[i].name,
+                              d->disk->path, incmig_strerror(rc));
+        rc = incmig__stream_send(&r->st, INCMIG_REC_BASE, r->ebuf,
+                                 (uint32_t)hl + 16 * b.count);
+        first += b.count;
+    }
+    return rc;
+}
+
+static int on_decide(struct recv *r, const struct incmig__rec *rec)
+{
+    struct incmig__decide x;
+    int rc = incmig__dec_decide(rec, &x);
+
+    if (rc)
+        return rc;
+    if (x.index != (uint32_t)r->ndecided)
+        return send_error(r, INCMIG_EPROTO, "DECIDE for disk %u, expected "
+                          "disk %d", x.index, r->ndecided);
+    if (x.mode != INCMIG_MODE_FULL && !r->d[x.index].lin.valid)
+        return send_error(r, INCMIG_EPROTO, "DECIDE %s for disk %s, of which "
+                          "this receiver holds no copy",
+                          incmig__mode_name(x.mode), r->recs[x.index].name);
+    r->d[x.index].mode = x.mode;
+    INFO("disk %s: round 0 is %s: %s", r->recs[x.index].name,
+         incmig__mode_name(x.mode), x.reason);
+    if (++r->ndecided < r->nd)
+        return STAY;
+    for (int i = 0; i < r->nd && !rc; i++)
+        if (r->d[i].mode == INCMIG_MODE_CHECKSUM)
+            rc = send_sums(r, i);
+    return rc;
+}
+
 /* Every DISK is in: validate them all, create nothing until then; then
  * prepare and stage every volume; then ack. */
 static int take_disks(struct recv *r)
@@ -324,6 +415,17 @@ static int take_disks(struct recv *r)
     rc = incmig__volume_map(r->o, r->recs, r->nd, td, &bad, msg, sizeof msg);
     if (rc)
         return refuse_disk(r, bad, rc, msg, false);
+    for (int i = 0; i < r->nd; i++) {
+        incmig__gen_derive(r->mig_id, (uint32_t)i, td[i].gen_next);
+        /* a reused copy's claim, read before prepare marks it in use */
+        if (td[i].reuse && (rc = incmig__volume_base(&td[i], &r->d[i].lin)))
+            return refuse_disk(r, i, rc, "out of memory", false);
+        if (td[i].reuse && !r->d[i].lin.valid) {
+            snprintf(msg, sizeof msg, "disk %s: %s changed since it was "
+                     "checked: refused", td[i].name, td[i].path);
+            return refuse_disk(r, i, INCMIG_EIO, msg, false);
+        }
+    }
     rc = r->kind->open(&r->t, r->domain, r->nd, td, &bad, msg, sizeof msg);
     if (rc)
         return refuse_disk(r, bad < 0 ? 0 : bad, rc, msg, false);
@@ -365,7 +467,9 @@ static int take_disks(struct recv *r)
         if (rc)
             return rc;
     }
-    return 0;
+    for (int i = 0; i < r->nd && (r->caps & INCMIG_CAP_BASE) && !rc; i++)
+        rc = send_base_report(r, i);
+    return rc;
 }
 
 static int on_disk(struct recv *r, const struct incmig__rec *rec)
@@ -917,7 +1021,7 @@ struct dst_edge {
     dst_handler fn;            /* NULL: the record is refused in this state */
     int next;
 };
-#define NTYPES (INCMIG_REC_XEN_STREAM + 1)
+#define NTYPES (INCMIG_REC_DECIDE + 1)
 #define TO(h, st) { h, INCMIG_DST_##st }
 #define ERROR_IN(st) [INCMIG_REC_ERROR] = TO(on_error, st)
 
@@ -927,8 +1031,12 @@ static const struct dst_edge dst_table[INCMIG_DST_NSTATES][NTYPES] = {
         ERROR_IN(HELLO),
     },
     [INCMIG_DST_DISKS] = {
-        [INCMIG_REC_DISK] = TO(on_disk, RECEIVING),
+        [INCMIG_REC_DISK] = TO(on_disk, BASE),
         ERROR_IN(DISKS),
+    },
+    [INCMIG_DST_BASE] = {
+        [INCMIG_REC_DECIDE] = TO(on_decide, RECEIVING),
+        ERROR_IN(BASE),
     },
     [INCMIG_DST_RECEIVING] = {
         [INCMIG_REC_BLOCKS] = TO(on_blocks, RECEIVING),
@@ -970,8 +1078,8 @@ static const struct dst_edge dst_table[INCMIG_DST_NSTATES][NTYPES] = {
 const char *incmig__dst_state_name(int state)
 {
     static const char *names[INCMIG_DST_NSTATES] = {
-        "HELLO", "DISKS", "RECEIVING", "PAUSED", "READY", "PULL", "DONE",
-        "WAIT_LINK", "RESUMING",
+        "HELLO", "DISKS", "BASE", "RECEIVING", "PAUSED", "READY", "PULL",
+        "DONE", "WAIT_LINK", "RESUMING",
     };
     return state >= 0 && state < INCMIG_DST_NSTATES ? names[state] : "?";
 }
@@ -999,6 +1107,9 @@ static int dispatch(struct recv *r, const struct incmig__rec *rec)
         return 0;
     if (rc)
         return rc;
+    /* BASE exists only with INCMIG_CAP_BASE (spec: "Destination states") */
+    if (next == INCMIG_DST_BASE && !(r->caps & INCMIG_CAP_BASE))
+        next = INCMIG_DST_RECEIVING;
     r->state = next;
     return 0;
 }
@@ -1385,6 +1496,7 @@ out:
         if (d->q)
             incmig__aioq_free(d->q);
         incmig__bitmap_dispose(&d->final);
+        incmig__lineage_dispose(&d->lin);
     }
     if (r.t) {
         if (discard)

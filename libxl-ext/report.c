@@ -13,6 +13,16 @@
 
 #include "incmig-internal.h"
 
+/* A JSON string's contents. */
+static void json_str(FILE *f, const char *s)
+{
+    for (const char *p = s; *p; p++)
+        if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+            fprintf(f, "\\u%04x", (unsigned char)*p);
+        else
+            fputc(*p, f);
+}
+
 static void mib(FILE *f, const char *label, uint64_t bytes)
 {
     fprintf(f, "  %-26s %10.1f MiB  (%" PRIu64 " bytes)\n", label,
@@ -44,6 +54,8 @@ void incmig_report_print(const struct incmig_report *r, FILE *f)
         const struct incmig_disk_report *d = &r->disks[i];
         fprintf(f, "disk %d (%s): %" PRIu64 " bytes, %" PRIu64 "-byte blocks\n",
                 i, d->name, d->size, d->block_size);
+        fprintf(f, "  %-26s %s, %" PRIu64 " blocks (%.3f s): %s\n",
+                "round 0", d->base, d->base_blocks, d->base_s, d->base_reason);
         fprintf(f, "  %-26s %" PRIu64 "\n", "allocated blocks", d->allocated_blocks);
         fprintf(f, "  %-26s %" PRIu64 " (%" PRIu64 " as zero markers) in %d "
                 "round(s)\n", "pushed blocks", d->pushed_blocks,
@@ -80,12 +92,12 @@ void incmig_report_json(const struct incmig_report *r, FILE *f)
     for (int i = 0; i < r->ndisks; i++) {
         const struct incmig_disk_report *d = &r->disks[i];
         fprintf(f, "%s{\"name\":\"", i ? "," : "");
-        for (const char *p = d->name; *p; p++)
-            if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
-                fprintf(f, "\\u%04x", (unsigned char)*p);
-            else
-                fputc(*p, f);
-        fprintf(f, "\",\"size\":%" PRIu64 ",\"block_size\":%" PRIu64
+        json_str(f, d->name);
+        fprintf(f, "\",\"base\":\"%s\",\"base_reason\":\"", d->base);
+        json_str(f, d->base_reason);
+        fprintf(f, "\",\"base_blocks\":%" PRIu64 ",\"base_s\":%.6f",
+                d->base_blocks, d->base_s);
+        fprintf(f, ",\"size\":%" PRIu64 ",\"block_size\":%" PRIu64
                 ",\"allocated_blocks\":%" PRIu64 ",\"pushed_blocks\":%" PRIu64
                 ",\"zero_blocks\":%" PRIu64 ",\"rounds\":%d"
                 ",\"final_dirty_blocks\":%" PRIu64 ",\"demand_blocks\":%" PRIu64

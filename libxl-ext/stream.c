@@ -160,6 +160,7 @@ static uint32_t frame_crc(const uint8_t *hdr, const uint8_t *body,
 static bool rec_known(uint32_t type)
 {
     return (type >= INCMIG_REC_HELLO && type <= INCMIG_REC_XEN_STREAM) ||
+           type == INCMIG_REC_BASE || type == INCMIG_REC_DECIDE ||
            type == INCMIG_REC_REPORT;
 }
 
@@ -182,6 +183,8 @@ const char *incmig__rec_name(uint32_t type)
     case INCMIG_REC_RESUME: return "RESUME";
     case INCMIG_REC_END: return "END";
     case INCMIG_REC_XEN_STREAM: return "XEN_STREAM";
+    case INCMIG_REC_BASE: return "BASE";
+    case INCMIG_REC_DECIDE: return "DECIDE";
     case INCMIG_REC_REPORT: return "REPORT";
     default: return "unknown";
     }
@@ -1055,4 +1058,120 @@ int incmig__dec_resume(const struct incmig__rec *r, uint8_t mig_id[16])
         return rc;
     memcpy(mig_id, r->body, 16);
     return 0;
+}
+
+/* BASE: u32 index, u8 kind, u8[3] reserved, then
+ *   REPORT: u32 flags, u8[16] gen, u64 nbits, bitmap encoding
+ *   SUMS:   u64 first, u32 count, 16 * count octets */
+int incmig__enc_base_hdr(const struct incmig__base_rec *b, uint8_t *buf)
+{
+    if (b->index >= INCMIG_MAX_DISKS)
+        return INCMIG_EINVAL;
+    put32(buf, b->index);
+    buf[4] = b->kind;
+    buf[5] = buf[6] = buf[7] = 0;
+    if (b->kind == INCMIG_BASE_REPORT) {
+        put32(buf + 8, b->flags);
+        memcpy(buf + 12, b->gen, 16);
+        put64(buf + 28, b->nbits);
+        return INCMIG_BASE_REPORT_HDR;
+    }
+    if (b->kind != INCMIG_BASE_SUMS || b->count < 1 ||
+        b->count > INCMIG_SUMS_MAX)
+        return INCMIG_EINVAL;
+    put64(buf + 8, b->first);
+    put32(buf + 16, b->count);
+    return INCMIG_BASE_SUMS_HDR;
+}
+
+int incmig__dec_base(const struct incmig__rec *r, struct incmig__base_rec *b)
+{
+    const uint8_t *p = r->body;
+    int rc;
+
+    memset(b, 0, sizeof *b);
+    if ((rc = expect_type(r, INCMIG_REC_BASE)) || (rc = expect_min_len(r, 8)))
+        return rc;
+    b->index = get32(p);
+    b->kind = p[4];
+    if (b->index >= INCMIG_MAX_DISKS || p[5] || p[6] || p[7]) {
+        ERR("BASE record: disk index %" PRIu32 " out of range or reserved "
+            "octets set", b->index);
+        return INCMIG_EPROTO;
+    }
+    if (b->kind == INCMIG_BASE_REPORT) {
+        if ((rc = expect_min_len(r, INCMIG_BASE_REPORT_HDR)))
+            return rc;
+        b->flags = get32(p + 8);
+        memcpy(b->gen, p + 12, 16);
+        b->nbits = get64(p + 28);
+        b->data = p + INCMIG_BASE_REPORT_HDR;
+        b->len = r->len - INCMIG_BASE_REPORT_HDR;
+        bool have = b->flags & INCMIG_BASE_HAVE;
+        bool bm = b->flags & INCMIG_BASE_BITMAP;
+        if (b->flags & ~(INCMIG_BASE_HAVE | INCMIG_BASE_BITMAP) ||
+            (bm && !have) || (!have && !incmig__gen_zero(b->gen)) ||
+            (bm ? b->nbits < 1 || b->nbits > INCMIG_DISK_MAX / INCMIG_BS_MIN ||
+                      b->len < 1
+                : b->nbits || b->len)) {
+            ERR("BASE record for disk %" PRIu32 ": flags %#" PRIx32 ", %"
+                PRIu64 " bits and %" PRIu32 " octets of bitmap do not agree",
+                b->index, b->flags, b->nbits, b->len);
+            return INCMIG_EPROTO;
+        }
+        return 0;
+    }
+    if (b->kind != INCMIG_BASE_SUMS) {
+        ERR("BASE record for disk %" PRIu32 ": unknown kind %u", b->index,
+            b->kind);
+        return INCMIG_EPROTO;
+    }
+    if ((rc = expect_min_len(r, INCMIG_BASE_SUMS_HDR)))
+        return rc;
+    b->first = get64(p + 8);
+    b->count = get32(p + 16);
+    b->data = p + INCMIG_BASE_SUMS_HDR;
+    b->len = r->len - INCMIG_BASE_SUMS_HDR;
+    if (b->count < 1 || b->count > INCMIG_SUMS_MAX ||
+        b->first > INCMIG_DISK_MAX / INCMIG_BS_MIN - b->count) {
+        ERR("BASE(SUMS) record for disk %" PRIu32 ": %" PRIu32 " sums from "
+            "block %" PRIu64 " out of range", b->index, b->count, b->first);
+        return INCMIG_EPROTO;
+    }
+    return expect_len(r, INCMIG_BASE_SUMS_HDR + 16 * b->count);
+}
+
+/* DECIDE: u32 index, u8 mode, u8[3] reserved, u16 reason_len, reason */
+int incmig__enc_decide(const struct incmig__decide *x, uint8_t *buf)
+{
+    if (x->index >= INCMIG_MAX_DISKS || x->mode > INCMIG_MODE_CHECKSUM)
+        return INCMIG_EINVAL;
+    put32(buf, x->index);
+    buf[4] = x->mode;
+    buf[5] = buf[6] = buf[7] = 0;
+    int n = enc_str(buf + 8, x->reason, INCMIG_MSG_MAX, "decision reason");
+    return n < 0 ? n : 8 + n;
+}
+
+int incmig__dec_decide(const struct incmig__rec *r, struct incmig__decide *x)
+{
+    int rc;
+
+    if ((rc = expect_type(r, INCMIG_REC_DECIDE)) || (rc = expect_min_len(r, 10)))
+        return rc;
+    x->index = get32(r->body);
+    x->mode = r->body[4];
+    if (x->index >= INCMIG_MAX_DISKS || x->mode > INCMIG_MODE_CHECKSUM ||
+        r->body[5] || r->body[6] || r->body[7]) {
+        ERR("DECIDE record: disk %" PRIu32 ", mode %u, or reserved octets "
+            "out of range", x->index, x->mode);
+        return INCMIG_EPROTO;
+    }
+    return dec_str(r, 8, x->reason, INCMIG_MSG_MAX, "decision reason");
+}
+
+const char *incmig__mode_name(int mode)
+{
+    return mode == INCMIG_MODE_UNION ? "union"
+           : mode == INCMIG_MODE_CHECKSUM ? "checksum" : "full";
 }

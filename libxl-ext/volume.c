@@ -18,6 +18,10 @@
  *   ... inside a root (--root, when any given)  "... is outside the roots"
  *   nothing at the path (lstat: ENOENT)         "... already exists",
  *                                               "... is a symbolic link"
+ *     unless it is a proven older copy of this
+ *     disk (lineage.c: same generation as the
+ *     DISK's lineage, claim valid, same size):
+ *     then it is reused, never removed
  *   two disks never share a path                "... mapped twice"
  *   block size power of two 4K..1M, size range  "... block size ..."
  *
@@ -241,7 +245,39 @@ static int map_one(const struct incmig_receive_opts *o, int ndisks,
         snprintf(msg, cap, "disk %s: path too long", dr->name);
         return INCMIG_EINVAL;
     }
-    if (lstat(out->path, &sb) == 0) {
+    if (lstat(out->path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        struct incmig__lineage l;
+        char g1[33], g2[33];
+        int rc = incmig__lineage_load(out->path, -1, dr->block_size, &l);
+        if (rc)
+            return rc;
+        bool same = l.valid && !incmig__gen_zero(dr->lineage) &&
+                    !memcmp(l.gen, dr->lineage, 16);
+        if (same && l.size == dr->size) {
+            out->reuse = true;
+            INFO("disk %s: %s is an older copy of generation %s: reused",
+                 dr->name, path, incmig__gen_hex(l.gen, g1));
+        } else if (same) {
+            snprintf(msg, cap, "disk %s: %s is a copy of this disk but of "
+                     "%" PRIu64 " bytes, not %" PRIu64 ": refused, nothing "
+                     "touched", dr->name, path, l.size, dr->size);
+        } else if (l.valid) {
+            snprintf(msg, cap, "disk %s: %s already exists and holds "
+                     "generation %s, unrelated to the source's %s: refused, "
+                     "nothing touched (remove it or map the disk elsewhere)",
+                     dr->name, path, incmig__gen_hex(l.gen, g1),
+                     incmig__gen_hex(dr->lineage, g2));
+        } else {
+            snprintf(msg, cap, "disk %s: %s already exists and cannot be "
+                     "proven a copy of this disk (%s); the receiver never "
+                     "overwrites a file it did not create or cannot prove: "
+                     "refused, nothing touched (remove it or map the disk "
+                     "elsewhere)", dr->name, path, l.why);
+        }
+        incmig__lineage_dispose(&l);
+        if (!out->reuse)
+            return INCMIG_EINVAL;
+    } else if (lstat(out->path, &sb) == 0) {
         if (S_ISLNK(sb.st_mode))
             snprintf(msg, cap, "disk %s: %s is a symbolic link; the receiver "
                      "creates its volumes and never follows a link: refused, "
@@ -253,11 +289,12 @@ static int map_one(const struct incmig_receive_opts *o, int ndisks,
                      "or map the disk elsewhere)", dr->name, path);
         return INCMIG_EINVAL;
     }
-    if (errno != ENOENT) {
+    if (!out->reuse && errno != ENOENT) {
         snprintf(msg, cap, "disk %s: cannot check %s: %s", dr->name, path,
                  strerror(errno));
         return INCMIG_EIO;
     }
+    memcpy(out->lineage, dr->lineage, 16);
     snprintf(out->name, sizeof out->name, "%s", dr->name);
     snprintf(out->nbd_uri, sizeof out->nbd_uri, "%s", uri ? uri : "");
     out->size = dr->size;
@@ -394,13 +431,72 @@ void incmig__volume_close(struct incmig__volume *v, bool remove)
     }
 }
 
+int incmig__volume_base(const struct incmig__target_disk *td,
+                        struct incmig__lineage *lin_r)
+{
+    int rc = incmig__lineage_load(td->path, -1, td->block_size, lin_r);
+    if (!rc && lin_r->valid && memcmp(lin_r->gen, td->lineage, 16))
+        lin_r->valid = false;
+    return rc;
+}
+
+/* An older copy of this disk, proven at map time: opened in place (the
+ * very file checked: a regular file of the disk's size), and its lineage
+ * marked OPEN before anything is written, so that a failure after this
+ * leaves its claim void.  Never removed. */
+static int volume_reuse(struct incmig__volume *v,
+                        const struct incmig__target_disk *td, char *msg,
+                        size_t cap)
+{
+    struct stat sb;
+    int rc;
+
+    snprintf(v->path, sizeof v->path, "%s", td->path);
+    v->created = false;
+    if (lstat(td->path, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        snprintf(msg, cap, "%s is no longer the regular file checked",
+                 td->path);
+        return INCMIG_EIO;
+    }
+    rc = incmig__disk_open(&v->disk, td->path, INCMIG_DISK_WRITE, 0);
+    if (rc) {
+        snprintf(msg, cap, "cannot open %s: %s", td->path, incmig_strerror(rc));
+        return rc;
+    }
+    struct stat b;
+    if (fstat(v->disk.fd, &b) < 0 || b.st_ino != sb.st_ino ||
+        b.st_dev != sb.st_dev || v->disk.size != td->size) {
+        snprintf(msg, cap, "%s changed while it was being opened", td->path);
+        incmig__disk_close(&v->disk);
+        return INCMIG_EIO;
+    }
+    v->dev = b.st_dev;
+    v->ino = b.st_ino;
+    rc = incmig__lineage_open(td->path, v->disk.fd, td->lineage,
+                              td->block_size);
+    if (rc) {
+        snprintf(msg, cap, "cannot mark the lineage of %s as in use",
+                 td->path);
+        incmig__disk_close(&v->disk);
+    }
+    return rc;
+}
+
 int incmig__target_prepare_volume(struct incmig__target *t, int i,
                                   struct incmig__volume *v,
                                   struct incmig__disk **disk_r)
 {
     const struct incmig__target_disk *td = &t->disks[i];
     char msg[INCMIG_MSG_MAX];
-    int rc = incmig__volume_create(v, td->path, td->size, msg, sizeof msg);
+    int rc;
+
+    if (td->reuse) {
+        rc = volume_reuse(v, td, msg, sizeof msg);
+    } else {
+        rc = incmig__volume_create(v, td->path, td->size, msg, sizeof msg);
+        if (!rc)   /* metadata of a file that was here before: not ours */
+            incmig__lineage_remove(td->path);
+    }
     if (rc)
         return incmig__target_fail(t, rc, "disk %s: %s", td->name, msg);
     *disk_r = &v->disk;

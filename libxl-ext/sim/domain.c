@@ -233,6 +233,51 @@ static int sim_suspend(struct incmig__domain *d, int state_fd,
     return rc;
 }
 
+static int sim_lineage(struct incmig__domain *d, int disk, uint8_t gen[16],
+                       bool *bitmap_r, struct incmig__bitmap *out, char *why,
+                       size_t cap)
+{
+    struct sim_domain *s = (struct sim_domain *)d;
+    char cmd[32], reply[INCMIG_CTL_LINE_MAX], hex[33];
+    uint64_t nbits, len;
+    unsigned has;
+    int pos = 0, rc;
+    uint8_t *buf = NULL;
+
+    *bitmap_r = false;
+    snprintf(cmd, sizeof cmd, "LINEAGE %d", disk);
+    rc = sim_cmd(s, cmd, reply, sizeof reply);
+    if (rc)
+        return rc;
+    if (sscanf(reply, "%32s %u %" SCNu64 " %" SCNu64 " %n", hex, &has, &nbits,
+               &len, &pos) != 4 || pos == 0 || incmig__gen_parse(hex, gen) ||
+        has > 1 || nbits != out->nbits || (has && len == 0) ||
+        (!has && len) || len > nbits / 8 + 64) {
+        ERR("simulated guest at %s: bad lineage '%s' for disk %d",
+            s->ctl_path, reply, disk);
+        return INCMIG_EPROTO;
+    }
+    snprintf(why, cap, "%s", reply + pos);
+    if (!has)
+        return 0;
+    buf = malloc(len);
+    if (!buf)
+        return INCMIG_ENOMEM;
+    rc = incmig__ctl_readall(s->fd, buf, len);
+    if (!rc)
+        rc = incmig__bitmap_decode(out, 0, nbits, buf, len);
+    free(buf);
+    *bitmap_r = !rc;
+    return rc;
+}
+
+static int sim_adopt(struct incmig__domain *d, int disk, const uint8_t gen[16])
+{
+    char cmd[64], hex[33];
+    snprintf(cmd, sizeof cmd, "ADOPT %d %s", disk, incmig__gen_hex(gen, hex));
+    return sim_cmd((struct sim_domain *)d, cmd, NULL, 0);
+}
+
 static int sim_simple(struct incmig__domain *d, const char *cmd)
 {
     return sim_cmd((struct sim_domain *)d, cmd, NULL, 0);
@@ -251,6 +296,8 @@ static void sim_close(struct incmig__domain *d)
 
 static const struct incmig__domain_ops sim_ops = {
     .get_and_clear = sim_get_and_clear,
+    .lineage = sim_lineage,
+    .adopt = sim_adopt,
     .suspend = sim_suspend,
     .resume = sim_resume,
     .commit = sim_commit,

@@ -18,6 +18,14 @@
  *   SUSPENDED --RESUME / last toolstack connection gone--> SERVING
  * After COMMIT the destination runs the guest: this side never serves
  * again, whatever happens to the toolstack.
+ *
+ * Lineage (lineage.c): each image's claim is proven at start; the image
+ * is then marked OPEN and every write is also marked in a second tracker
+ * (`lt`, never cleared by the toolstack): the blocks written since the
+ * image's generation.  At a clean exit the generation and that bitmap are
+ * saved; after RELEASE the generation the toolstack named (ADOPT) with an
+ * empty bitmap, the content being exactly what the destination got.
+ * Committed but not released, nothing is saved: the claim stays void.
  */
 #include "config.h"
 
@@ -40,6 +48,12 @@ struct served;
 struct served_disk {           /* one disk: its image, tracker, export */
     struct incmig__disk disk;
     struct incmig__memtracker mt;
+    struct incmig__memtracker lt;  /* writes since gen (lineage) */
+    uint8_t gen[16];               /* zero: no lineage kept */
+    bool lin_bitmap;               /* lt holds every write since gen */
+    char lin_why[512];             /* otherwise, why */
+    uint8_t adopted[16];           /* ADOPT: the generation at RELEASE */
+    bool adopt;
     struct incmig__nbd_server *nbd;
     const char *name;
     int index;
@@ -124,6 +138,7 @@ static int sv_pwrite(void *opaque, const void *buf, uint32_t count,
     int rc;
 
     incmig__memtracker_mark(&s->mt, off, count);
+    incmig__memtracker_mark(&s->lt, off, count);
     touch(s, off);
     rc = direct_write(s, buf, count, off);
     if (rc == 1)
@@ -139,6 +154,7 @@ static int sv_zero(void *opaque, uint32_t count, uint64_t off, bool may_trim,
 {
     struct served_disk *s = opaque;
     incmig__memtracker_mark(&s->mt, off, count);
+    incmig__memtracker_mark(&s->lt, off, count);
     touch(s, off);
     int rc = incmig__disk_punch(&s->disk, off, count);
     incmig__memtracker_mark(&s->mt, off, count);
@@ -269,6 +285,56 @@ static int cmd_suspend(struct served *s, int fd, int state_fd)
     return reply(fd, "OK %.6f", t_paused);
 }
 
+static int cmd_lineage(struct served_disk *d, int fd)
+{
+    struct incmig__bitmap bm = {0};
+    uint8_t *enc = NULL;
+    size_t len = 0;
+    char hex[33];
+    int rc = 0;
+
+    if (d->lin_bitmap) {
+        rc = incmig__bitmap_init(&bm, d->lt.t.nblocks);
+        pthread_mutex_lock(&d->lt.lock);
+        if (!rc)
+            rc = incmig__bitmap_merge(&bm, &d->lt.bm);
+        pthread_mutex_unlock(&d->lt.lock);
+        if (!rc)
+            rc = incmig__bitmap_encode(&bm, 0, bm.nbits, &enc, &len);
+    }
+    if (rc)
+        rc = reply(fd, "ERR cannot read the lineage bitmap of disk %s: %s",
+                   d->name, incmig_strerror(rc));
+    else
+        rc = reply(fd, "OK %s %d %" PRIu64 " %zu %s",
+                   incmig__gen_hex(d->gen, hex), d->lin_bitmap,
+                   d->lt.t.nblocks, len, d->lin_bitmap ? "-" : d->lin_why);
+    if (!rc && len)
+        rc = incmig__ctl_writeall(fd, enc, len);
+    free(enc);
+    incmig__bitmap_dispose(&bm);
+    return rc;
+}
+
+static int cmd_adopt(struct served *s, int fd, const char *arg)
+{
+    char hex[64];
+    int i, n = 0;
+    uint8_t gen[16];
+
+    if (sscanf(arg, "%d %40s%n", &i, hex, &n) != 2 || arg[n] || i < 0 ||
+        i >= s->nd || incmig__gen_parse(hex, gen))
+        return reply(fd, "ERR ADOPT <disk> <32 hex digits>");
+    pthread_mutex_lock(&s->lock);
+    bool ok = s->state == COMMITTED;
+    if (ok) {
+        memcpy(s->d[i].adopted, gen, 16);
+        s->d[i].adopt = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ok ? reply(fd, "OK") : reply(fd, "ERR ADOPT before COMMIT");
+}
+
 static int command(struct served *s, int fd, const char *line, int passed_fd)
 {
     struct served_disk *d;
@@ -287,6 +353,13 @@ static int command(struct served *s, int fd, const char *line, int passed_fd)
             return 0;
         return cmd_getclear(d, fd);
     }
+    if (!strncmp(line, "LINEAGE ", 8)) {
+        if (!(d = disk_arg(s, fd, line + 8)))
+            return 0;
+        return cmd_lineage(d, fd);
+    }
+    if (!strncmp(line, "ADOPT ", 6))
+        return cmd_adopt(s, fd, line + 6);
     if (!strcmp(line, "SUSPEND"))
         return cmd_suspend(s, fd, passed_fd);
     pthread_mutex_lock(&s->lock);
@@ -375,6 +448,76 @@ static void *session_main(void *opaque)
     return NULL;
 }
 
+/* Prove the image's claim, then mark it held (before the export runs). */
+static int lineage_start(struct served_disk *d, uint32_t bs)
+{
+    struct incmig__lineage l;
+    char hex[33];
+    int rc = incmig__lineage_load(d->disk.path, d->disk.fd, bs, &l);
+
+    if (rc)
+        return rc;
+    if (l.valid) {
+        memcpy(d->gen, l.gen, 16);
+        d->lin_bitmap = l.has_bitmap;
+        if (l.has_bitmap)
+            rc = d->lt.t.ops->load(&d->lt.t, &l.bm);
+        else
+            snprintf(d->lin_why, sizeof d->lin_why, "the source's bitmap is "
+                     "missing (%.400s)", l.why);
+        INFO("disk %s: generation %s, %s", d->name, incmig__gen_hex(d->gen, hex),
+             l.has_bitmap ? "its writes since tracked" : d->lin_why);
+    } else {
+        incmig__gen_random(d->gen);
+        d->lin_bitmap = true;      /* a new generation: nothing since */
+        INFO("disk %s: %s: new generation %s", d->name,
+             l.found ? l.why : "no lineage yet", incmig__gen_hex(d->gen, hex));
+    }
+    incmig__lineage_dispose(&l);
+    if (!rc && incmig__lineage_open(d->disk.path, d->disk.fd, d->gen, bs)) {
+        ERR("disk %s: its lineage cannot be kept beside %s: it will always "
+            "be copied in full", d->name, d->disk.path);
+        memset(d->gen, 0, 16);
+        d->lin_bitmap = false;
+        snprintf(d->lin_why, sizeof d->lin_why, "no lineage kept");
+    }
+    return rc;
+}
+
+/* At exit, the exports gone: what this copy can prove from now on. */
+static void lineage_save(struct served *s, struct served_disk *d)
+{
+    struct incmig__bitmap bm = {0};
+    char hex[33];
+    const uint8_t *gen = d->gen;
+    int rc;
+
+    if (incmig__gen_zero(d->gen) || d->disk.fd < 0 || !d->lt.t.ops)
+        return;
+    if (s->state == COMMITTED && !(s->released && d->adopt)) {
+        ERR("disk %s: committed to the destination but not released: its "
+            "lineage stays void", d->name);
+        return;
+    }
+    rc = incmig__bitmap_init(&bm, d->lt.t.nblocks);
+    if (!rc && s->state == COMMITTED)
+        gen = d->adopted;          /* exactly what the destination got */
+    else if (!rc)
+        rc = d->lt.t.ops->get_and_clear(&d->lt.t, &bm);
+    if (!rc)
+        rc = incmig__lineage_close(d->disk.path, d->disk.fd, gen,
+                                   d->lt.t.block_size,
+                                   d->lin_bitmap || gen != d->gen ? &bm : NULL);
+    if (rc)
+        ERR("disk %s: its lineage could not be saved: its claim stays void",
+            d->name);
+    else
+        INFO("disk %s: lineage saved, generation %s, %" PRIu64 " block(s) "
+             "written since", d->name, incmig__gen_hex(gen, hex),
+             incmig__bitmap_count(&bm));
+    incmig__bitmap_dispose(&bm);
+}
+
 static int open_disk(struct served *s, int i)
 {
     const struct incmig_serve_disk *od = &s->o->disks[i];
@@ -397,6 +540,10 @@ static int open_disk(struct served *s, int i)
     rc = incmig__disk_open(&d->disk, od->image, INCMIG_DISK_WRITE, 0);
     if (!rc)
         rc = incmig__memtracker_init(&d->mt, d->disk.size, bs);
+    if (!rc)
+        rc = incmig__memtracker_init(&d->lt, d->disk.size, bs);
+    if (!rc)
+        rc = lineage_start(d, bs);
     if (!rc)
         rc = incmig__nbd_new(&d->nbd, od->nbd_uri, d->disk.size, &serve_ops, d,
                              s->o->max_inflight);
@@ -502,11 +649,17 @@ out:
         unlink(o->control_path);
     }
     for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++) {
+        if (s.d[i].nbd)
+            incmig__nbd_free(s.d[i].nbd);
+        s.d[i].nbd = NULL;
+    }
+    for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++) {
         struct served_disk *d = &s.d[i];
-        if (d->nbd)
-            incmig__nbd_free(d->nbd);
+        lineage_save(&s, d);
         if (d->mt.t.ops)
             d->mt.t.ops->dispose(&d->mt.t);
+        if (d->lt.t.ops)
+            d->lt.t.ops->dispose(&d->lt.t);
         incmig__disk_close(&d->disk);
     }
     incmig__simmem_dispose(&s.mem);

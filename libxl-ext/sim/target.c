@@ -14,11 +14,18 @@
  *               and proves it intact
  *   unpause     starts serving every export (the guest reconnects here)
  *   disk_done   flushes the volume (the guest keeps using the export:
- *               this process stays its disk)
+ *               this process stays its disk); the copy is now of the
+ *               migration's generation: its lineage is written OPEN
+ *               (lineage.c), the writes tracked since unpause on top
  *   in_use      NBD clients connected, all disks
  *   stop        frees the exports (their sockets go)
  *   abort       removes the volumes this migration created
- *   close       closes the volumes
+ *   close       closes the volumes; a complete disk's lineage is saved
+ *               with the bitmap of every guest write since GO
+ *
+ * Tracking: the guest's NBD requests pass through track_ops, which mark
+ * each write, trim and zero in a per-disk in-process tracker before the
+ * gate executes it.
  */
 #include "config.h"
 
@@ -33,11 +40,61 @@
  * many as one client may have in flight). */
 #define GATE_WORKERS 64
 
+struct tracked {              /* one disk's export: gate + tracker */
+    struct incmig__gate *gate;
+    struct incmig__memtracker mt;  /* guest writes since unpause */
+    bool complete;                 /* disk_done: the lineage is ours */
+};
+
 struct sim_target {
     struct incmig__target t;
     struct incmig__volume vol[INCMIG_MAX_DISKS];
     struct incmig__nbd_server *nbd[INCMIG_MAX_DISKS];
+    struct tracked tr[INCMIG_MAX_DISKS];
     struct incmig__simstate_info info;
+};
+
+static int tr_pread(void *opaque, void *buf, uint32_t count, uint64_t off)
+{
+    struct tracked *k = opaque;
+    return incmig__gate_nbd_ops.pread(k->gate, buf, count, off);
+}
+
+static int tr_pwrite(void *opaque, const void *buf, uint32_t count,
+                     uint64_t off, bool fua)
+{
+    struct tracked *k = opaque;
+    incmig__memtracker_mark(&k->mt, off, count);
+    return incmig__gate_nbd_ops.pwrite(k->gate, buf, count, off, fua);
+}
+
+static int tr_flush(void *opaque)
+{
+    struct tracked *k = opaque;
+    return incmig__gate_nbd_ops.flush(k->gate);
+}
+
+static int tr_trim(void *opaque, uint32_t count, uint64_t off, bool fua)
+{
+    struct tracked *k = opaque;
+    incmig__memtracker_mark(&k->mt, off, count);
+    return incmig__gate_nbd_ops.trim(k->gate, count, off, fua);
+}
+
+static int tr_zero(void *opaque, uint32_t count, uint64_t off, bool may_trim,
+                   bool fua)
+{
+    struct tracked *k = opaque;
+    incmig__memtracker_mark(&k->mt, off, count);
+    return incmig__gate_nbd_ops.zero(k->gate, count, off, may_trim, fua);
+}
+
+static const struct incmig__nbd_ops track_ops = {
+    .pread = tr_pread,
+    .pwrite = tr_pwrite,
+    .flush = tr_flush,
+    .trim = tr_trim,
+    .zero = tr_zero,
 };
 
 static struct sim_target *sim(struct incmig__target *t)
@@ -57,8 +114,13 @@ static int sim_stage(struct incmig__target *t, int i, struct incmig__gate *g)
     const struct incmig__target_disk *td = &t->disks[i];
     int rc;
 
-    rc = incmig__nbd_new(&s->nbd[i], td->nbd_uri, td->size,
-                         &incmig__gate_nbd_ops, g, GATE_WORKERS);
+    s->tr[i].gate = g;
+    rc = incmig__memtracker_init(&s->tr[i].mt, td->size, td->block_size);
+    if (rc)
+        return incmig__target_fail(t, rc, "disk %s: cannot set up its write "
+                                   "tracker", td->name);
+    rc = incmig__nbd_new(&s->nbd[i], td->nbd_uri, td->size, &track_ops,
+                         &s->tr[i], GATE_WORKERS);
     if (rc)
         return incmig__target_fail(t, rc, "cannot stage the destination "
                                    "export of disk %s on %s: %s", td->name,
@@ -104,6 +166,9 @@ static int sim_disk_done(struct incmig__target *t, int i)
     if (rc)
         return incmig__target_fail(t, rc, "disk %s: cannot flush %s",
                                    t->disks[i].name, t->disks[i].path);
+    if (!incmig__lineage_open(t->disks[i].path, s->vol[i].disk.fd,
+                              t->disks[i].gen_next, t->disks[i].block_size))
+        s->tr[i].complete = true;
     return 0;
 }
 
@@ -134,8 +199,37 @@ static void sim_abort(struct incmig__target *t)
     struct sim_target *s = sim(t);
 
     sim_stop(t);
-    for (int i = 0; i < t->ndisks; i++)
+    for (int i = 0; i < t->ndisks; i++) {
+        if (!s->vol[i].created && s->vol[i].path[0])
+            ERR("disk %s: the older copy %s was reused and may be partly "
+                "updated: its lineage stays void", t->disks[i].name,
+                s->vol[i].path);
         incmig__volume_close(&s->vol[i], true);
+    }
+}
+
+/* The exports are gone (stop): nothing writes any more.  A complete disk
+ * records its generation with every write since GO. */
+static void save_lineage(struct sim_target *s, int i)
+{
+    struct tracked *k = &s->tr[i];
+    const struct incmig__target_disk *td = &s->t.disks[i];
+    struct incmig__bitmap bm = {0};
+    char g[33];
+
+    if (!k->complete || s->vol[i].disk.fd < 0)
+        return;
+    if (incmig__bitmap_init(&bm, k->mt.t.nblocks) ||
+        k->mt.t.ops->get_and_clear(&k->mt.t, &bm) ||
+        incmig__lineage_close(td->path, s->vol[i].disk.fd, td->gen_next,
+                              td->block_size, &bm))
+        ERR("disk %s: the lineage of %s could not be saved: its claim stays "
+            "void", td->name, td->path);
+    else
+        INFO("disk %s: %s saved as generation %s, %" PRIu64 " block(s) "
+             "written since", td->name, td->path,
+             incmig__gen_hex(td->gen_next, g), incmig__bitmap_count(&bm));
+    incmig__bitmap_dispose(&bm);
 }
 
 static void sim_close(struct incmig__target *t)
@@ -145,8 +239,12 @@ static void sim_close(struct incmig__target *t)
     if (!t)
         return;
     sim_stop(t);
-    for (int i = 0; i < t->ndisks; i++)
+    for (int i = 0; i < t->ndisks; i++) {
+        save_lineage(s, i);
         incmig__volume_close(&s->vol[i], false);
+        if (s->tr[i].mt.t.ops)
+            s->tr[i].mt.t.ops->dispose(&s->tr[i].mt.t);
+    }
     free(s);
 }
 

@@ -30,7 +30,9 @@ struct edge {
 /* The spec's table, edge by edge. */
 static const struct edge spec[] = {
     { S(HELLO), R(HELLO), S(DISKS) },
-    { S(DISKS), R(DISK), S(RECEIVING) },     /* after the last DISK */
+    { S(DISKS), R(DISK), S(BASE) },   /* after the last DISK; RECEIVING
+                                       * at once without INCMIG_CAP_BASE */
+    { S(BASE), R(DECIDE), S(RECEIVING) },    /* after the last DECIDE */
     { S(RECEIVING), R(BLOCKS), S(RECEIVING) },
     { S(RECEIVING), R(ROUND), S(RECEIVING) },
     { S(RECEIVING), R(XEN_STREAM), S(RECEIVING) },
@@ -106,9 +108,10 @@ static void test_rules(void **unused)
             assert_int_equal(incmig__dst_transition(st, R(XEN_STREAM),
                                                     &next), INCMIG_EPROTO);
     /* records only the destination sends are never taken */
-    const uint32_t dst_only[] = { R(DISK_ACK), R(PULL_REQ), R(COMPLETE) };
+    const uint32_t dst_only[] = { R(DISK_ACK), R(PULL_REQ), R(COMPLETE),
+                                  R(BASE) };
     for (int st = 0; st < INCMIG_DST_NSTATES; st++)
-        for (size_t i = 0; i < 3; i++)
+        for (size_t i = 0; i < 4; i++)
             assert_int_equal(incmig__dst_transition(st, dst_only[i], &next),
                              INCMIG_EPROTO);
     /* out-of-range states */
@@ -125,6 +128,7 @@ static void test_rules(void **unused)
 #define SS(x) INCMIG_SRC_##x
 static const struct { int state; uint32_t type; } src_spec[] = {
     { SS(HANDSHAKE), R(HELLO) }, { SS(HANDSHAKE), R(DISK_ACK) },
+    { SS(HANDSHAKE), R(BASE) },
     { SS(PUSH), R(ROUND) },
     { SS(STOPCOPY), R(ROUND) }, { SS(STOPCOPY), R(READY) },
     { SS(PULL), R(PULL_REQ) }, { SS(PULL), R(COMPLETE) },
