@@ -358,11 +358,14 @@ static int send_sums(struct recv *r, int i)
     uint8_t *sums = r->ebuf + INCMIG_BASE_SUMS_HDR;
     int rc = 0;
 
+    /* chunks of 16 MiB of disk: the source hashes one while we hash the
+     * next */
+    uint64_t per = (16u << 20) / d->bs;
     for (uint64_t first = 0; first < d->nblocks && !rc;) {
         uint64_t left = d->nblocks - first;
         struct incmig__base_rec b = {
             .index = (uint32_t)i, .kind = INCMIG_BASE_SUMS, .first = first,
-            .count = left < INCMIG_SUMS_MAX ? (uint32_t)left : INCMIG_SUMS_MAX,
+            .count = (uint32_t)(left < per ? left : per),
         };
         int hl = incmig__enc_base_hdr(&b, r->ebuf);
         rc = hl < 0 ? hl : incmig__sums_compute(d->disk, d->bs, first,
