@@ -423,6 +423,13 @@ static int take_disks(struct recv *r)
         /* a reused copy's claim, read before prepare marks it in use */
         if (td[i].reuse && (rc = incmig__volume_base(&td[i], &r->d[i].lin)))
             return refuse_disk(r, i, rc, "out of memory", false);
+        if (td[i].reuse && !(r->caps & INCMIG_CAP_BASE)) {
+            snprintf(msg, sizeof msg, "disk %s: %s is an older copy of this "
+                     "disk, and the source does not do incremental "
+                     "migrations: refused, nothing touched", td[i].name,
+                     td[i].path);
+            return refuse_disk(r, i, INCMIG_EINVAL, msg, false);
+        }
         if (td[i].reuse && !r->d[i].lin.valid) {
             snprintf(msg, sizeof msg, "disk %s: %s changed since it was "
                      "checked: refused", td[i].name, td[i].path);
