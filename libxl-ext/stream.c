@@ -1109,8 +1109,11 @@ int incmig__dec_base(const struct incmig__rec *r, struct incmig__base_rec *b)
         b->len = r->len - INCMIG_BASE_REPORT_HDR;
         bool have = b->flags & INCMIG_BASE_HAVE;
         bool bm = b->flags & INCMIG_BASE_BITMAP;
+        bool gen0 = true;
+        for (int i = 0; i < 16; i++)
+            gen0 &= b->gen[i] == 0;
         if (b->flags & ~(INCMIG_BASE_HAVE | INCMIG_BASE_BITMAP) ||
-            (bm && !have) || (!have && !incmig__gen_zero(b->gen)) ||
+            (bm && !have) || (!have && !gen0) || (have && gen0) ||
             (bm ? b->nbits < 1 || b->nbits > INCMIG_DISK_MAX / INCMIG_BS_MIN ||
                       b->len < 1
                 : b->nbits || b->len)) {

@@ -127,6 +127,20 @@ static void check_record(const struct incmig__rec *r, uint32_t *bs)
             abort();
         break;
     }
+    case INCMIG_REC_BASE: {
+        struct incmig__base_rec b;
+        if (incmig__dec_base(r, &b) == 0)
+            same(incmig__enc_base_hdr(&b, enc_buf), r,
+                 b.kind == INCMIG_BASE_REPORT ? INCMIG_BASE_REPORT_HDR
+                                              : INCMIG_BASE_SUMS_HDR);
+        break;
+    }
+    case INCMIG_REC_DECIDE: {
+        struct incmig__decide x;
+        if (incmig__dec_decide(r, &x) == 0)
+            same(incmig__enc_decide(&x, enc_buf), r, r->len);
+        break;
+    }
     case INCMIG_REC_XEN_STREAM:
     case INCMIG_REC_REPORT:
         break;                      /* opaque to the codec */
