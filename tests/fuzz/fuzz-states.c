@@ -142,6 +142,17 @@ static int body_for(uint32_t type, struct in *in, int ndisks, uint32_t *len_r)
         *len_r = (uint32_t)incmig__enc_error(&e, buf);
         return 0;
     }
+    case INCMIG_REC_DECIDE: {
+        struct incmig__decide x = { .index = (uint32_t)(k % ndisks),
+                                    .mode = take(in) % 3 };
+        *len_r = (uint32_t)incmig__enc_decide(&x, buf);
+        return 0;
+    }
+    case INCMIG_REC_BASE: {
+        struct incmig__base_rec b = { .index = (uint32_t)(k % ndisks) };
+        *len_r = (uint32_t)incmig__enc_base_hdr(&b, buf);
+        return 0;
+    }
     case INCMIG_REC_RESUME:
         memset(buf, k, 16);
         *len_r = 16;
@@ -165,14 +176,16 @@ static const uint32_t all_types[] = {
     INCMIG_REC_ROUND, INCMIG_REC_SUSPEND, INCMIG_REC_BITMAP, INCMIG_REC_READY,
     INCMIG_REC_GO, INCMIG_REC_PULL_REQ, INCMIG_REC_PULL_END,
     INCMIG_REC_COMPLETE, INCMIG_REC_ERROR, INCMIG_REC_RESUME, INCMIG_REC_END,
-    INCMIG_REC_XEN_STREAM, INCMIG_REC_REPORT,
+    INCMIG_REC_XEN_STREAM, INCMIG_REC_REPORT, INCMIG_REC_BASE,
+    INCMIG_REC_DECIDE,
 };
 #define NALL (sizeof all_types / sizeof all_types[0])
 
 static bool dst_only(uint32_t t)
 {
     return t == INCMIG_REC_DISK_ACK || t == INCMIG_REC_PULL_REQ ||
-           t == INCMIG_REC_COMPLETE || t == INCMIG_REC_REPORT;
+           t == INCMIG_REC_COMPLETE || t == INCMIG_REC_REPORT ||
+           t == INCMIG_REC_BASE;
 }
 
 static bool src_only(uint32_t t)
@@ -180,7 +193,8 @@ static bool src_only(uint32_t t)
     return t == INCMIG_REC_DISK || t == INCMIG_REC_BLOCKS ||
            t == INCMIG_REC_SUSPEND || t == INCMIG_REC_GO ||
            t == INCMIG_REC_PULL_END || t == INCMIG_REC_RESUME ||
-           t == INCMIG_REC_END || t == INCMIG_REC_XEN_STREAM;
+           t == INCMIG_REC_END || t == INCMIG_REC_XEN_STREAM ||
+           t == INCMIG_REC_DECIDE;
 }
 
 /* The destination: table + the handlers' guards, as receive.c has them. */
@@ -189,7 +203,8 @@ static void run_dst(struct in *in, int fd, struct incmig__stream *w,
 {
     int state = INCMIG_DST_HELLO, nd = 1 + take(in) % 2, ndisk = 0;
     bool cap_state = take(in) & 1, state_end = false, suspended = false;
-    bool complete = false, ready_ok = false;
+    bool complete = false, ready_ok = false, cap_base = take(in) & 1;
+    int ndecided = 0;
     uint64_t bm_next[2] = { 0, 0 };
 
     for (int i = 0; i < MAXREC && in->n; i++) {
@@ -227,6 +242,16 @@ static void run_dst(struct in *in, int fd, struct incmig__stream *w,
             if (++ndisk < nd)
                 stay = true;
             break;
+        case INCMIG_REC_DECIDE: {
+            struct incmig__decide x;
+            if (incmig__dec_decide(&rec, &x) || x.index != (uint32_t)ndecided ||
+                x.mode != INCMIG_MODE_FULL)
+                return;              /* no copy here: FULL only */
+            CHECK(cap_base && state == INCMIG_DST_BASE);
+            if (++ndecided < nd)
+                stay = true;
+            break;
+        }
         case INCMIG_REC_XEN_STREAM:
             if (!cap_state || state_end)
                 return;
@@ -276,6 +301,8 @@ static void run_dst(struct in *in, int fd, struct incmig__stream *w,
                 return;              /* "END before COMPLETE" */
             break;
         }
+        if (next == INCMIG_DST_BASE && !cap_base)
+            next = INCMIG_DST_RECEIVING;    /* as dispatch() does */
         if (!stay) {
             CHECK(next != INCMIG_DST_READY || state == INCMIG_DST_PAUSED);
             CHECK(next != INCMIG_DST_PULL || state == INCMIG_DST_READY ||

@@ -4,7 +4,8 @@
 # return trip finds A's copy proven (same generation, nothing written
 # since) and B's bitmap of the rewrites: round 0 sends their union only.
 # Bytes on the wire <= 1.05 x the changed bytes + control, and A's copy
-# then matches the guest's journal block by block.
+# then matches the guest's journal block by block.  A full copy of the
+# same disk, in the same run, is printed beside it.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-incr.sh"
 sparse_image "$T/a.img" 1024 64
@@ -20,9 +21,7 @@ serve_on b "$T/b.img"
 writer b 2 "$T/journal"
 changed=$(journal_bytes "$T/journal" 65536)
 [ "$changed" -gt $((30 << 20)) ] || fail "the guest rewrote only $changed bytes"
-t0=$(date +%s.%N)
 trip b a "$T/a.img" "$T/r2.json"
-t1=$(date +%s.%N)
 [ "$(base base "$T/r2.json")" = union ] || fail "return trip: $(base base "$T/r2.json"): $(base base_reason "$T/r2.json")"
 grep -q 'round 0 is union' "$T/receive-a.log" || fail "the receiver did not print the decision"
 grep -q 'sends the union of both bitmaps' "$T/r2.json.log" || fail "the source did not print the decision"
@@ -36,6 +35,13 @@ cmp "$T/a.img" "$T/b.img" || fail "A's copy differs from B's after the return tr
 "$XL_INCMIG" verify --journal "$T/journal" --image "$T/a.img" --original "$T/a.img.orig" \
     >"$T/verify.log" 2>&1 || fail "verify: $(cat "$T/verify.log")"
 grep -q ' 0 mismatches' "$T/verify.log" || fail "verify: $(cat "$T/verify.log")"
-echo "there and back: first trip $(disk_wire "$T/r1.json") bytes (full, 64 MiB allocated);" \
-     "return trip $wire bytes for $changed changed ($(awk -v a="$wire" -v b="$changed" 'BEGIN{printf "%.3f", a/b}') x)," \
-     "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s"
+# The reference: the same disk copied in full to a third place, same run.
+serve_on a "$T/a.img"
+trip a c "$T/c.img" "$T/r3.json"
+[ "$(base base "$T/r3.json")" = full ] || fail "third trip not a full copy"
+cmp "$T/a.img" "$T/c.img" || fail "the full copy differs"
+full=$(disk_wire "$T/r3.json")
+echo "there and back: return trip $wire bytes in $(json total_s "$T/r2.json") s for $changed changed" \
+     "($(awk -v a="$wire" -v b="$changed" 'BEGIN{printf "%.4f", a/b}') x the changed bytes);" \
+     "full copy of the same disk $full bytes in $(json total_s "$T/r3.json") s" \
+     "($(json allocated_blocks "$T/r3.json") blocks allocated of 262144)"

@@ -131,7 +131,7 @@ static void test_claims(void **st)
     assert_non_null(strstr(l.why, "missing"));
 
     save_clean(gen);                            /* written behind its back */
-    struct timespec ts = { 0, 2000000 };
+    struct timespec ts = { 0, 30000000 };   /* past a timestamp tick */
     nanosleep(&ts, NULL);
     fd = open(img, O_RDWR);
     assert_int_equal(pwrite(fd, "x", 1, 5000), 1);
