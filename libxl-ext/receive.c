@@ -532,6 +532,13 @@ static int write_push(struct recv *r, struct rdisk *d, uint64_t first,
     uint8_t *buf;
     int rc, slot = -1;
 
+    /* a reused copy keeps its claim through a failure: every block
+     * written into it joins its bitmap (keep_claims) */
+    if (d->lin.has_bitmap && first < d->lin.bm.nbits)
+        incmig__bitmap_set_range(&d->lin.bm, first,
+                                 n < d->lin.bm.nbits - first
+                                     ? n : d->lin.bm.nbits - first);
+
     /* The last block of a disk whose size is not a multiple of the block
      * size is sent whole (spec: BLOCKS): only the part inside the disk is
      * written, through the buffered fd (O_DIRECT wants whole sectors),
@@ -1024,6 +1031,28 @@ static int on_error(struct recv *r, const struct incmig__rec *rec)
     return INCMIG_EPEER;
 }
 
+/* A failure before GO: each reused copy still descends from its
+ * generation, with the blocks this migration wrote into it added to its
+ * bitmap (write_push), so a retry is still incremental. */
+static void keep_claims(struct recv *r)
+{
+    for (int i = 0; i < r->nd && r->t; i++) {
+        struct rdisk *d = &r->d[i];
+        const struct incmig__target_disk *td = &r->t->disks[i];
+        if (!td->reuse || !d->lin.valid || !d->disk || d->disk->fd < 0)
+            continue;
+        if (incmig__lineage_close(td->path, d->disk->fd, d->lin.gen, d->bs,
+                                  d->lin.has_bitmap ? &d->lin.bm : NULL))
+            ERR("disk %s: the older copy %s may be partly updated and its "
+                "lineage could not be saved: its claim is void", td->name,
+                td->path);
+        else
+            INFO("disk %s: the older copy %s keeps its generation, the "
+                 "blocks written into it added to its bitmap", td->name,
+                 td->path);
+    }
+}
+
 /* ---- the table ------------------------------------------------------------ */
 
 typedef int (*dst_handler)(struct recv *r, const struct incmig__rec *rec);
@@ -1485,6 +1514,7 @@ failed_discard:
     for (int i = 0; i < r.nd; i++)
         if (r.d[i].q)
             drain_disk(&r.d[i]);
+    keep_claims(&r);
     discard = true;
 out:
     finish_restore(&r);

@@ -199,13 +199,8 @@ static void sim_abort(struct incmig__target *t)
     struct sim_target *s = sim(t);
 
     sim_stop(t);
-    for (int i = 0; i < t->ndisks; i++) {
-        if (!s->vol[i].created && s->vol[i].path[0])
-            ERR("disk %s: the older copy %s was reused and may be partly "
-                "updated: its lineage stays void", t->disks[i].name,
-                s->vol[i].path);
-        incmig__volume_close(&s->vol[i], true);
-    }
+    for (int i = 0; i < t->ndisks; i++)
+        incmig__volume_close(&s->vol[i], true);   /* never a reused one */
 }
 
 /* The exports are gone (stop): nothing writes any more.  A complete disk

@@ -16,13 +16,15 @@ sparse_image() {
     cp --sparse=always "$path" "$path.orig"
 }
 
-# serve_on NAME IMAGE: `serve` of IMAGE (domain "dom", disk xvda) with
-# socket $T/NAME.sock and control $T/NAME.ctl; SERVE_PID
+# serve_on NAME IMAGE [serve options]: `serve` of IMAGE (domain "dom",
+# disk xvda) with socket $T/NAME.sock and control $T/NAME.ctl; SERVE_PID
 serve_on() {
-    bg "$XL_INCMIG" serve --name dom --disk "xvda=$2,nbd=unix:$T/$1.sock" \
-        --control "$T/$1.ctl" 2>"$T/serve-$1.log"
+    local name=$1 img=$2
+    shift 2
+    bg "$XL_INCMIG" serve --name dom --disk "xvda=$img,nbd=unix:$T/$name.sock" \
+        --control "$T/$name.ctl" "$@" 2>"$T/serve-$name.log"
     SERVE_PID=$LASTPID
-    wait_for "[ -S '$T/$1.ctl' ]" 20 || fail "serve $1 did not start: $(cat "$T/serve-$1.log")"
+    wait_for "[ -S '$T/$name.ctl' ]" 20 || fail "serve $name did not start: $(cat "$T/serve-$name.log")"
 }
 
 # receive_on NAME IMAGE: a receiver putting disk xvda at IMAGE, serving it
