@@ -499,15 +499,18 @@ static void lineage_save(struct served *s, struct served_disk *d)
             "lineage stays void", d->name);
         return;
     }
+    /* released: exactly what the destination got, nothing written since;
+     * else the writes since our generation, if we know them all */
+    bool released = s->state == COMMITTED;
     rc = incmig__bitmap_init(&bm, d->lt.t.nblocks);
-    if (!rc && s->state == COMMITTED)
-        gen = d->adopted;          /* exactly what the destination got */
+    if (released)
+        gen = d->adopted;
     else if (!rc)
         rc = d->lt.t.ops->get_and_clear(&d->lt.t, &bm);
     if (!rc)
         rc = incmig__lineage_close(d->disk.path, d->disk.fd, gen,
                                    d->lt.t.block_size,
-                                   d->lin_bitmap || gen != d->gen ? &bm : NULL);
+                                   released || d->lin_bitmap ? &bm : NULL);
     if (rc)
         ERR("disk %s: its lineage could not be saved: its claim stays void",
             d->name);
