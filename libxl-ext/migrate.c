@@ -438,31 +438,61 @@ static int send_decide(struct mig *m, int i)
 
 /* The destination's BASE reports, the decisions, then its checksums of
  * the CHECKSUM disks, compared with ours block by block as they come. */
-static int base_exchange(struct mig *m)
+/* One BASE record of disk i and the kind expected. */
+static int recv_base(struct mig *m, int i, uint8_t kind,
+                     struct incmig__base_rec *b)
 {
     struct incmig__rec r;
+    int rc = recv_expect(m, &r, INCMIG_REC_BASE);
+    if (!rc)
+        rc = incmig__dec_base(&r, b);
+    if (!rc && (b->index != (uint32_t)i || b->kind != kind)) {
+        ERR("expected the receiver's %s of disk %d",
+            kind == INCMIG_BASE_REPORT ? "BASE report" : "checksums", i);
+        rc = INCMIG_EPROTO;
+    }
+    return rc;
+}
+
+/* The decision of disk i, in the log and the report. */
+static void note_decision(struct mig *m, int i, double t0)
+{
+    struct incmig__base_src *bs = &m->d[i].base;
+    struct incmig_disk_report *dr = &m->rep->disks[i];
+
+    snprintf(dr->base, sizeof dr->base, "%s", incmig__mode_name(bs->mode));
+    snprintf(dr->base_reason, sizeof dr->base_reason, "%s", bs->reason);
+    dr->base_blocks = bs->mode == INCMIG_MODE_FULL
+                          ? 0 : incmig__bitmap_count(&bs->send);
+    dr->base_s = incmig__now() - t0;
+    INFO("disk %s: round 0 %s: %s", bs->name,
+         bs->mode == INCMIG_MODE_FULL ? "copies the whole disk"
+         : bs->mode == INCMIG_MODE_UNION ? "sends the union of both bitmaps"
+         : "sends the blocks whose checksums differ", bs->reason);
+    if (bs->mode != INCMIG_MODE_FULL)
+        INFO("disk %s: %" PRIu64 " of %" PRIu64 " blocks to send (decided "
+             "in %.3f s)", bs->name, dr->base_blocks, bs->nblocks,
+             dr->base_s);
+}
+
+/* The destination's BASE reports, the decisions, then its checksums of
+ * the CHECKSUM disks, compared with ours chunk by chunk as they come. */
+static int base_exchange(struct mig *m)
+{
     struct incmig__base_rec b;
-    double t = incmig__now();
+    double t0 = incmig__now();
+    bool cap = m->caps & INCMIG_CAP_BASE;
     int rc = 0;
 
     for (int i = 0; i < m->nd && !rc; i++) {
         struct incmig__base_src *bs = &m->d[i].base;
-        if (!(m->caps & INCMIG_CAP_BASE)) {
+        if (!cap)
             snprintf(bs->reason, sizeof bs->reason, "the receiver does not "
                      "take incremental migrations");
-            continue;
-        }
-        rc = recv_expect(m, &r, INCMIG_REC_BASE);
-        if (!rc)
-            rc = incmig__dec_base(&r, &b);
-        if (!rc && (b.index != (uint32_t)i || b.kind != INCMIG_BASE_REPORT)) {
-            ERR("expected the receiver's BASE report for disk %d", i);
-            rc = INCMIG_EPROTO;
-        }
-        if (!rc)
+        else if (!(rc = recv_base(m, i, INCMIG_BASE_REPORT, &b)))
             rc = incmig__base_decide(bs, &b);
     }
-    for (int i = 0; i < m->nd && !rc && (m->caps & INCMIG_CAP_BASE); i++)
+    for (int i = 0; i < m->nd && !rc && cap; i++)
         rc = send_decide(m, i);
     /* checksums take what reading the disk takes: a silence bound (as in
      * PUSH) instead of the handshake's deadline */
@@ -471,33 +501,11 @@ static int base_exchange(struct mig *m)
     for (int i = 0; i < m->nd && !rc; i++) {
         struct incmig__base_src *bs = &m->d[i].base;
         while (!rc && bs->mode == INCMIG_MODE_CHECKSUM &&
-               bs->sums_next < bs->nblocks) {
-            rc = recv_expect(m, &r, INCMIG_REC_BASE);
-            if (!rc)
-                rc = incmig__dec_base(&r, &b);
-            if (!rc && (b.index != (uint32_t)i || b.kind != INCMIG_BASE_SUMS)) {
-                ERR("expected the receiver's checksums of disk %d", i);
-                rc = INCMIG_EPROTO;
-            }
-            if (!rc)
+               bs->sums_next < bs->nblocks)
+            if (!(rc = recv_base(m, i, INCMIG_BASE_SUMS, &b)))
                 rc = incmig__base_compare(bs, &b);
-        }
-        if (rc)
-            break;
-        struct incmig_disk_report *dr = &m->rep->disks[i];
-        snprintf(dr->base, sizeof dr->base, "%s", incmig__mode_name(bs->mode));
-        snprintf(dr->base_reason, sizeof dr->base_reason, "%s", bs->reason);
-        dr->base_blocks = bs->mode == INCMIG_MODE_FULL
-                              ? 0 : incmig__bitmap_count(&bs->send);
-        dr->base_s = incmig__now() - t;
-        INFO("disk %s: round 0 %s: %s", bs->name,
-             bs->mode == INCMIG_MODE_FULL ? "copies the whole disk"
-             : bs->mode == INCMIG_MODE_UNION ? "sends the union of both bitmaps"
-             : "sends the blocks whose checksums differ", bs->reason);
-        if (bs->mode != INCMIG_MODE_FULL)
-            INFO("disk %s: %" PRIu64 " of %" PRIu64 " blocks to send "
-                 "(decided in %.3f s)", bs->name, dr->base_blocks,
-                 bs->nblocks, dr->base_s);
+        if (!rc)
+            note_decision(m, i, t0);
     }
     return rc;
 }
