@@ -406,6 +406,35 @@ static int on_decide(struct recv *r, const struct incmig__rec *rec)
     return rc;
 }
 
+/* Each disk's next generation; a reused copy's claim, read again before
+ * prepare marks it in use (for the BASE report). */
+static int take_lineage(struct recv *r, struct incmig__target_disk *td)
+{
+    char msg[INCMIG_MSG_MAX];
+    int rc;
+
+    for (int i = 0; i < r->nd; i++) {
+        incmig__gen_derive(r->mig_id, (uint32_t)i, td[i].gen_next);
+        if (!td[i].reuse)
+            continue;
+        if ((rc = incmig__volume_base(&td[i], &r->d[i].lin)))
+            return refuse_disk(r, i, rc, "out of memory", false);
+        if (!(r->caps & INCMIG_CAP_BASE)) {
+            snprintf(msg, sizeof msg, "disk %s: %.500s is an older copy of "
+                     "this disk, and the source does not do incremental "
+                     "migrations: refused, nothing touched", td[i].name,
+                     td[i].path);
+            return refuse_disk(r, i, INCMIG_EINVAL, msg, false);
+        }
+        if (!r->d[i].lin.valid) {
+            snprintf(msg, sizeof msg, "disk %s: %.500s changed since it "
+                     "was checked: refused", td[i].name, td[i].path);
+            return refuse_disk(r, i, INCMIG_EIO, msg, false);
+        }
+    }
+    return 0;
+}
+
 /* Every DISK is in: validate them all, create nothing until then; then
  * prepare and stage every volume; then ack. */
 static int take_disks(struct recv *r)
@@ -418,24 +447,9 @@ static int take_disks(struct recv *r)
     rc = incmig__volume_map(r->o, r->recs, r->nd, td, &bad, msg, sizeof msg);
     if (rc)
         return refuse_disk(r, bad, rc, msg, false);
-    for (int i = 0; i < r->nd; i++) {
-        incmig__gen_derive(r->mig_id, (uint32_t)i, td[i].gen_next);
-        /* a reused copy's claim, read before prepare marks it in use */
-        if (td[i].reuse && (rc = incmig__volume_base(&td[i], &r->d[i].lin)))
-            return refuse_disk(r, i, rc, "out of memory", false);
-        if (td[i].reuse && !(r->caps & INCMIG_CAP_BASE)) {
-            snprintf(msg, sizeof msg, "disk %s: %s is an older copy of this "
-                     "disk, and the source does not do incremental "
-                     "migrations: refused, nothing touched", td[i].name,
-                     td[i].path);
-            return refuse_disk(r, i, INCMIG_EINVAL, msg, false);
-        }
-        if (td[i].reuse && !r->d[i].lin.valid) {
-            snprintf(msg, sizeof msg, "disk %s: %s changed since it was "
-                     "checked: refused", td[i].name, td[i].path);
-            return refuse_disk(r, i, INCMIG_EIO, msg, false);
-        }
-    }
+    rc = take_lineage(r, td);
+    if (rc)
+        return rc;
     rc = r->kind->open(&r->t, r->domain, r->nd, td, &bad, msg, sizeof msg);
     if (rc)
         return refuse_disk(r, bad < 0 ? 0 : bad, rc, msg, false);
