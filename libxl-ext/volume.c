@@ -261,6 +261,11 @@ static int map_one(const struct incmig_receive_opts *o, int ndisks,
             snprintf(msg, cap, "disk %s: %s is a copy of this disk but of "
                      "%" PRIu64 " bytes, not %" PRIu64 ": refused, nothing "
                      "touched", dr->name, path, l.size, dr->size);
+        } else if (l.valid && incmig__gen_zero(dr->lineage)) {
+            snprintf(msg, cap, "disk %s: %s already exists, and the source "
+                     "keeps no lineage for this disk, so it cannot be proven "
+                     "a copy of it: refused, nothing touched (remove it or "
+                     "map the disk elsewhere)", dr->name, path);
         } else if (l.valid) {
             snprintf(msg, cap, "disk %s: %s already exists and holds "
                      "generation %s, unrelated to the source's %s: refused, "
