@@ -173,6 +173,24 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
 void incmig_report_print(const struct incmig_report *rep, FILE *f);
 void incmig_report_json(const struct incmig_report *rep, FILE *f);
 
+/* ---- a copy's lineage (incremental migration) ----------------------------- */
+
+/* What the copy at `image` proves (docs/specs: "Incremental migration"):
+ * valid when its claim to generation gen holds; has_bitmap when the
+ * blocks written since it (of block_size bytes; 0 = 4096) are known, then
+ * changed_blocks of blocks; why, when not.  Reads only.  0, or
+ * INCMIG_EINVAL / INCMIG_ENOMEM. */
+struct incmig_lineage_info {
+    int found;                /* IMAGE.incmig exists */
+    int valid;
+    int has_bitmap;
+    char gen[33];             /* hex, "" when none */
+    uint64_t blocks, changed_blocks;
+    char why[512];
+};
+int incmig_lineage_info(const char *image, uint32_t block_size,
+                        struct incmig_lineage_info *out);
+
 /* ---- destination --------------------------------------------------------- */
 
 /* Where the receiver puts each disk: the receiver decides, the source

@@ -4,7 +4,8 @@
  * Entry points: incmig__lineage_load (read and prove a volume's claim),
  * incmig__lineage_open (mark it held by a tracker, before the first write),
  * incmig__lineage_close (the tracker's clean close: bitmap, then lineage),
- * incmig__lineage_remove, incmig__gen_* (generations).
+ * incmig__lineage_remove, incmig__gen_* (generations); incmig_lineage_info
+ * (public: `xl-incmig lineage`).
  *
  * Two files beside a volume PATH, each written atomically (temporary file
  * in the same directory, fsync, rename, fsync of the directory):
@@ -371,5 +372,39 @@ int incmig__lineage_load(const char *path, int fd, uint32_t bs,
     else
         say(l, "its bitmap counts blocks of %u "
                  "bytes, not %u", get32(b + 40), bs);
+    return 0;
+}
+
+int incmig_lineage_info(const char *image, uint32_t block_size,
+                        struct incmig_lineage_info *out)
+{
+    struct incmig__lineage l;
+    struct stat sb;
+    uint32_t bs = block_size ? block_size : INCMIG_BS_DEFAULT;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    if (!image || !incmig__block_size_valid(bs)) {
+        ERR("an image and a block size from 4K to 1M are needed");
+        return INCMIG_EINVAL;
+    }
+    if (stat(image, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        ERR("%s is not a regular file", image);
+        return INCMIG_EINVAL;
+    }
+    rc = incmig__lineage_load(image, -1, bs, &l);
+    if (rc)
+        return rc;
+    out->found = l.found;
+    out->valid = l.valid;
+    out->has_bitmap = l.has_bitmap;
+    out->blocks = ((uint64_t)sb.st_size + bs - 1) / bs;
+    if (l.found && !incmig__gen_zero(l.gen))
+        incmig__gen_hex(l.gen, out->gen);
+    if (l.has_bitmap)
+        out->changed_blocks = incmig__bitmap_count(&l.bm);
+    snprintf(out->why, sizeof out->why, "%s", l.valid && l.has_bitmap ? ""
+                                                                       : l.why);
+    incmig__lineage_dispose(&l);
     return 0;
 }

@@ -34,6 +34,7 @@ static const struct {
     { "guest", cmd_guest, "run the simulated guest workload (an NBD client)", 0 },
     { "verify", cmd_verify, "check a disk image against a guest's journal", 0 },
     { "demo", cmd_demo, "live-migrate a simulated guest on this machine", 0 },
+    { "lineage", cmd_lineage, "show what disk copies prove for incremental migration", 0 },
 };
 
 static void on_stop(int sig)

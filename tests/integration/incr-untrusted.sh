@@ -14,8 +14,15 @@ sparse_image "$T/a.img" 64 16
 serve_on a "$T/a.img"
 trip a b "$T/b.img" "$T/r1.json"
 
+# what each copy proves, as `xl-incmig lineage` says
+"$XL_INCMIG" lineage "$T/a.img" "$T/b.img" >"$T/lin1" || fail "copies not proven: $(cat "$T/lin1")"
+grep -q "b.img: generation [0-9a-f]*, proven; 0 of 16384 blocks written since" "$T/lin1" ||
+    fail "lineage: $(cat "$T/lin1")"
+
 # 1. behind incmig's back
 head -c 4096 /dev/urandom | dd of="$T/a.img" bs=4096 seek=100 conv=notrunc status=none
+"$XL_INCMIG" lineage --json "$T/a.img" >"$T/lin2" && fail "a modified copy is proven: $(cat "$T/lin2")"
+grep -q '"proven":false.*changed after its lineage was written' "$T/lin2" || fail "lineage: $(cat "$T/lin2")"
 cp "$T/a.img" "$T/a.before"
 serve_on b "$T/b.img"
 receive_on a "$T/a.img"
