@@ -17,7 +17,7 @@ trip a b "$T/b.img" "$T/r1.json"
 rm "$T/b.img.incmig-bitmap"
 serve_on b "$T/b.img"
 grep -q "bitmap is missing" "$T/serve-b.log" || fail "serve did not notice the missing bitmap"
-writer b 2 "$T/journal"
+writer b 26 "$T/journal"
 changed=$(journal_bytes "$T/journal" 65536)
 trip b a "$T/a.img" "$T/r2.json"
 [ "$(base base "$T/r2.json")" = checksum ] || fail "return trip: $(base base "$T/r2.json"): $(base base_reason "$T/r2.json")"

@@ -10,7 +10,7 @@ serve_on a "$T/a.img"
 trip a b "$T/b.img" "$T/r1.json"
 
 serve_on b "$T/b.img" --fault corrupt-state
-writer b 1 "$T/journal"
+writer b 7 "$T/journal"
 receive_on a "$T/a.img"
 migrate_from b "$T/r2.json" && fail "a corrupt state stream was accepted"
 [ "$(base base "$T/r2.json")" = union ] || fail "first attempt: $(base base "$T/r2.json")"

@@ -18,7 +18,7 @@ cmp "$T/a.img" "$T/b.img" || fail "B's copy differs after the first trip"
 
 # On B the guest rewrites ~5% (serve tracks it), then the domain goes back.
 serve_on b "$T/b.img"
-writer b 2 "$T/journal"
+writer b 100 "$T/journal"
 changed=$(journal_bytes "$T/journal" 65536)
 [ "$changed" -gt $((30 << 20)) ] || fail "the guest rewrote only $changed bytes"
 trip b a "$T/a.img" "$T/r2.json"

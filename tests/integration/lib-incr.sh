@@ -55,14 +55,20 @@ trip() {
     wait_for "! kill -0 $spid" 20 || fail "serve $1 did not exit after release"
 }
 
-# writer NAME SECONDS JOURNAL: the guest rewrites most of 5% of the disk
-# (all of its I/O in a 5% hot spot, 64 KiB blocks) through $T/NAME.sock,
-# then exits
+# writer NAME MIB JOURNAL: the guest rewrites most of 5% of the disk (all
+# of its I/O in a 5% hot spot, 64 KiB blocks) through $T/NAME.sock: it
+# writes MIB MiB (twice the hot spot covers about 86% of it), then stops.
 writer() {
-    "$XL_INCMIG" guest --nbd "nbd+unix:///?socket=$T/$1.sock" --seconds "$2" \
+    local pid
+    "$XL_INCMIG" guest --nbd "nbd+unix:///?socket=$T/$1.sock" --seconds 0 \
         --rate 400M --read-rate 1M --block-size 64K --queue-depth 32 \
-        --hot 100:5 --journal "$3" >"$3.log" 2>&1 ||
-        fail "guest failed: $(tail -3 "$3.log")"
+        --hot 100:5 --journal "$3" --stats-json "$3.json" >"$3.log" 2>&1 &
+    pid=$!
+    PIDS="$PIDS $pid"
+    wait_for "[ \"\$(json write_bytes '$3.json' 2>/dev/null || echo 0)\" -ge $(($2 << 20)) ]" 120 ||
+        fail "the guest did not write $2 MiB in 120 s: $(tail -3 "$3.log")"
+    kill -TERM "$pid"
+    wait "$pid" || fail "guest failed: $(tail -3 "$3.log")"
     grep -q ' 0 mismatches' "$3.log" || fail "guest: $(tail -3 "$3.log")"
 }
 
