@@ -304,7 +304,7 @@ static void load_bitmap(const char *path, uint64_t nbits,
     }
     uint32_t len = n >= BM_HDR ? get32(buf + 36) : 0;
     if (n < BM_HDR + 4 || memcmp(buf, BM_MAGIC, 8) || get32(buf + 8) != 1 ||
-        len > BM_DATA_MAX || (size_t)n != BM_HDR + len + 4 ||
+        get32(buf + 40) || len > BM_DATA_MAX || (size_t)n != BM_HDR + len + 4 ||
         get32(buf + BM_HDR + len) != incmig__crc32c(0, buf, BM_HDR + len)) {
         say(l, "bitmap %s is corrupt", p);
         goto out;
@@ -342,7 +342,8 @@ int incmig__lineage_load(const char *path, int fd, uint32_t bs,
     }
     l->found = true;
     if (n != LIN_LEN || memcmp(b, LIN_MAGIC, 8) || get32(b + 8) != 1 ||
-        get32(b + 68) != incmig__crc32c(0, b, 68) || (get32(b + 12) & ~FLAG_OPEN)) {
+        get32(b + 68) != incmig__crc32c(0, b, 68) || get32(b + 64) ||
+        (get32(b + 12) & ~FLAG_OPEN)) {
         say(l, "lineage %s is corrupt", p);
         return 0;
     }
