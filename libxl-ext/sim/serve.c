@@ -495,8 +495,9 @@ static void lineage_save(struct served *s, struct served_disk *d)
     if (incmig__gen_zero(d->gen) || d->disk.fd < 0 || !d->lt.t.ops)
         return;
     if (s->state == COMMITTED && !(s->released && d->adopt)) {
-        ERR("disk %s: committed to the destination but not released: its "
-            "lineage stays void", d->name);
+        ERR("disk %s: committed to the destination but not released with "
+            "the generation both copies share: its lineage stays void",
+            d->name);
         return;
     }
     /* released: exactly what the destination got, nothing written since;
