@@ -4,9 +4,9 @@
 # Gets Debian's xen source package the way tests/lab/build-xen.sh does
 # (aptsrc of tests/lab/lib.sh: the machine's mirror, bookworm, private apt
 # state under OUT), applies this folder's quilt series on top of Debian's
-# own (as the xen package would), and builds only tools/xl: its .c files
-# compiled against the system's libxen-dev and linked with this tree's
-# libincmig (BUILDDIR/libxl-ext/.libs).  Output, in OUT:
+# own (as the xen package would: patch -p1, no fuzz), and builds only
+# tools/xl: its .c files compiled against the system's libxen-dev and
+# linked with this tree's libincmig (BUILDDIR/libxl-ext/.libs).  Output, in OUT:
 #   xl        the patched xl, for dom0: install it as
 #             /usr/lib/xen-4.17/bin/xl (Debian's /usr/sbin/xl runs that);
 #             it needs libincmig.so.0 (package libincmig0)
@@ -27,11 +27,11 @@ OUT=$(cd "$3" && pwd)
 PATCHDIR=$SRCDIR/tools/xl-patch
 LIBDIR=$BUILDDIR/libxl-ext/.libs
 [ -f "$LIBDIR/libincmig.so" ] || { echo "build-xl: no $LIBDIR/libincmig.so: run make first" >&2; exit 1; }
-for h in /usr/include/libxl.h /usr/include/libxlutil.h /usr/include/yajl/yajl_gen.h; do
-    [ -f "$h" ] || { echo "build-xl: $h missing: apt-get install libxen-dev libyajl-dev" >&2; exit 1; }
+for h in /usr/include/libxl.h /usr/include/libxlutil.h /usr/include/yajl/yajl_gen.h /usr/include/uuid/uuid.h; do
+    [ -f "$h" ] || { echo "build-xl: $h missing: apt-get install libxen-dev libyajl-dev uuid-dev" >&2; exit 1; }
 done
-for t in dpkg-source quilt objcopy; do
-    command -v "$t" >/dev/null || { echo "build-xl: $t missing (dpkg-dev, quilt, binutils)" >&2; exit 1; }
+for t in dpkg-source patch objcopy; do
+    command -v "$t" >/dev/null || { echo "build-xl: $t missing (dpkg-dev, patch, binutils)" >&2; exit 1; }
 done
 
 # ---- the source package (kept in OUT: 5 MB; the tree is rebuilt each time)
@@ -43,25 +43,27 @@ if ! ls xen_*.dsc >/dev/null 2>&1; then
     if ! { aptsrc update -q >apt.log 2>&1 &&
            aptsrc source -q --download-only xen >>apt.log 2>&1; }; then
         echo "build-xl: cannot download Debian's xen source (apt-get source" \
-             "from $(mirror)): $(tail -2 apt.log)" >&2
+             "from $(mirror)): $(tail -2 apt.log)" | tee download-failed >&2
         exit 77
     fi
 fi
+rm -f download-failed
 dsc=$(ls xen_*.dsc | head -1)
 ver=${dsc#xen_}; ver=${ver%.dsc}
 abi=$(echo "$ver" | sed -E 's/^([0-9]+\.[0-9]+).*/\1/')
 rm -rf src obj
 dpkg-source -q -x "$dsc" src >/dev/null 2>&1 || { echo "build-xl: dpkg-source -x $dsc failed" >&2; exit 1; }
 
-# ---- the patch, on top of Debian's series, with quilt (fails if it does
-# not apply exactly: no fuzz)
+# ---- the patch, on top of Debian's series (dpkg-source applied that),
+# exactly as quilt would push it: -p1, no fuzz, refused if it does not
+# apply as it is
 while read -r p; do
     case $p in ''|'#'*) continue ;; esac
     cp "$PATCHDIR/$p" src/debian/patches/
     echo "$p" >>src/debian/patches/series
+    (cd src && patch -p1 --fuzz=0 --no-backup-if-mismatch -s <"debian/patches/$p") >patch.log 2>&1 || {
+        echo "build-xl: $p does not apply to xen $ver:" >&2; cat patch.log >&2; exit 1; }
 done <"$PATCHDIR/series"
-(cd src && QUILT_PATCHES=debian/patches quilt push -a --fuzz=0 -q >../quilt.log 2>&1) || {
-    echo "build-xl: the patch does not apply to xen $ver:" >&2; cat quilt.log >&2; exit 1; }
 
 # ---- tools/xl alone, against libxen-dev: Xen's tools flags, Debian's
 # paths (debian/rules configures --prefix=/usr --sysconfdir=/etc
