@@ -111,7 +111,8 @@ for sym in incmig_migrate_main incmig_receive_main; do
 done
 ./xl-nohv help migrate >help-migrate.txt
 grep -q -- '--incremental-storage' help-migrate.txt || fail "xl help migrate lacks --incremental-storage"
-./xl-nohv help migrate-receive | grep -q -- '--incremental-storage' || fail "xl help migrate-receive lacks it"
+./xl-nohv help migrate-receive >help-receive.txt
+grep -q -- '--incremental-storage' help-receive.txt || fail "xl help migrate-receive lacks it"
 ./xl-nohv migrate --incremental-storage --help >usage.txt
 grep -q '^usage: xl migrate --incremental-storage \[options\] DOMAIN HOST' usage.txt ||
     fail "xl migrate --incremental-storage --help: not libincmig's usage: $(head -2 usage.txt)"
@@ -119,4 +120,5 @@ grep -q 'xl migrate-receive --incremental-storage' usage.txt ||
     fail "the receiver xl starts over ssh is not xl migrate-receive --incremental-storage"
 rc=0; ./xl-nohv migrate --incremental-storage --policy fast d h 2>err.txt || rc=$?
 [ $rc = 2 ] && grep -q "unknown --policy 'fast'" err.txt || fail "a bad option: status $rc, $(cat err.txt)"
+rm -rf src       # 38 MB unpacked; the .dsc and tarballs stay for the next build
 echo "build-xl: $OUT/xl built from xen $ver + $(tr '\n' ' ' <"$PATCHDIR/series")against libxen-dev $(dpkg-query -W -f='${Version}' libxen-dev 2>/dev/null)"
