@@ -1,7 +1,9 @@
 /* command-migrate.c: incmig_migrate_main, the whole `migrate` command of a
  * toolstack, run by `xl-incmig migrate` and by `xl migrate
  * --incremental-storage` alike.  Options follow `xl migrate` where they
- * overlap (-s for the transport command); -C is the receiver command.
+ * overlap (-s for the transport command).  --receiver (or, for xl-incmig
+ * only, -C) is the receiver's command: under xl, -C is xl's configuration
+ * file option, so with xl's switch it is refused rather than run on HOST.
  *
  * Over ssh the receiver on HOST is started with the --dest-* options
  * turned into its own mapping (--disk/--root/--target, each quoted for the
@@ -29,6 +31,8 @@ struct cmdline {
     const char *name;
     struct incmig_migrate_opts o;
     const char *json, *dest_image, *dest_nbd, *receiver;
+    const char *dash_c;     /* -C CMD, the receiver (not under xl) */
+    bool xl_switch;         /* --incremental-storage: xl runs us */
     char *dest_args;        /* " --disk 'A=..' --root '..'", quoted */
     char *remote, *attach;  /* the ssh transport's two commands */
 };
@@ -43,8 +47,10 @@ static void help(const char *name, const char *receiver)
     printf("  -s SSHCMD           transport command (default \"ssh\"); \"\" means\n"
            "                      plain TCP and HOST is HOST:PORT of a receiver\n"
            "                      started with --listen\n"
-           "  -C CMD              receiver command on HOST (default\n"
-           "                      \"%s\")\n", receiver);
+           "  --receiver CMD      receiver command on HOST (default\n"
+           "                      \"%s\"); -C CMD too,\n"
+           "                      except under xl (there -C is xl's config file)\n",
+           receiver);
     printf("  --dest-image PATH   destination image (ssh transport)\n"
            "  --dest-nbd URI      where the destination serves the guest (ssh)\n"
            "  --dest-disk NAME=PATH[,nbd=URI]  the receiver's volume for disk\n"
@@ -137,7 +143,8 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
 
     switch (opt) {
     case 's': c->o.ssh_command = arg; return 0;
-    case 'C': c->receiver = arg; return 0;
+    case 'C': c->dash_c = arg; return 0;
+    case 'c': c->receiver = arg; return 0;
     case 'p': return policy_opt(c, arg);
     case 'b': return bandwidth_opt(c, arg);
     case 'd':
@@ -163,7 +170,7 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
     case 'R': return add_dest_arg(c, "--root", arg);
     case 'T': return add_dest_arg(c, "--target", arg);
     case 'g': incmig__verbosity = 2; return 0;
-    case 'x': return 0;             /* --incremental-storage: xl's switch */
+    case 'x': c->xl_switch = true; return 0;
     case 'h': help(c->name, c->receiver); return -1;
     default: return 2;              /* getopt said what */
     }
@@ -187,6 +194,7 @@ static int parse(struct cmdline *c, int argc, char **argv)
         { "dest-root", required_argument, NULL, 'R' },
         { "dest-target", required_argument, NULL, 'T' },
         { "debug", no_argument, NULL, 'g' },
+        { "receiver", required_argument, NULL, 'c' },
         { "incremental-storage", no_argument, NULL, 'x' },
         { "help", no_argument, NULL, 'h' },
         { 0 },
@@ -198,6 +206,15 @@ static int parse(struct cmdline *c, int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "s:C:h", opts, NULL)) != -1)
         if ((rc = one_opt(c, opt, optarg)))
             return rc;
+    if (c->dash_c && c->xl_switch) {
+        incmig__usage_error(c->name, "-C is xl's configuration file, which "
+                            "--incremental-storage does not take (the "
+                            "domain's own configuration travels with it); "
+                            "the receiver's command is --receiver CMD");
+        return 2;
+    }
+    if (c->dash_c)
+        c->receiver = c->dash_c;
     if (optind != argc - 2) {
         incmig__usage_error(c->name, "need DOMAIN and HOST");
         return 2;

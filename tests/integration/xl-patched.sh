@@ -69,7 +69,7 @@ start_serve "$T/src.img"
 DST_SOCK=$T/dst2.sock
 start_guest 5M
 sleep 1
-"$XL" migrate --incremental-storage -s "$SSH" -C "$XL migrate-receive --incremental-storage" \
+"$XL" migrate --incremental-storage -s "$SSH" --receiver "$XL migrate-receive --incremental-storage" \
     --dest-image "$T/dst2.img" --dest-nbd "unix:$DST_SOCK" --no-progress \
     --json "$T/report.json" "sim:$SRC_CTL" 127.0.0.1 >"$T/migrate2.out" 2>"$T/migrate2.log" ||
     fail "xl migrate --incremental-storage over ssh failed"

@@ -1,7 +1,7 @@
 /* test-command.c: incmig_migrate_main and incmig_receive_main as xl calls
  * them (the public library only, in a process that has its own signal
  * handlers and has used getopt before): xl's --incremental-storage switch
- * is accepted, exit statuses are 0/1/2, a second call parses its argv
+ * is accepted (and with it xl's -C refused), exit statuses are 0/1/2, a second call parses its argv
  * from the start, and the caller's signal dispositions are given back. */
 #include "config.h"
 
@@ -67,12 +67,16 @@ static void test_usage_errors(void **state)
                        "d", "h" };
     char *unknown[] = { "migrate", "--frob", "d", "h" };
     char *recv[] = { "migrate-receive", "--disk", "xvda" };
+    /* under xl, -C is xl's config file: never run on HOST as a command */
+    char *xl_c[] = { "migrate", "--incremental-storage", "-C", "/etc/xen/vm.cfg",
+                     "-s", "", "sim:/nonexistent/x.ctl", "127.0.0.1:1" };
 
     assert_int_equal(incmig_migrate_main("t", NULL, ARGC(none), none), 2);
     assert_int_equal(incmig_migrate_main("t", NULL, ARGC(three), three), 2);
     assert_int_equal(incmig_migrate_main("t", NULL, ARGC(rounds), rounds), 2);
     assert_int_equal(incmig_migrate_main("t", NULL, ARGC(unknown), unknown), 2);
     assert_int_equal(incmig_receive_main("t", ARGC(recv), recv, 0, 1), 2);
+    assert_int_equal(incmig_migrate_main("t", NULL, ARGC(xl_c), xl_c), 2);
 }
 
 /* A runtime failure (no such simulated domain: nothing is contacted) after
