@@ -11,6 +11,7 @@
  *   serve.c      the simulated guest's source disk (NBD + tracker + ctl)
  *   ctl.c        control protocol between toolstack and serve
  *   transport.c  ssh / tcp connections, bandwidth cap
+ *   control.c    a running migration's control socket (bandwidth)
  *   push.c       PUSH rounds and the convergence policy
  *   migrate.c    source state machine (PUSH, stop-and-copy, PULL serving)
  *   gate.c       destination PULL gate
@@ -283,7 +284,8 @@ struct incmig__stream {
     pthread_mutex_t wlock;
     uint8_t *rbuf;            /* INCMIG_REC_MAX + framing */
     uint64_t bytes_out, bytes_in;
-    uint64_t bandwidth;
+    uint64_t bandwidth;       /* atomic: incmig__stream_set_bandwidth */
+    bool pace_reset;          /* atomic: the cap changed, start afresh */
     double pace_t0;
     uint64_t pace_bytes;
     /* Deadlines (0: none), set by the owner: reads and socket writes fail
@@ -299,6 +301,9 @@ struct incmig__stream {
 /* CRC-32C of buf, continuing from crc (0 to start): the record checksum. */
 uint32_t incmig__crc32c(uint32_t crc, const void *buf, size_t n);
 int incmig__stream_init(struct incmig__stream *s, int rfd, int wfd);
+/* A new cap (0: none) from any thread; the next record is paced by it
+ * (a record already waiting re-checks every 0.1 s). */
+void incmig__stream_set_bandwidth(struct incmig__stream *s, uint64_t bw);
 void incmig__stream_dispose(struct incmig__stream *s);   /* closes fds */
 int incmig__stream_send_header(struct incmig__stream *s);
 int incmig__stream_recv_header(struct incmig__stream *s); /* EVERSION etc. */
@@ -370,6 +375,17 @@ int incmig__write_state(int fd, const void *buf, size_t len);
 /* Host names and addresses we accept on a command line. */
 bool incmig__host_valid(const char *host);
 
+/* ---- a migration's control socket (control.c) ---------------------------- */
+
+/* set_bw applies a new cap (0: none) and gives the bytes sent so far;
+ * it runs on the control thread. */
+typedef int (*incmig__mctl_bw_fn)(void *opaque, uint64_t bw,
+                                  uint64_t *bytes_sent_r);
+struct incmig__mctl;
+int incmig__mctl_start(struct incmig__mctl **c_r, const char *path,
+                       incmig__mctl_bw_fn set_bw, void *opaque);
+void incmig__mctl_stop(struct incmig__mctl *c);   /* NULL: nothing */
+
 /* ---- PUSH (push.c) -------------------------------------------------------- */
 
 /* Sends blocks of one disk as BLOCKS records: all-zero runs as ZERO
@@ -433,6 +449,12 @@ int incmig__nbd_new(struct incmig__nbd_server **s, const char *listen_uri,
                     uint64_t size, const struct incmig__nbd_ops *ops,
                     void *opaque, int workers);
 int incmig__nbd_start(struct incmig__nbd_server *s);
+/* Staged serving (the destination, before GO): workers and threads
+ * started, clients accepted and through their handshake, their requests
+ * read and queued but none executed until incmig__nbd_start, which then
+ * only flips a flag.  A quiesce (or free) before that start drops the
+ * queued requests unanswered: nothing was acknowledged. */
+int incmig__nbd_hold(struct incmig__nbd_server *s);
 /* Pause: stop accepting and reading requests, wait until every request
  * already read has been executed and answered (a client that does not
  * read its replies is cut, not waited for), then close every connection

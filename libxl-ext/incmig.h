@@ -115,7 +115,14 @@ struct incmig_migrate_opts {
                                * silence before GO is bounded by 4 times
                                * it (it may be restoring the domain)
                                * (0 = 30 s) */
+    const char *control_path; /* unix socket taking BANDWIDTH requests
+                               * while the migration runs, or NULL */
 };
+
+/* Change the cap of the migration whose control socket is control_path
+ * (0: no cap); *bytes_sent_r (if not NULL) gets its bytes sent so far. */
+int incmig_migrate_set_bandwidth(const char *control_path, uint64_t bandwidth,
+                                 uint64_t *bytes_sent_r);
 
 struct incmig_phase_bytes {
     uint64_t push;            /* PUSH rounds, incl. round 0 */
@@ -142,7 +149,10 @@ struct incmig_disk_report {
 struct incmig_report {
     double total_s;           /* start to source release */
     double downtime_ms;       /* domain paused (as its backend reports)
-                               * to GO sent */
+                               * to the destination accepting its I/O:
+                               * go_ms + dst_serve_ms (go_ms alone until
+                               * the destination's REPORT arrives); the
+                               * one-way transit of GO is not in it */
     double push_s, pull_s;
     double push_rate;         /* bytes/s of round 0 */
     struct incmig_phase_bytes wire;  /* totals */
@@ -156,6 +166,9 @@ struct incmig_report {
     int ndisks;
     struct incmig_disk_report disks[8];
     char policy[16];
+    double go_ms;             /* domain paused to GO sent */
+    double dst_serve_ms;      /* GO received to the guest's I/O accepted
+                               * on the destination (REPORT) */
 };
 void incmig_report_init(struct incmig_report *rep);
 void incmig_report_dispose(struct incmig_report *rep);

@@ -19,7 +19,8 @@
  *              reconnect_s passes                              ->stuck
  *   RELEASE    source disk let go, END sent, report.
  *
- * Threads: the main thread sends everything.  During PULL a reader thread
+ * Threads: the main thread sends everything.  With --control, a thread
+ * answers the control socket (control.c) and changes the link's cap.  During PULL a reader thread
  * takes PULL_REQ, COMPLETE and ERROR records off the stream and queues
  * demand requests, which the main thread serves between background extents.
  */
@@ -82,8 +83,12 @@ struct mig {
     bool complete, link_down, report_done;
     int peer_rc;
 
+    uint64_t bandwidth;              /* under lock: the cap now (0: none) */
+    struct incmig__mctl *ctl;        /* the control socket, or NULL */
+
     /* progress */
-    double prog_last;
+    double prog_last, prog_t;
+    uint64_t prog_bytes;
     uint64_t prog_total, prog_base;
     const char *prog_what;
 };
@@ -237,7 +242,9 @@ static int open_link(struct mig *m, bool quiet, bool resume)
     m->st_open = true;
     m->st.bytes_in = in;
     m->st.bytes_out = out;
-    m->st.bandwidth = o->bandwidth;
+    pthread_mutex_lock(&m->lock);
+    m->st.bandwidth = m->bandwidth;
+    pthread_mutex_unlock(&m->lock);
     set_state(m, resume ? INCMIG_SRC_RECONNECT : INCMIG_SRC_HANDSHAKE);
     rc = incmig__stream_send_header(&m->st);
     if (!rc)
@@ -401,17 +408,42 @@ static int progress_poll(void *opaque)
     }
     if (!m->o->progress || now - m->prog_last < 0.5)
         return 0;
-    m->prog_last = now;
+    /* The rate over the last interval, so a new cap shows at once. */
+    double el = now - m->prog_t;
+    double rate = m->prog_t > 0 && el > 0
+                      ? (double)(m->st.bytes_out - m->prog_bytes) / el : 0;
+    m->prog_last = m->prog_t = now;
+    m->prog_bytes = m->st.bytes_out;
     uint64_t done = 0;
     for (int i = 0; i < m->nd; i++)
         done += m->d[i].snd.blocks * m->d[i].bs;
     done -= m->prog_base;
-    double el = now - m->t0;
-    double rate = el > 0 ? (double)m->st.bytes_out / el : 0;
     double eta = rate > 0 && m->prog_total > done
                      ? (double)(m->prog_total - done) / rate : 0;
-    fprintf(stderr, "\r%s: %" PRIu64 "/%" PRIu64 " MiB  %.1f MB/s  ETA %.0fs   ",
-            m->prog_what, done >> 20, m->prog_total >> 20, rate / 1e6, eta);
+    pthread_mutex_lock(&m->lock);
+    uint64_t cap = m->bandwidth;
+    pthread_mutex_unlock(&m->lock);
+    char capbuf[32];
+    if (cap)
+        snprintf(capbuf, sizeof capbuf, "cap %.1f MB/s", cap / 1e6);
+    else
+        snprintf(capbuf, sizeof capbuf, "no cap");
+    fprintf(stderr, "\r%s: %" PRIu64 "/%" PRIu64 " MiB  %.1f MB/s (%s)  "
+            "ETA %.0fs   ", m->prog_what, done >> 20, m->prog_total >> 20,
+            rate / 1e6, capbuf, eta);
+    return 0;
+}
+
+/* The control socket's BANDWIDTH request (control thread). */
+static int set_bandwidth(void *opaque, uint64_t bw, uint64_t *sent_r)
+{
+    struct mig *m = opaque;
+
+    pthread_mutex_lock(&m->lock);
+    m->bandwidth = bw;
+    incmig__stream_set_bandwidth(&m->st, bw);
+    *sent_r = m->st.bytes_out;
+    pthread_mutex_unlock(&m->lock);
     return 0;
 }
 
@@ -799,6 +831,10 @@ static void dst_report(struct mig *m, const struct incmig__rec *r)
         rep->dst_max_wait_ms = v;
     if (json_num(js, "restore_s", &v))
         rep->dst_restore_s = v;
+    if (json_num(js, "serve_ms", &v) && v >= 0 && v < 1e9) {
+        rep->dst_serve_ms = v;
+        rep->downtime_ms = rep->go_ms + v;
+    }
     free(js);
 }
 
@@ -1140,9 +1176,19 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
         ERR("'%s' is not a valid host name", o->host ? o->host : "");
         return INCMIG_EINVAL;
     }
+    m.bandwidth = o->bandwidth;
     m.buf = malloc(INCMIG_REC_MAX);
     if (!m.buf)
         return INCMIG_ENOMEM;
+    if (o->control_path) {
+        rc = incmig__mctl_start(&m.ctl, o->control_path, set_bandwidth, &m);
+        if (rc) {
+            ERR("cannot open the control socket %s: nothing started",
+                o->control_path);
+            free(m.buf);
+            return rc;
+        }
+    }
     int ufd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (ufd < 0 || read(ufd, m.mig_id, 16) != 16)
         memcpy(m.mig_id, &m.t0, sizeof m.t0);
@@ -1201,15 +1247,16 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
         goto failed_resume;
     /* --- point of no return --- the guest will run on the destination. */
     rc = incmig__stream_send(&m.st, INCMIG_REC_GO, NULL, 0);
-    rep->downtime_ms = (incmig__now() - t_susp) * 1000;
+    rep->go_ms = (incmig__now() - t_susp) * 1000;
+    rep->downtime_ms = rep->go_ms;
     if (rc) {
         ERR("sending GO failed: the guest is paused on the source and "
             "committed to the destination, which may not run it; check the "
             "destination before doing anything else");
         goto failed_badly;
     }
-    INFO("GO: guest runs on the destination (disk downtime %.1f ms)",
-         rep->downtime_ms);
+    INFO("GO: guest runs on the destination (GO sent %.1f ms after the "
+         "pause)", rep->go_ms);
 
     double tpull = incmig__now();
     w0 = wire_now(&m);
@@ -1255,6 +1302,7 @@ failed_badly:
         incmig_strerror(rc));
 out:
     stop_reader(&m);
+    incmig__mctl_stop(m.ctl);
     rep->total_s = incmig__now() - m.t0;
     if (m.st_open) {
         rep->wire_total = m.st.bytes_out + m.st.bytes_in;

@@ -223,6 +223,7 @@ struct incmig__nbd_server {
     pthread_t *workers;
     int workers_started;
     bool stopping;                  /* free: workers exit */
+    bool held;                      /* staged: requests queue, none runs */
     bool accepting;                 /* acceptor keeps going */
     bool acceptor_running;
     pthread_t acceptor;
@@ -802,9 +803,9 @@ static void *worker_main(void *arg)
 
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->qhead && !s->stopping)
+        while ((!s->qhead || s->held) && !s->stopping)
             pthread_cond_wait(&s->qcond, &s->lock);
-        if (!s->qhead)
+        if (!s->qhead || s->held)
             break;   /* stopping, and nothing left to answer */
         struct req *q = s->qhead;
         s->qhead = q->next;
@@ -897,6 +898,12 @@ static void serve_requests(struct conn *c)
             }
         }
         pthread_mutex_lock(&s->lock);
+        if (s->held && c->stop) {   /* quiesced before serving: dropped */
+            pthread_mutex_unlock(&s->lock);
+            free(q->buf);
+            free(q);
+            return;
+        }
         c->inflight++;
         c->inflight_bytes += bytes;
         s->inflight_bytes += bytes;
@@ -1145,13 +1152,13 @@ out:
     return rc;
 }
 
-int incmig__nbd_start(struct incmig__nbd_server *s)
+/* Workers, listening socket and acceptor, under s->lock. */
+static int run_locked(struct incmig__nbd_server *s)
 {
     int rc = 0, r;
 
-    pthread_mutex_lock(&s->lock);
     if (s->acceptor_running)
-        goto out;   /* already serving */
+        return 0;   /* already accepting */
     while (s->workers_started < s->nworkers) {
         r = pthread_create(&s->workers[s->workers_started], NULL,
                            worker_main, s);
@@ -1184,8 +1191,51 @@ int incmig__nbd_start(struct incmig__nbd_server *s)
     }
     s->acceptor_running = true;
 out:
+    return rc;
+}
+
+int incmig__nbd_hold(struct incmig__nbd_server *s)
+{
+    int rc;
+
+    pthread_mutex_lock(&s->lock);
+    s->held = !s->acceptor_running;
+    rc = run_locked(s);
     pthread_mutex_unlock(&s->lock);
     return rc;
+}
+
+int incmig__nbd_start(struct incmig__nbd_server *s)
+{
+    int rc;
+
+    pthread_mutex_lock(&s->lock);
+    rc = run_locked(s);
+    if (!rc && s->held) {
+        s->held = false;
+        pthread_cond_broadcast(&s->qcond);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Quiesce of a held server: the requests it queued were never executed
+ * nor acknowledged, so they are dropped unanswered (the client retries
+ * them elsewhere).  Under s->lock, after every c->stop is set. */
+static void drop_held(struct incmig__nbd_server *s)
+{
+    if (!s->held)
+        return;
+    while (s->qhead) {
+        struct req *q = s->qhead;
+        s->qhead = q->next;
+        q->c->inflight--;
+        q->c->inflight_bytes -= req_bytes(q);
+        s->inflight_bytes -= req_bytes(q);
+        free(q->buf);
+        free(q);
+    }
+    s->qtail = NULL;
 }
 
 int incmig__nbd_quiesce(struct incmig__nbd_server *s)
@@ -1220,6 +1270,7 @@ int incmig__nbd_quiesce(struct incmig__nbd_server *s)
         c->cut = 1;          /* a client not reading its replies is cut */
         shutdown(c->fd, SHUT_RD);
     }
+    drop_held(s);
     pthread_cond_broadcast(&s->cond);
 
     /* 3. Each reader closes its socket once its requests are answered. */

@@ -104,6 +104,7 @@ struct recv {
     bool stop_noted;           /* a stop request came during PULL */
     bool error_sent;           /* an ERROR went out: say nothing more */
     double t_go;
+    double serve_ms;           /* GO received to the guest's I/O accepted */
 
     /* the domain's state stream: XEN_STREAM bodies -> pipe -> restore */
     int state_wfd, state_rfd;
@@ -516,9 +517,10 @@ static int report_json(struct recv *r, const struct incmig__gate_stats *tot,
     OUT("{\"pull_s\": %.3f, \"demand_requests\": %" PRIu64
         ", \"demand_blocks\": %" PRIu64 ", \"waits\": %" PRIu64
         ", \"max_wait_ms\": %.3f, \"state_bytes\": %" PRIu64
-        ", \"restore_s\": %.3f, \"disks\": [",
+        ", \"restore_s\": %.3f, \"serve_ms\": %.3f, \"disks\": [",
         incmig__now() - r->t_go, tot->demand_requests, tot->demand_blocks,
-        tot->waits, tot->max_wait_ms, r->state_bytes, restore_s);
+        tot->waits, tot->max_wait_ms, r->state_bytes, restore_s,
+        r->serve_ms);
     for (int i = 0; i < r->nd; i++) {
         const struct rdisk *d = &r->d[i];
         OUT("%s{\"name\": \"", i ? ", " : "");
@@ -814,6 +816,7 @@ static int on_go(struct recv *r, const struct incmig__rec *rec)
     rc = r->t->ops->unpause(r->t);
     if (rc)
         return send_msg(r, rc, r->t->msg);
+    r->serve_ms = (incmig__now() - r->t_go) * 1000;
     INFO("GO: domain %s runs here (%s%s)", r->domain,
          r->t->disks[0].nbd_uri[0] ? "disk served on " : "disks attached",
          r->t->disks[0].nbd_uri);

@@ -24,7 +24,8 @@ void incmig_report_print(const struct incmig_report *r, FILE *f)
     fprintf(f, "migration report (policy %s)\n", r->policy);
     fprintf(f, "  %-26s %10.3f s\n", "total migration time", r->total_s);
     mib(f, "total data transferred", r->wire_total);
-    fprintf(f, "  %-26s %10.1f ms\n", "disk downtime", r->downtime_ms);
+    fprintf(f, "  %-26s %10.1f ms (pause to GO %.1f, GO to serving %.1f)"
+            "\n", "disk downtime", r->downtime_ms, r->go_ms, r->dst_serve_ms);
     fprintf(f, "  %-26s %10.3f s (round 0 at %.1f MB/s)\n", "PUSH time",
             r->push_s, r->push_rate / 1e6);
     fprintf(f, "  %-26s %10.3f s (%.1f MiB)\n", "domain state pre-copy",
@@ -71,12 +72,13 @@ void incmig_report_json(const struct incmig_report *r, FILE *f)
             ",\"state\":%" PRIu64 "},\"state_s\":%.6f,\"state_bytes\":%"
             PRIu64 ",\"dst_pull_s\":%.6f,\"dst_restore_s\":%.6f,"
             "\"dst_waits\":%" PRIu64 ",\"dst_max_wait_ms\":%.3f,"
-            "\"disks\":[",
+            "\"go_ms\":%.3f,\"dst_serve_ms\":%.3f,\"disks\":[",
             r->policy, r->total_s, r->downtime_ms, r->wire_total, r->push_s,
             r->pull_s, r->push_rate, r->wire.push, r->wire.stopcopy,
             r->wire.pull_demand, r->wire.pull_background, r->wire.control,
             r->wire.state, r->state_s, r->state_bytes, r->dst_pull_s,
-            r->dst_restore_s, r->dst_waits, r->dst_max_wait_ms);
+            r->dst_restore_s, r->dst_waits, r->dst_max_wait_ms, r->go_ms,
+            r->dst_serve_ms);
     for (int i = 0; i < r->ndisks; i++) {
         const struct incmig_disk_report *d = &r->disks[i];
         fprintf(f, "%s{\"name\":\"", i ? "," : "");

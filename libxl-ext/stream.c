@@ -411,18 +411,32 @@ static void sleep_until(double due)
  * not followed by a burst above the cap. */
 static void pace(struct incmig__stream *s, size_t n)
 {
-    if (s->bandwidth == 0)
-        return;
-    double now = incmig__now();
-    double due = s->pace_t0 + (double)s->pace_bytes / (double)s->bandwidth;
-    if (s->pace_t0 == 0 || due < now - 0.05) {
-        s->pace_t0 = now;
-        s->pace_bytes = 0;
-        due = now;
+    for (;;) {
+        uint64_t bw = __atomic_load_n(&s->bandwidth, __ATOMIC_ACQUIRE);
+        if (bw == 0)
+            return;
+        /* A new cap starts afresh: what was sent under the old one is
+         * neither a debt nor a credit. */
+        if (__atomic_exchange_n(&s->pace_reset, false, __ATOMIC_ACQ_REL))
+            s->pace_t0 = 0;
+        double now = incmig__now();
+        double due = s->pace_t0 + (double)s->pace_bytes / (double)bw;
+        if (s->pace_t0 == 0 || due < now - 0.05) {
+            s->pace_t0 = now;
+            s->pace_bytes = 0;
+            due = now;
+        }
+        if (due <= now)
+            break;
+        sleep_until(due < now + 0.1 ? due : now + 0.1);
     }
-    if (due > now)
-        sleep_until(due);
     s->pace_bytes += n;
+}
+
+void incmig__stream_set_bandwidth(struct incmig__stream *s, uint64_t bw)
+{
+    __atomic_store_n(&s->bandwidth, bw, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->pace_reset, true, __ATOMIC_RELEASE);
 }
 
 /* ---- header -------------------------------------------------------------- */

@@ -36,7 +36,10 @@ static void help(void)
            "                        default: PUSH until converged, then PULL\n"
            "                        precopy: PUSH, remaining blocks while paused\n"
            "                        single:  round 0 only, then PULL\n"
-           "  --bandwidth RATE    cap on the link, bytes/s (e.g. 100M)\n"
+           "  --bandwidth RATE    cap on the link, bytes/s (e.g. 100M), or max\n"
+           "                      (no cap, the default)\n"
+           "  --control SOCKET    unix socket through which the cap may be\n"
+           "                      changed while it runs (migrate-set-bandwidth)\n"
            "  --downtime MS       downtime budget for convergence (default 300)\n"
            "  --max-rounds N      PUSH round limit (default 30)\n"
            "  --compress          zlib-compress block data\n"
@@ -82,6 +85,7 @@ int cmd_migrate(int argc, char **argv)
         { "timeout", required_argument, NULL, 'O' },
         { "json", required_argument, NULL, 'j' },
         { "no-progress", no_argument, NULL, 'P' },
+        { "control", required_argument, NULL, 'c' },
         { "dest-image", required_argument, NULL, 'I' },
         { "dest-nbd", required_argument, NULL, 'N' },
         { "dest-disk", required_argument, NULL, 'D' },
@@ -117,10 +121,15 @@ int cmd_migrate(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'c': o.control_path = optarg; break;
         case 'b':
+            if (!strcmp(optarg, "max")) {
+                o.bandwidth = 0;
+                break;
+            }
             if (incmig_parse_size(optarg, &v) || v < 4096) {
                 xl_usage_error("migrate", "bad --bandwidth '%s' (bytes/s, "
-                               "e.g. 100M, at least 4K)", optarg);
+                               "e.g. 100M, at least 4K, or max)", optarg);
                 return 2;
             }
             o.bandwidth = v;
