@@ -13,6 +13,7 @@
  *   transport.c  ssh / tcp connections, bandwidth cap
  *   control.c    a running migration's control socket (bandwidth)
  *   push.c       PUSH rounds and the convergence policy
+ *   yield.c      PUSH's cap from the guest's I/O latency (no --bandwidth)
  *   migrate.c    source state machine (PUSH, stop-and-copy, PULL serving)
  *   gate.c       destination PULL gate
  *   receive.c    destination state machine
@@ -285,7 +286,7 @@ struct incmig__stream {
     uint8_t *rbuf;            /* INCMIG_REC_MAX + framing */
     uint64_t bytes_out, bytes_in;
     uint64_t bandwidth;       /* atomic: incmig__stream_set_bandwidth */
-    bool pace_reset;          /* atomic: the cap changed, start afresh */
+    uint64_t pace_bw;         /* the cap pace_t0/pace_bytes count under */
     double pace_t0;
     uint64_t pace_bytes;
     /* Deadlines (0: none), set by the owner: reads and socket writes fail
@@ -425,6 +426,32 @@ int incmig__send_bitmap(struct incmig__sender *s, uint8_t phase,
 int incmig__send_bitmap_recs(struct incmig__stream *st, uint32_t disk,
                              uint8_t phase, const struct incmig__bitmap *bm,
                              uint8_t *buf);
+
+/* ---- PUSH yielding to the guest (yield.c) -------------------------------- */
+
+struct incmig__yield {
+    bool have;                /* a first sample was taken */
+    double t, busy;           /* the last window's start: time, busy s */
+    uint64_t reqs;            /*   and requests */
+    double base;              /* the guest's latency alone (s), or -1 */
+    double t_probe;           /* when base was measured */
+    bool probe_due;           /* the caller should probe (step sets it) */
+    double cap;               /* bytes/s while the guest is busy, or 0 */
+    uint64_t out;             /* the last cap returned (0: none) */
+    uint64_t backoffs;        /* times the cap shrank */
+    uint64_t probes;
+    double probe_s;           /* PUSH time spent in probes */
+};
+void incmig__yield_init(struct incmig__yield *y);
+/* A sample of the guest's cumulative requests and busy seconds at `now`:
+ * the cap PUSH should keep (bytes/s, 0: none).  Then, if y->probe_due:
+ * stop PUSH for about 0.1 s, sampling before and after, and pass both
+ * samples to incmig__yield_probe. */
+uint64_t incmig__yield_step(struct incmig__yield *y, double now,
+                            uint64_t reqs, double busy_s);
+void incmig__yield_probe(struct incmig__yield *y, double t0, uint64_t reqs0,
+                         double busy0, double t1, uint64_t reqs1,
+                         double busy1);
 
 /* ---- NBD server (nbd.c) -------------------------------------------------- */
 
@@ -617,6 +644,11 @@ struct incmig__domain_ops {
      * keeps pushing dirty blocks.  state_fd stays the caller's. */
     int (*suspend)(struct incmig__domain *d, int state_fd,
                    double *t_paused_r);
+    /* Optional (NULL: PUSH cannot yield to the guest): the guest's disk
+     * requests completed so far, all disks, and the seconds spent serving
+     * them (cumulative; the engine takes differences). */
+    int (*activity)(struct incmig__domain *d, uint64_t *reqs_r,
+                    double *busy_s_r);
     int (*resume)(struct incmig__domain *d);   /* failure before GO */
     int (*commit)(struct incmig__domain *d);   /* point of no return */
     int (*release)(struct incmig__domain *d);  /* migration complete */
@@ -640,6 +672,8 @@ int incmig__domain_open(const char *spec, struct incmig__domain **d_r);
  *   DISK <i>        -> "OK <size> <block size> <name> <image path>"
  *   GETCLEAR <i>    -> "OK <nbits> <len>" then <len> bytes of
  *                      incmig__bitmap_encode output
+ *   ACTIVITY        -> "OK <requests> <ns>": the guest's reads and writes
+ *                      completed so far, and the nanoseconds they took
  *   SUSPEND         with a file descriptor attached (SCM_RIGHTS): the
  *                   domain's state stream is written to it (pre-copy, the
  *                   pause, the rest); -> "OK <t_paused>" (incmig__now() of

@@ -117,6 +117,9 @@ struct incmig_migrate_opts {
                                * (0 = 30 s) */
     const char *control_path; /* unix socket taking BANDWIDTH requests
                                * while the migration runs, or NULL */
+    int no_yield;             /* without a cap, PUSH yields to the guest's
+                               * I/O (its latency at the export) unless
+                               * this is set (--bandwidth max) */
 };
 
 /* Change the cap of the migration whose control socket is control_path
@@ -169,6 +172,10 @@ struct incmig_report {
     double go_ms;             /* domain paused to GO sent */
     double dst_serve_ms;      /* GO received to the guest's I/O accepted
                                * on the destination (REPORT) */
+    uint64_t push_yield_backoffs; /* PUSH yielding: times it slowed down
+                               * for the guest */
+    uint64_t push_yield_probes;   /* times it stopped for 0.1 s to measure
+                               * the guest's latency alone */
 };
 void incmig_report_init(struct incmig_report *rep);
 void incmig_report_dispose(struct incmig_report *rep);

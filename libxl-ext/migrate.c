@@ -85,6 +85,9 @@ struct mig {
 
     uint64_t bandwidth;              /* under lock: the cap now (0: none) */
     struct incmig__mctl *ctl;        /* the control socket, or NULL */
+    bool yielding;                   /* under lock: PUSH's cap follows the
+                                      * guest's I/O (yield.c) */
+    struct incmig__yield y;
 
     /* progress */
     double prog_last, prog_t;
@@ -163,6 +166,12 @@ static void set_state(struct mig *m, int state)
     double t = m->o->timeout_s > 0 ? m->o->timeout_s : 30;
 
     m->sstate = state;
+    if (state != INCMIG_SRC_PUSH) {   /* yielding is for PUSH rounds */
+        pthread_mutex_lock(&m->lock);
+        if (m->yielding && m->st_open)
+            incmig__stream_set_bandwidth(&m->st, m->bandwidth);
+        pthread_mutex_unlock(&m->lock);
+    }
     if (!m->st_open)
         return;
     m->st.deadline = state == INCMIG_SRC_HANDSHAKE ||
@@ -397,6 +406,39 @@ static int send_disks(struct mig *m)
 
 /* ---- progress ------------------------------------------------------------ */
 
+/* PUSH yielding: the guest's I/O since the last window sets the cap. */
+static int yield_poll(struct mig *m, double now)
+{
+    uint64_t reqs;
+    double busy;
+    int rc;
+
+    if (m->sstate != INCMIG_SRC_PUSH || (m->y.have && now - m->y.t < 0.1))
+        return 0;
+    rc = m->dom->ops->activity(m->dom, &reqs, &busy);
+    if (rc)
+        return rc;
+    uint64_t cap = incmig__yield_step(&m->y, now, reqs, busy);
+    if (m->y.probe_due) {
+        /* The guest alone for a window: PUSH sends nothing meanwhile. */
+        uint64_t reqs1;
+        double busy1, t1;
+        usleep(100000);
+        rc = m->dom->ops->activity(m->dom, &reqs1, &busy1);
+        if (rc)
+            return rc;
+        t1 = incmig__now();
+        incmig__yield_probe(&m->y, now, reqs, busy, t1, reqs1, busy1);
+        DBG("PUSH yielding: the guest's latency alone %.3f ms, cap %.1f "
+            "MB/s", m->y.base * 1000, cap / 1e6);
+    }
+    pthread_mutex_lock(&m->lock);
+    if (m->yielding)
+        incmig__stream_set_bandwidth(&m->st, cap);
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
 static int progress_poll(void *opaque)
 {
     struct mig *m = opaque;
@@ -405,6 +447,14 @@ static int progress_poll(void *opaque)
     if (incmig__stop_requested && m->sstate < INCMIG_SRC_PULL) {
         ERR("stopped before the point of no return");
         return INCMIG_ECANCEL;
+    }
+    pthread_mutex_lock(&m->lock);
+    bool yielding = m->yielding;
+    pthread_mutex_unlock(&m->lock);
+    if (yielding) {
+        int rc = yield_poll(m, now);
+        if (rc)
+            return rc;
     }
     if (!m->o->progress || now - m->prog_last < 0.5)
         return 0;
@@ -423,8 +473,13 @@ static int progress_poll(void *opaque)
     pthread_mutex_lock(&m->lock);
     uint64_t cap = m->bandwidth;
     pthread_mutex_unlock(&m->lock);
-    char capbuf[32];
-    if (cap)
+    char capbuf[48];
+    if (yielding && m->y.out)
+        snprintf(capbuf, sizeof capbuf, "yielding to the guest: %.1f MB/s",
+                 m->y.out / 1e6);
+    else if (yielding)
+        snprintf(capbuf, sizeof capbuf, "guest idle: no cap");
+    else if (cap)
         snprintf(capbuf, sizeof capbuf, "cap %.1f MB/s", cap / 1e6);
     else
         snprintf(capbuf, sizeof capbuf, "no cap");
@@ -441,6 +496,7 @@ static int set_bandwidth(void *opaque, uint64_t bw, uint64_t *sent_r)
 
     pthread_mutex_lock(&m->lock);
     m->bandwidth = bw;
+    m->yielding = false;   /* the operator's cap rules from now on */
     incmig__stream_set_bandwidth(&m->st, bw);
     *sent_r = m->st.bytes_out;
     pthread_mutex_unlock(&m->lock);
@@ -1200,6 +1256,11 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
         goto out;
     m.nd = m.dom->ndisks;
     rep->ndisks = m.nd;
+    incmig__yield_init(&m.y);
+    m.yielding = !o->bandwidth && !o->no_yield && m.dom->ops->activity;
+    if (!o->bandwidth && !o->no_yield && !m.dom->ops->activity)
+        INFO("domain %s: its backend does not report the guest's I/O, so "
+             "PUSH runs uncapped (as with --bandwidth max)", m.dom->name);
     rc = open_disks(&m);
     if (rc)
         goto failed_resume;
@@ -1217,6 +1278,8 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     rc = push(&m);
     phase_add(&m, &rep->wire.push, w0);
     rep->push_s = incmig__now() - tp;
+    rep->push_yield_backoffs = m.y.backoffs;
+    rep->push_yield_probes = m.y.probes;
     for (int i = 0; i < m.nd; i++) {
         rep->disks[i].pushed_blocks = m.d[i].snd.blocks;
         rep->disks[i].zero_blocks = m.d[i].snd.zero_blocks;

@@ -28,6 +28,10 @@ void incmig_report_print(const struct incmig_report *r, FILE *f)
             "\n", "disk downtime", r->downtime_ms, r->go_ms, r->dst_serve_ms);
     fprintf(f, "  %-26s %10.3f s (round 0 at %.1f MB/s)\n", "PUSH time",
             r->push_s, r->push_rate / 1e6);
+    if (r->push_yield_probes)
+        fprintf(f, "  %-26s %10" PRIu64 " times (%" PRIu64 " probes of the "
+                "guest alone)\n", "PUSH yielded to the guest",
+                r->push_yield_backoffs, r->push_yield_probes);
     fprintf(f, "  %-26s %10.3f s (%.1f MiB)\n", "domain state pre-copy",
             r->state_s, r->state_bytes / 1048576.0);
     fprintf(f, "  %-26s %10.3f s\n", "PULL time", r->pull_s);
@@ -72,13 +76,15 @@ void incmig_report_json(const struct incmig_report *r, FILE *f)
             ",\"state\":%" PRIu64 "},\"state_s\":%.6f,\"state_bytes\":%"
             PRIu64 ",\"dst_pull_s\":%.6f,\"dst_restore_s\":%.6f,"
             "\"dst_waits\":%" PRIu64 ",\"dst_max_wait_ms\":%.3f,"
-            "\"go_ms\":%.3f,\"dst_serve_ms\":%.3f,\"disks\":[",
+            "\"go_ms\":%.3f,\"dst_serve_ms\":%.3f,"
+            "\"push_yield_backoffs\":%" PRIu64 ",\"push_yield_probes\":%"
+            PRIu64 ",\"disks\":[",
             r->policy, r->total_s, r->downtime_ms, r->wire_total, r->push_s,
             r->pull_s, r->push_rate, r->wire.push, r->wire.stopcopy,
             r->wire.pull_demand, r->wire.pull_background, r->wire.control,
             r->wire.state, r->state_s, r->state_bytes, r->dst_pull_s,
             r->dst_restore_s, r->dst_waits, r->dst_max_wait_ms, r->go_ms,
-            r->dst_serve_ms);
+            r->dst_serve_ms, r->push_yield_backoffs, r->push_yield_probes);
     for (int i = 0; i < r->ndisks; i++) {
         const struct incmig_disk_report *d = &r->disks[i];
         fprintf(f, "%s{\"name\":\"", i ? "," : "");

@@ -413,13 +413,23 @@ static void pace(struct incmig__stream *s, size_t n)
 {
     for (;;) {
         uint64_t bw = __atomic_load_n(&s->bandwidth, __ATOMIC_ACQUIRE);
+        double now = incmig__now();
+        if (bw != s->pace_bw) {
+            /* A new cap: the bytes still owed under the old one carry
+             * over (as bytes), what was sent before is settled. */
+            double left = 0;
+            if (s->pace_bw && s->pace_t0 > 0) {
+                double due = s->pace_t0 +
+                             (double)s->pace_bytes / (double)s->pace_bw;
+                if (due > now)
+                    left = (due - now) * (double)s->pace_bw;
+            }
+            s->pace_bw = bw;
+            s->pace_t0 = now;
+            s->pace_bytes = (uint64_t)left;
+        }
         if (bw == 0)
             return;
-        /* A new cap starts afresh: what was sent under the old one is
-         * neither a debt nor a credit. */
-        if (__atomic_exchange_n(&s->pace_reset, false, __ATOMIC_ACQ_REL))
-            s->pace_t0 = 0;
-        double now = incmig__now();
         double due = s->pace_t0 + (double)s->pace_bytes / (double)bw;
         if (s->pace_t0 == 0 || due < now - 0.05) {
             s->pace_t0 = now;
@@ -436,7 +446,6 @@ static void pace(struct incmig__stream *s, size_t n)
 void incmig__stream_set_bandwidth(struct incmig__stream *s, uint64_t bw)
 {
     __atomic_store_n(&s->bandwidth, bw, __ATOMIC_RELEASE);
-    __atomic_store_n(&s->pace_reset, true, __ATOMIC_RELEASE);
 }
 
 /* ---- header -------------------------------------------------------------- */

@@ -36,8 +36,9 @@ static void help(void)
            "                        default: PUSH until converged, then PULL\n"
            "                        precopy: PUSH, remaining blocks while paused\n"
            "                        single:  round 0 only, then PULL\n"
-           "  --bandwidth RATE    cap on the link, bytes/s (e.g. 100M), or max\n"
-           "                      (no cap, the default)\n"
+           "  --bandwidth RATE    cap on the link, bytes/s (e.g. 100M); max: no\n"
+           "                      cap at all; by default PUSH yields to the\n"
+           "                      guest's I/O (slows down when it is busy)\n"
            "  --control SOCKET    unix socket through which the cap may be\n"
            "                      changed while it runs (migrate-set-bandwidth)\n"
            "  --downtime MS       downtime budget for convergence (default 300)\n"
@@ -125,6 +126,7 @@ int cmd_migrate(int argc, char **argv)
         case 'b':
             if (!strcmp(optarg, "max")) {
                 o.bandwidth = 0;
+                o.no_yield = 1;
                 break;
             }
             if (incmig_parse_size(optarg, &v) || v < 4096) {

@@ -233,6 +233,24 @@ static int sim_suspend(struct incmig__domain *d, int state_fd,
     return rc;
 }
 
+static int sim_activity(struct incmig__domain *d, uint64_t *reqs_r,
+                        double *busy_s_r)
+{
+    struct sim_domain *s = (struct sim_domain *)d;
+    char reply[128];
+    uint64_t ns;
+    int rc = sim_cmd(s, "ACTIVITY", reply, sizeof reply);
+
+    if (!rc && sscanf(reply, "%" SCNu64 " %" SCNu64, reqs_r, &ns) != 2) {
+        ERR("simulated guest at %s: bad ACTIVITY reply '%s'", s->ctl_path,
+            reply);
+        rc = INCMIG_EPROTO;
+    }
+    if (!rc)
+        *busy_s_r = (double)ns / 1e9;
+    return rc;
+}
+
 static int sim_simple(struct incmig__domain *d, const char *cmd)
 {
     return sim_cmd((struct sim_domain *)d, cmd, NULL, 0);
@@ -252,6 +270,7 @@ static void sim_close(struct incmig__domain *d)
 static const struct incmig__domain_ops sim_ops = {
     .get_and_clear = sim_get_and_clear,
     .suspend = sim_suspend,
+    .activity = sim_activity,
     .resume = sim_resume,
     .commit = sim_commit,
     .release = sim_release,
