@@ -13,6 +13,7 @@
  *   transport.c  ssh / tcp connections, bandwidth cap
  *   control.c    a running migration's control socket (bandwidth)
  *   push.c       PUSH rounds and the convergence policy
+ *   compress.c   block compression (zstd, or zlib for older peers), adaptive
  *   yield.c      PUSH's cap from the guest's I/O latency (no --bandwidth)
  *   migrate.c    source state machine (PUSH, stop-and-copy, PULL serving)
  *   gate.c       destination PULL gate
@@ -201,6 +202,7 @@ enum incmig__enc {
     INCMIG_ENC_RAW = 0,
     INCMIG_ENC_ZLIB = 1,
     INCMIG_ENC_ZERO = 2,      /* the blocks are all zero; no data */
+    INCMIG_ENC_ZSTD = 3,      /* one zstd frame (INCMIG_CAP_ZSTD) */
 };
 
 struct incmig__hello {
@@ -216,6 +218,8 @@ struct incmig__hello {
 /* The source sends the domain's own state stream as XEN_STREAM records
  * during PUSH, ended by an empty one, before SUSPEND. */
 #define INCMIG_CAP_STATE 4u
+/* May send ENC_ZSTD (preferred to ENC_ZLIB when both sides have it). */
+#define INCMIG_CAP_ZSTD 64u
 
 struct incmig__disk_rec {
     uint32_t index;
@@ -387,26 +391,55 @@ int incmig__mctl_start(struct incmig__mctl **c_r, const char *path,
                        incmig__mctl_bw_fn set_bw, void *opaque);
 void incmig__mctl_stop(struct incmig__mctl *c);   /* NULL: nothing */
 
+/* ---- compression (compress.c) --------------------------------------------- */
+
+enum { INCMIG_COMP_OFF, INCMIG_COMP_AUTO, INCMIG_COMP_ALWAYS };
+struct incmig__comp {
+    int mode;                 /* INCMIG_COMP_* */
+    int enc;                  /* INCMIG_ENC_ZSTD or INCMIG_ENC_ZLIB */
+    void *cctx;               /* ZSTD_CCtx */
+    uint8_t *buf;             /* compressed output */
+    double speed;             /* compression, input bytes/s (EWMA) */
+    double ratio;             /* compressed / raw (EWMA) */
+    double link;              /* records out, bytes/s (EWMA) */
+    uint64_t runs;
+    uint64_t in_bytes, out_bytes;  /* runs sent compressed */
+};
+int incmig__comp_init(struct incmig__comp *c, int mode, int enc);
+void incmig__comp_dispose(struct incmig__comp *c);        /* idempotent */
+/* Whether AUTO would compress now (the link is the bottleneck). */
+bool incmig__comp_worth(const struct incmig__comp *c);
+/* len bytes of non-zero blocks: the compressed length (data in *out_r,
+ * valid until the next call), or 0: send them raw. */
+size_t incmig__comp_encode(struct incmig__comp *c, const uint8_t *data,
+                           size_t len, const uint8_t **out_r);
+/* A record of `bytes` took `seconds` to send (pacing included). */
+void incmig__comp_sent(struct incmig__comp *c, size_t bytes, double seconds);
+/* One zstd frame that must inflate to exactly `want` bytes. */
+int incmig__zstd_decode(uint8_t *dst, size_t want, const uint8_t *src,
+                        size_t len);
+
 /* ---- PUSH (push.c) -------------------------------------------------------- */
 
 /* Sends blocks of one disk as BLOCKS records: all-zero runs as ZERO
- * markers, the rest raw or zlib-compressed (when smaller). */
+ * markers, the rest raw or compressed (compress.c decides). */
 struct incmig__sender {
     struct incmig__stream *st;
     struct incmig__disk *disk;
     uint32_t disk_index;
     uint32_t bs;
     uint64_t nblocks;
-    int compress;
+    struct incmig__comp comp;  /* mode OFF until incmig__sender_compress */
     uint8_t *rec;              /* BLOCKS header buffer */
-    uint8_t *zbuf;             /* compression scratch */
     struct incmig__aioq *q;    /* read-ahead on the O_DIRECT fd */
     uint64_t blocks, zero_blocks, data_bytes;
     uint64_t wire[4];          /* bytes on the wire by INCMIG_PHASE_* */
 };
 int incmig__sender_init(struct incmig__sender *s, struct incmig__stream *st,
                         struct incmig__disk *disk, uint32_t disk_index,
-                        uint32_t bs, int compress);
+                        uint32_t bs);
+/* Once the capabilities are known: mode INCMIG_COMP_*, enc ZSTD or ZLIB. */
+int incmig__sender_compress(struct incmig__sender *s, int mode, int enc);
 void incmig__sender_dispose(struct incmig__sender *s);
 /* n blocks starting at first, data = n * bs bytes in memory. */
 int incmig__send_blocks(struct incmig__sender *s, uint8_t phase,

@@ -108,7 +108,8 @@ struct incmig_migrate_opts {
     uint64_t bandwidth;       /* bytes/s cap on the link, 0 = none */
     uint32_t downtime_ms;     /* disk downtime budget for convergence */
     int max_rounds;           /* 0 = default (30) */
-    int compress;             /* zlib level 1 for block data */
+    int compress;             /* block data: 0 adaptive (zstd when the link
+                               * is the bottleneck), 1 always, -1 never */
     int progress;             /* progress line on stderr */
     int reconnect_s;          /* how long PULL retries a broken link */
     int timeout_s;            /* the handshake's deadline; the receiver's
@@ -176,6 +177,8 @@ struct incmig_report {
                                * for the guest */
     uint64_t push_yield_probes;   /* times it stopped for 0.1 s to measure
                                * the guest's latency alone */
+    uint64_t compressed_in;   /* block bytes sent compressed, all phases */
+    uint64_t compressed_out;  /*   and what they took compressed */
 };
 void incmig_report_init(struct incmig_report *rep);
 void incmig_report_dispose(struct incmig_report *rep);

@@ -263,7 +263,8 @@ static int open_link(struct mig *m, bool quiet, bool resume)
 
     struct incmig__hello h = {
         .version = INCMIG_STREAM_VERSION, .role = 0,
-        .caps = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME | INCMIG_CAP_STATE,
+        .caps = INCMIG_CAP_ZLIB | INCMIG_CAP_ZSTD | INCMIG_CAP_RESUME |
+                INCMIG_CAP_STATE,
         .ndisks = (uint32_t)m->nd,
     };
     memcpy(h.mig_id, m->mig_id, 16);
@@ -306,10 +307,24 @@ static int open_link(struct mig *m, bool quiet, bool resume)
             "incmig?); update it");
         return INCMIG_ENOTSUP;
     }
-    for (int i = 0; i < m->nd; i++)
-        m->d[i].snd.compress = m->o->compress && (m->caps & INCMIG_CAP_ZLIB);
-    if (m->o->compress && !(m->caps & INCMIG_CAP_ZLIB) && !resume)
-        INFO("the receiver does not take compressed blocks: sending them raw");
+    /* zstd when both have it, zlib for an older receiver. */
+    int mode = m->o->compress > 0 ? INCMIG_COMP_ALWAYS
+             : m->o->compress < 0 ? INCMIG_COMP_OFF : INCMIG_COMP_AUTO;
+    int enc = m->caps & INCMIG_CAP_ZSTD ? INCMIG_ENC_ZSTD : INCMIG_ENC_ZLIB;
+    if (!(m->caps & (INCMIG_CAP_ZSTD | INCMIG_CAP_ZLIB))) {
+        if (mode == INCMIG_COMP_ALWAYS && !resume)
+            INFO("the receiver does not take compressed blocks: sending "
+                 "them raw");
+        mode = INCMIG_COMP_OFF;
+    }
+    for (int i = 0; i < m->nd; i++) {
+        if (resume && m->d[i].snd.comp.mode == mode &&
+            m->d[i].snd.comp.enc == enc)
+            continue;   /* keep what was learnt about the link */
+        rc = incmig__sender_compress(&m->d[i].snd, mode, enc);
+        if (rc)
+            return rc;
+    }
     return 0;
 }
 
@@ -1186,7 +1201,7 @@ static int open_disks(struct mig *m)
         rc = incmig__bitmap_init(&d->dirty, d->nblocks);
         if (!rc)
             rc = incmig__sender_init(&d->snd, &m->st, &d->disk, (uint32_t)i,
-                                     d->bs, m->o->compress);
+                                     d->bs);
         if (rc)
             return rc;
         struct incmig_disk_report *dr = &m->rep->disks[i];
@@ -1376,6 +1391,8 @@ out:
         dr->wire.stopcopy += m.d[i].snd.wire[INCMIG_PHASE_STOPCOPY];
         dr->wire.pull_demand = m.d[i].snd.wire[INCMIG_PHASE_PULL_DEMAND];
         dr->wire.pull_background = m.d[i].snd.wire[INCMIG_PHASE_PULL_BACKGROUND];
+        rep->compressed_in += m.d[i].snd.comp.in_bytes;
+        rep->compressed_out += m.d[i].snd.comp.out_bytes;
         incmig__sender_dispose(&m.d[i].snd);
         incmig__bitmap_dispose(&m.d[i].dirty);
         incmig__disk_close(&m.d[i].disk);

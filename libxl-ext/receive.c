@@ -272,7 +272,7 @@ static int on_hello(struct recv *r, const struct incmig__rec *rec)
         return send_error(r, INCMIG_ENOTSUP, "domain %s has %u disks; this "
                           "receiver takes 1 to %u", h.name, h.ndisks,
                           INCMIG_MAX_DISKS);
-    uint64_t ours = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME |
+    uint64_t ours = INCMIG_CAP_ZLIB | INCMIG_CAP_ZSTD | INCMIG_CAP_RESUME |
                     (r->kind->state ? INCMIG_CAP_STATE : 0);
     r->caps = h.caps & ours;
     if (r->kind->state_required && !(r->caps & INCMIG_CAP_STATE))
@@ -638,9 +638,10 @@ static int on_blocks(struct recv *r, const struct incmig__rec *rec)
         return send_error(r, INCMIG_EPROTO, "BLOCKS record of phase %u in "
                           "state %s", b.phase,
                           incmig__dst_state_name(r->state));
-    if (b.enc == INCMIG_ENC_ZLIB && !(r->caps & INCMIG_CAP_ZLIB))
+    if ((b.enc == INCMIG_ENC_ZLIB && !(r->caps & INCMIG_CAP_ZLIB)) ||
+        (b.enc == INCMIG_ENC_ZSTD && !(r->caps & INCMIG_CAP_ZSTD)))
         return send_error(r, INCMIG_EPROTO, "compressed BLOCKS record but "
-                          "compression was not negotiated");
+                          "that compression was not negotiated");
     const uint8_t *data = b.data;
     size_t want = (size_t)b.nblocks * d->bs;
     if (b.enc == INCMIG_ENC_ZERO) {
@@ -650,6 +651,12 @@ static int on_blocks(struct recv *r, const struct incmig__rec *rec)
         if (uncompress(r->zbuf, &out, b.data, b.len) != Z_OK || out != want)
             return send_error(r, INCMIG_EPROTO, "BLOCKS record for blocks %"
                               PRIu64 "+%u of disk %u: bad compressed data",
+                              b.first, b.nblocks, disk);
+        data = r->zbuf;
+    } else if (b.enc == INCMIG_ENC_ZSTD) {
+        if (incmig__zstd_decode(r->zbuf, want, b.data, b.len))
+            return send_error(r, INCMIG_EPROTO, "BLOCKS record for blocks %"
+                              PRIu64 "+%u of disk %u: bad zstd data",
                               b.first, b.nblocks, disk);
         data = r->zbuf;
     }

@@ -819,7 +819,7 @@ int incmig__dec_disk_ack(const struct incmig__rec *r,
 int incmig__enc_blocks_hdr(const struct incmig__blocks *b, uint8_t *buf)
 {
     if (b->disk >= INCMIG_MAX_DISKS || b->phase > INCMIG_PHASE_PULL_BACKGROUND
-        || b->enc > INCMIG_ENC_ZERO || b->nblocks == 0 ||
+        || b->enc > INCMIG_ENC_ZSTD || b->nblocks == 0 ||
         b->len > INCMIG_REC_MAX - INCMIG_BLOCKS_HDR)
         return INCMIG_EINVAL;
     put32(buf, b->disk);
@@ -894,9 +894,10 @@ int incmig__dec_blocks(const struct incmig__rec *r, uint32_t block_size,
         }
         break;
     case INCMIG_ENC_ZLIB:
+    case INCMIG_ENC_ZSTD:
         if (b->len == 0) {
             ERR("BLOCKS record for disk %" PRIu32 " at block %" PRIu64
-                ": empty zlib data", b->disk, b->first);
+                ": empty compressed data", b->disk, b->first);
             return INCMIG_EPROTO;
         }
         break;

@@ -43,7 +43,8 @@ static void help(void)
            "                      changed while it runs (migrate-set-bandwidth)\n"
            "  --downtime MS       downtime budget for convergence (default 300)\n"
            "  --max-rounds N      PUSH round limit (default 30)\n"
-           "  --compress          zlib-compress block data\n"
+           "  --compress[=MODE]   block data: auto (default: zstd when the link\n"
+           "                      is the bottleneck), on (always), off\n"
            "  --reconnect SECS    how long PULL retries a lost link (600)\n"
            "  --timeout SECS      the handshake's deadline (30); the receiver\n"
            "                      may be silent 4 times as long before GO\n"
@@ -81,7 +82,7 @@ int cmd_migrate(int argc, char **argv)
         { "bandwidth", required_argument, NULL, 'b' },
         { "downtime", required_argument, NULL, 'd' },
         { "max-rounds", required_argument, NULL, 'm' },
-        { "compress", no_argument, NULL, 'z' },
+        { "compress", optional_argument, NULL, 'z' },
         { "reconnect", required_argument, NULL, 'r' },
         { "timeout", required_argument, NULL, 'O' },
         { "json", required_argument, NULL, 'j' },
@@ -150,7 +151,19 @@ int cmd_migrate(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'z': o.compress = 1; break;
+        case 'z':
+            if (!optarg || !strcmp(optarg, "on")) {
+                o.compress = 1;
+            } else if (!strcmp(optarg, "off")) {
+                o.compress = -1;
+            } else if (!strcmp(optarg, "auto")) {
+                o.compress = 0;
+            } else {
+                xl_usage_error("migrate", "bad --compress '%s' (auto, on or "
+                               "off)", optarg);
+                return 2;
+            }
+            break;
         case 'O':
             o.timeout_s = atoi(optarg);
             if (o.timeout_s < 1) {
