@@ -6,7 +6,9 @@
  * doc/proto.md; only what those clients need is implemented.
  *
  * Entry points (incmig-internal.h, "NBD server"): incmig__nbd_new binds and
- * listens, incmig__nbd_start accepts and serves, incmig__nbd_quiesce drains
+ * listens, incmig__nbd_start accepts and serves, incmig__nbd_hold accepts
+ * and reads requests but holds them until start (the destination stages
+ * its export that way before the pause), incmig__nbd_quiesce drains
  * and closes every connection (start again resumes), incmig__nbd_clients,
  * incmig__nbd_free.  The parsing and checking of what clients send is
  * apart from the sockets and threads ("the protocol, without sockets or
@@ -39,7 +41,10 @@
  *             error, DISC, quiesce) it waits until every queued request is
  *             answered, then closes the socket: the fd never goes away under
  *             a worker.
- *   workers   a pool shared by all connections; each takes a request,
+ *   workers   a pool shared by all connections, started by the first
+ *             start or hold; while held (s->held) none takes a request,
+ *             and a quiesce drops the queued ones unanswered (never
+ *             executed, never acknowledged).  Otherwise each takes a request,
  *             calls the ops callback (which may block for a long time) and
  *             queues the reply on its connection: workers never wait for
  *             a client's socket.

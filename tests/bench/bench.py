@@ -784,7 +784,7 @@ def main():
     if a.only:
         m = [sc for sc in m if a.only in sc_name(sc)]
     est = estimate(a, m)
-    fa = argparse.Namespace(**{**vars(a), "full": True})
+    fa = argparse.Namespace(**{**vars(a), "full": True, "latency": False})
     print("bench: %d scenarios, about %.0f min estimated (time limit %s a run)%s"
           % (len(m), est / 60, "%.0f s" % a.time_limit if a.time_limit_set else
              "60 s + 3x disk/cap, <= 600 s",
