@@ -62,10 +62,15 @@ static void help(const char *name, const char *receiver)
            "                        default: PUSH until converged, then PULL\n"
            "                        precopy: PUSH, remaining blocks while paused\n"
            "                        single:  round 0 only, then PULL\n"
-           "  --bandwidth RATE    cap on the link, bytes/s (e.g. 100M)\n"
+           "  --bandwidth RATE    cap on the link, bytes/s (e.g. 100M); max: no\n"
+           "                      cap at all; by default PUSH yields to the\n"
+           "                      guest's I/O (slows down when it is busy)\n"
+           "  --control SOCKET    unix socket through which the cap may be\n"
+           "                      changed while it runs (migrate-set-bandwidth)\n"
            "  --downtime MS       downtime budget for convergence (default 300)\n"
            "  --max-rounds N      PUSH round limit (default 30)\n"
-           "  --compress          zlib-compress block data\n"
+           "  --compress[=MODE]   block data: auto (default: zstd when the link\n"
+           "                      is the bottleneck), on (always), off\n"
            "  --reconnect SECS    how long PULL retries a lost link (600)\n"
            "  --timeout SECS      the handshake's deadline (30); the receiver\n"
            "                      may be silent 4 times as long before GO\n"
@@ -127,12 +132,33 @@ static int bandwidth_opt(struct cmdline *c, const char *arg)
 {
     uint64_t v;
 
+    if (!strcmp(arg, "max")) {
+        c->o.bandwidth = 0;
+        c->o.no_yield = 1;
+        return 0;
+    }
     if (incmig_parse_size(arg, &v) || v < 4096) {
         incmig__usage_error(c->name, "bad --bandwidth '%s' (bytes/s, e.g. "
-                            "100M, at least 4K)", arg);
+                            "100M, at least 4K, or max)", arg);
         return 2;
     }
     c->o.bandwidth = v;
+    return 0;
+}
+
+static int compress_opt(struct cmdline *c, const char *arg)
+{
+    if (!arg || !strcmp(arg, "on"))
+        c->o.compress = 1;
+    else if (!strcmp(arg, "off"))
+        c->o.compress = -1;
+    else if (!strcmp(arg, "auto"))
+        c->o.compress = 0;
+    else {
+        incmig__usage_error(c->name, "bad --compress '%s' (auto, on or off)",
+                            arg);
+        return 2;
+    }
     return 0;
 }
 
@@ -161,7 +187,8 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
     case 'r':
         return int_opt(c, arg, 1, 86400 * 7, &c->o.reconnect_s,
                        "--reconnect must be 1..604800 s");
-    case 'z': c->o.compress = 1; return 0;
+    case 'z': return compress_opt(c, arg);
+    case 'K': c->o.control_path = arg; return 0;
     case 'j': c->json = arg; return 0;
     case 'P': c->o.progress = 0; return 0;
     case 'I': c->dest_image = arg; return 0;
@@ -183,7 +210,8 @@ static int parse(struct cmdline *c, int argc, char **argv)
         { "bandwidth", required_argument, NULL, 'b' },
         { "downtime", required_argument, NULL, 'd' },
         { "max-rounds", required_argument, NULL, 'm' },
-        { "compress", no_argument, NULL, 'z' },
+        { "compress", optional_argument, NULL, 'z' },
+        { "control", required_argument, NULL, 'K' },
         { "reconnect", required_argument, NULL, 'r' },
         { "timeout", required_argument, NULL, 'O' },
         { "json", required_argument, NULL, 'j' },

@@ -11,7 +11,10 @@
  *   serve.c      the simulated guest's source disk (NBD + tracker + ctl)
  *   ctl.c        control protocol between toolstack and serve
  *   transport.c  ssh / tcp connections, bandwidth cap
+ *   control.c    a running migration's control socket (bandwidth)
  *   push.c       PUSH rounds and the convergence policy
+ *   compress.c   block compression (zstd, or zlib for older peers), adaptive
+ *   yield.c      PUSH's cap from the guest's I/O latency (no --bandwidth)
  *   migrate.c    source state machine (PUSH, stop-and-copy, PULL serving)
  *   gate.c       destination PULL gate
  *   receive.c    destination state machine
@@ -242,6 +245,7 @@ enum incmig__enc {
     INCMIG_ENC_RAW = 0,
     INCMIG_ENC_ZLIB = 1,
     INCMIG_ENC_ZERO = 2,      /* the blocks are all zero; no data */
+    INCMIG_ENC_ZSTD = 3,      /* one zstd frame (INCMIG_CAP_ZSTD) */
 };
 
 struct incmig__hello {
@@ -259,6 +263,8 @@ struct incmig__hello {
 #define INCMIG_CAP_STATE 4u
 /* Incremental migration: BASE and DECIDE after DISK_ACK. */
 #define INCMIG_CAP_BASE 8u
+/* May send ENC_ZSTD (preferred to ENC_ZLIB when both sides have it). */
+#define INCMIG_CAP_ZSTD 64u
 
 struct incmig__disk_rec {
     uint32_t index;
@@ -352,7 +358,8 @@ struct incmig__stream {
     pthread_mutex_t wlock;
     uint8_t *rbuf;            /* INCMIG_REC_MAX + framing */
     uint64_t bytes_out, bytes_in;
-    uint64_t bandwidth;
+    uint64_t bandwidth;       /* atomic: incmig__stream_set_bandwidth */
+    uint64_t pace_bw;         /* the cap pace_t0/pace_bytes count under */
     double pace_t0;
     uint64_t pace_bytes;
     /* Deadlines (0: none), set by the owner: reads and socket writes fail
@@ -368,6 +375,9 @@ struct incmig__stream {
 /* CRC-32C of buf, continuing from crc (0 to start): the record checksum. */
 uint32_t incmig__crc32c(uint32_t crc, const void *buf, size_t n);
 int incmig__stream_init(struct incmig__stream *s, int rfd, int wfd);
+/* A new cap (0: none) from any thread; the next record is paced by it
+ * (a record already waiting re-checks every 0.1 s). */
+void incmig__stream_set_bandwidth(struct incmig__stream *s, uint64_t bw);
 void incmig__stream_dispose(struct incmig__stream *s);   /* closes fds */
 int incmig__stream_send_header(struct incmig__stream *s);
 int incmig__stream_recv_header(struct incmig__stream *s); /* EVERSION etc. */
@@ -489,26 +499,66 @@ void incmig__signals_restore(const struct incmig__signals *s);
 /* The log's prefix, verbosity and file unchanged. */
 void incmig__log_name(const char *prefix);
 
+/* ---- a migration's control socket (control.c) ---------------------------- */
+
+/* set_bw applies a new cap (0: none) and gives the bytes sent so far;
+ * it runs on the control thread. */
+typedef int (*incmig__mctl_bw_fn)(void *opaque, uint64_t bw,
+                                  uint64_t *bytes_sent_r);
+struct incmig__mctl;
+int incmig__mctl_start(struct incmig__mctl **c_r, const char *path,
+                       incmig__mctl_bw_fn set_bw, void *opaque);
+void incmig__mctl_stop(struct incmig__mctl *c);   /* NULL: nothing */
+
+/* ---- compression (compress.c) --------------------------------------------- */
+
+enum { INCMIG_COMP_OFF, INCMIG_COMP_AUTO, INCMIG_COMP_ALWAYS };
+struct incmig__comp {
+    int mode;                 /* INCMIG_COMP_* */
+    int enc;                  /* INCMIG_ENC_ZSTD or INCMIG_ENC_ZLIB */
+    void *cctx;               /* ZSTD_CCtx */
+    uint8_t *buf;             /* compressed output */
+    double speed;             /* compression, input bytes/s (EWMA) */
+    double ratio;             /* compressed / raw (EWMA) */
+    double link;              /* records out, bytes/s (EWMA) */
+    uint64_t runs;
+    uint64_t in_bytes, out_bytes;  /* runs sent compressed */
+};
+int incmig__comp_init(struct incmig__comp *c, int mode, int enc);
+void incmig__comp_dispose(struct incmig__comp *c);        /* idempotent */
+/* Whether AUTO would compress now (the link is the bottleneck). */
+bool incmig__comp_worth(const struct incmig__comp *c);
+/* len bytes of non-zero blocks: the compressed length (data in *out_r,
+ * valid until the next call), or 0: send them raw. */
+size_t incmig__comp_encode(struct incmig__comp *c, const uint8_t *data,
+                           size_t len, const uint8_t **out_r);
+/* A record of `bytes` took `seconds` to send (pacing included). */
+void incmig__comp_sent(struct incmig__comp *c, size_t bytes, double seconds);
+/* One zstd frame that must inflate to exactly `want` bytes. */
+int incmig__zstd_decode(uint8_t *dst, size_t want, const uint8_t *src,
+                        size_t len);
+
 /* ---- PUSH (push.c) -------------------------------------------------------- */
 
 /* Sends blocks of one disk as BLOCKS records: all-zero runs as ZERO
- * markers, the rest raw or zlib-compressed (when smaller). */
+ * markers, the rest raw or compressed (compress.c decides). */
 struct incmig__sender {
     struct incmig__stream *st;
     struct incmig__disk *disk;
     uint32_t disk_index;
     uint32_t bs;
     uint64_t nblocks;
-    int compress;
+    struct incmig__comp comp;  /* mode OFF until incmig__sender_compress */
     uint8_t *rec;              /* BLOCKS header buffer */
-    uint8_t *zbuf;             /* compression scratch */
     struct incmig__aioq *q;    /* read-ahead on the O_DIRECT fd */
     uint64_t blocks, zero_blocks, data_bytes;
     uint64_t wire[4];          /* bytes on the wire by INCMIG_PHASE_* */
 };
 int incmig__sender_init(struct incmig__sender *s, struct incmig__stream *st,
                         struct incmig__disk *disk, uint32_t disk_index,
-                        uint32_t bs, int compress);
+                        uint32_t bs);
+/* Once the capabilities are known: mode INCMIG_COMP_*, enc ZSTD or ZLIB. */
+int incmig__sender_compress(struct incmig__sender *s, int mode, int enc);
 void incmig__sender_dispose(struct incmig__sender *s);
 /* n blocks starting at first, data = n * bs bytes in memory. */
 int incmig__send_blocks(struct incmig__sender *s, uint8_t phase,
@@ -528,6 +578,32 @@ int incmig__send_bitmap(struct incmig__sender *s, uint8_t phase,
 int incmig__send_bitmap_recs(struct incmig__stream *st, uint32_t disk,
                              uint8_t phase, const struct incmig__bitmap *bm,
                              uint8_t *buf);
+
+/* ---- PUSH yielding to the guest (yield.c) -------------------------------- */
+
+struct incmig__yield {
+    bool have;                /* a first sample was taken */
+    double t, busy;           /* the last window's start: time, busy s */
+    uint64_t reqs;            /*   and requests */
+    double base;              /* the guest's latency alone (s), or -1 */
+    double t_probe;           /* when base was measured */
+    bool probe_due;           /* the caller should probe (step sets it) */
+    double cap;               /* bytes/s while the guest is busy, or 0 */
+    uint64_t out;             /* the last cap returned (0: none) */
+    uint64_t backoffs;        /* times the cap shrank */
+    uint64_t probes;
+    double probe_s;           /* PUSH time spent in probes */
+};
+void incmig__yield_init(struct incmig__yield *y);
+/* A sample of the guest's cumulative requests and busy seconds at `now`:
+ * the cap PUSH should keep (bytes/s, 0: none).  Then, if y->probe_due:
+ * stop PUSH for about 0.1 s, sampling before and after, and pass both
+ * samples to incmig__yield_probe. */
+uint64_t incmig__yield_step(struct incmig__yield *y, double now,
+                            uint64_t reqs, double busy_s);
+void incmig__yield_probe(struct incmig__yield *y, double t0, uint64_t reqs0,
+                         double busy0, double t1, uint64_t reqs1,
+                         double busy1);
 
 /* ---- NBD server (nbd.c) -------------------------------------------------- */
 
@@ -552,6 +628,12 @@ int incmig__nbd_new(struct incmig__nbd_server **s, const char *listen_uri,
                     uint64_t size, const struct incmig__nbd_ops *ops,
                     void *opaque, int workers);
 int incmig__nbd_start(struct incmig__nbd_server *s);
+/* Staged serving (the destination, before GO): workers and threads
+ * started, clients accepted and through their handshake, their requests
+ * read and queued but none executed until incmig__nbd_start, which then
+ * only flips a flag.  A quiesce (or free) before that start drops the
+ * queued requests unanswered: nothing was acknowledged. */
+int incmig__nbd_hold(struct incmig__nbd_server *s);
 /* Pause: stop accepting and reading requests, wait until every request
  * already read has been executed and answered (a client that does not
  * read its replies is cut, not waited for), then close every connection
@@ -714,6 +796,11 @@ struct incmig__domain_ops {
      * keeps pushing dirty blocks.  state_fd stays the caller's. */
     int (*suspend)(struct incmig__domain *d, int state_fd,
                    double *t_paused_r);
+    /* Optional (NULL: PUSH cannot yield to the guest): the guest's disk
+     * requests completed so far, all disks, and the seconds spent serving
+     * them (cumulative; the engine takes differences). */
+    int (*activity)(struct incmig__domain *d, uint64_t *reqs_r,
+                    double *busy_s_r);
     int (*resume)(struct incmig__domain *d);   /* failure before GO */
     int (*commit)(struct incmig__domain *d);   /* point of no return */
     int (*release)(struct incmig__domain *d);  /* migration complete */
@@ -747,6 +834,8 @@ int incmig__domain_open(const char *spec, struct incmig__domain **d_r);
  *   DISK <i>        -> "OK <size> <block size> <name> <image path>"
  *   GETCLEAR <i>    -> "OK <nbits> <len>" then <len> bytes of
  *                      incmig__bitmap_encode output
+ *   ACTIVITY        -> "OK <requests> <ns>": the guest's reads and writes
+ *                      completed so far, and the nanoseconds they took
  *   SUSPEND         with a file descriptor attached (SCM_RIGHTS): the
  *                   domain's state stream is written to it (pre-copy, the
  *                   pause, the rest); -> "OK <t_paused>" (incmig__now() of

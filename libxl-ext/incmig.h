@@ -113,14 +113,25 @@ struct incmig_migrate_opts {
     uint64_t bandwidth;       /* bytes/s cap on the link, 0 = none */
     uint32_t downtime_ms;     /* disk downtime budget for convergence */
     int max_rounds;           /* 0 = default (30) */
-    int compress;             /* zlib level 1 for block data */
+    int compress;             /* block data: 0 adaptive (zstd when the link
+                               * is the bottleneck), 1 always, -1 never */
     int progress;             /* progress line on stderr */
     int reconnect_s;          /* how long PULL retries a broken link */
     int timeout_s;            /* the handshake's deadline; the receiver's
                                * silence before GO is bounded by 4 times
                                * it (it may be restoring the domain)
                                * (0 = 30 s) */
+    const char *control_path; /* unix socket taking BANDWIDTH requests
+                               * while the migration runs, or NULL */
+    int no_yield;             /* without a cap, PUSH yields to the guest's
+                               * I/O (its latency at the export) unless
+                               * this is set (--bandwidth max) */
 };
+
+/* Change the cap of the migration whose control socket is control_path
+ * (0: no cap); *bytes_sent_r (if not NULL) gets its bytes sent so far. */
+int incmig_migrate_set_bandwidth(const char *control_path, uint64_t bandwidth,
+                                 uint64_t *bytes_sent_r);
 
 struct incmig_phase_bytes {
     uint64_t push;            /* PUSH rounds, incl. round 0 */
@@ -153,7 +164,10 @@ struct incmig_disk_report {
 struct incmig_report {
     double total_s;           /* start to source release */
     double downtime_ms;       /* domain paused (as its backend reports)
-                               * to GO sent */
+                               * to the destination accepting its I/O:
+                               * go_ms + dst_serve_ms (go_ms alone until
+                               * the destination's REPORT arrives); the
+                               * one-way transit of GO is not in it */
     double push_s, pull_s;
     double push_rate;         /* bytes/s of round 0 */
     struct incmig_phase_bytes wire;  /* totals */
@@ -167,6 +181,15 @@ struct incmig_report {
     int ndisks;
     struct incmig_disk_report disks[8];
     char policy[16];
+    double go_ms;             /* domain paused to GO sent */
+    double dst_serve_ms;      /* GO received to the guest's I/O accepted
+                               * on the destination (REPORT) */
+    uint64_t push_yield_backoffs; /* PUSH yielding: times it slowed down
+                               * for the guest */
+    uint64_t push_yield_probes;   /* times it stopped for 0.1 s to measure
+                               * the guest's latency alone */
+    uint64_t compressed_in;   /* block bytes sent compressed, all phases */
+    uint64_t compressed_out;  /*   and what they took compressed */
 };
 void incmig_report_init(struct incmig_report *rep);
 void incmig_report_dispose(struct incmig_report *rep);

@@ -22,7 +22,8 @@
  *              reconnect_s passes                              ->stuck
  *   RELEASE    source disk let go, END sent, report.
  *
- * Threads: the main thread sends everything.  During PULL a reader thread
+ * Threads: the main thread sends everything.  With --control, a thread
+ * answers the control socket (control.c) and changes the link's cap.  During PULL a reader thread
  * takes PULL_REQ, COMPLETE and ERROR records off the stream and queues
  * demand requests, which the main thread serves between background extents.
  */
@@ -86,8 +87,15 @@ struct mig {
     bool complete, link_down, report_done;
     int peer_rc;
 
+    uint64_t bandwidth;              /* under lock: the cap now (0: none) */
+    struct incmig__mctl *ctl;        /* the control socket, or NULL */
+    bool yielding;                   /* under lock: PUSH's cap follows the
+                                      * guest's I/O (yield.c) */
+    struct incmig__yield y;
+
     /* progress */
-    double prog_last;
+    double prog_last, prog_t;
+    uint64_t prog_bytes;
     uint64_t prog_total, prog_base;
     const char *prog_what;
 };
@@ -163,6 +171,12 @@ static void set_state(struct mig *m, int state)
     double t = m->o->timeout_s > 0 ? m->o->timeout_s : 30;
 
     m->sstate = state;
+    if (state != INCMIG_SRC_PUSH) {   /* yielding is for PUSH rounds */
+        pthread_mutex_lock(&m->lock);
+        if (m->yielding && m->st_open)
+            incmig__stream_set_bandwidth(&m->st, m->bandwidth);
+        pthread_mutex_unlock(&m->lock);
+    }
     if (!m->st_open)
         return;
     m->st.deadline = state == INCMIG_SRC_HANDSHAKE ||
@@ -242,7 +256,9 @@ static int open_link(struct mig *m, bool quiet, bool resume)
     m->st_open = true;
     m->st.bytes_in = in;
     m->st.bytes_out = out;
-    m->st.bandwidth = o->bandwidth;
+    pthread_mutex_lock(&m->lock);
+    m->st.bandwidth = m->bandwidth;
+    pthread_mutex_unlock(&m->lock);
     set_state(m, resume ? INCMIG_SRC_RECONNECT : INCMIG_SRC_HANDSHAKE);
     rc = incmig__stream_send_header(&m->st);
     if (!rc)
@@ -252,8 +268,8 @@ static int open_link(struct mig *m, bool quiet, bool resume)
 
     struct incmig__hello h = {
         .version = INCMIG_STREAM_VERSION, .role = 0,
-        .caps = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME | INCMIG_CAP_STATE |
-                INCMIG_CAP_BASE,
+        .caps = INCMIG_CAP_ZLIB | INCMIG_CAP_ZSTD | INCMIG_CAP_RESUME |
+                INCMIG_CAP_STATE | INCMIG_CAP_BASE,
         .ndisks = (uint32_t)m->nd,
     };
     memcpy(h.mig_id, m->mig_id, 16);
@@ -296,10 +312,24 @@ static int open_link(struct mig *m, bool quiet, bool resume)
             "incmig?); update it");
         return INCMIG_ENOTSUP;
     }
-    for (int i = 0; i < m->nd; i++)
-        m->d[i].snd.compress = m->o->compress && (m->caps & INCMIG_CAP_ZLIB);
-    if (m->o->compress && !(m->caps & INCMIG_CAP_ZLIB) && !resume)
-        INFO("the receiver does not take compressed blocks: sending them raw");
+    /* zstd when both have it, zlib for an older receiver. */
+    int mode = m->o->compress > 0 ? INCMIG_COMP_ALWAYS
+             : m->o->compress < 0 ? INCMIG_COMP_OFF : INCMIG_COMP_AUTO;
+    int enc = m->caps & INCMIG_CAP_ZSTD ? INCMIG_ENC_ZSTD : INCMIG_ENC_ZLIB;
+    if (!(m->caps & (INCMIG_CAP_ZSTD | INCMIG_CAP_ZLIB))) {
+        if (mode == INCMIG_COMP_ALWAYS && !resume)
+            INFO("the receiver does not take compressed blocks: sending "
+                 "them raw");
+        mode = INCMIG_COMP_OFF;
+    }
+    for (int i = 0; i < m->nd; i++) {
+        if (resume && m->d[i].snd.comp.mode == mode &&
+            m->d[i].snd.comp.enc == enc)
+            continue;   /* keep what was learnt about the link */
+        rc = incmig__sender_compress(&m->d[i].snd, mode, enc);
+        if (rc)
+            return rc;
+    }
     return 0;
 }
 
@@ -512,6 +542,39 @@ static int base_exchange(struct mig *m)
 
 /* ---- progress ------------------------------------------------------------ */
 
+/* PUSH yielding: the guest's I/O since the last window sets the cap. */
+static int yield_poll(struct mig *m, double now)
+{
+    uint64_t reqs;
+    double busy;
+    int rc;
+
+    if (m->sstate != INCMIG_SRC_PUSH || (m->y.have && now - m->y.t < 0.1))
+        return 0;
+    rc = m->dom->ops->activity(m->dom, &reqs, &busy);
+    if (rc)
+        return rc;
+    uint64_t cap = incmig__yield_step(&m->y, now, reqs, busy);
+    if (m->y.probe_due) {
+        /* The guest alone for a window: PUSH sends nothing meanwhile. */
+        uint64_t reqs1;
+        double busy1, t1;
+        usleep(100000);
+        rc = m->dom->ops->activity(m->dom, &reqs1, &busy1);
+        if (rc)
+            return rc;
+        t1 = incmig__now();
+        incmig__yield_probe(&m->y, now, reqs, busy, t1, reqs1, busy1);
+        DBG("PUSH yielding: the guest's latency alone %.3f ms, cap %.1f "
+            "MB/s", m->y.base * 1000, cap / 1e6);
+    }
+    pthread_mutex_lock(&m->lock);
+    if (m->yielding)
+        incmig__stream_set_bandwidth(&m->st, cap);
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
 static int progress_poll(void *opaque)
 {
     struct mig *m = opaque;
@@ -521,19 +584,58 @@ static int progress_poll(void *opaque)
         ERR("stopped before the point of no return");
         return INCMIG_ECANCEL;
     }
+    pthread_mutex_lock(&m->lock);
+    bool yielding = m->yielding;
+    pthread_mutex_unlock(&m->lock);
+    if (yielding) {
+        int rc = yield_poll(m, now);
+        if (rc)
+            return rc;
+    }
     if (!m->o->progress || now - m->prog_last < 0.5)
         return 0;
-    m->prog_last = now;
+    /* The rate over the last interval, so a new cap shows at once. */
+    double el = now - m->prog_t;
+    double rate = m->prog_t > 0 && el > 0
+                      ? (double)(m->st.bytes_out - m->prog_bytes) / el : 0;
+    m->prog_last = m->prog_t = now;
+    m->prog_bytes = m->st.bytes_out;
     uint64_t done = 0;
     for (int i = 0; i < m->nd; i++)
         done += m->d[i].snd.blocks * m->d[i].bs;
     done -= m->prog_base;
-    double el = now - m->t0;
-    double rate = el > 0 ? (double)m->st.bytes_out / el : 0;
     double eta = rate > 0 && m->prog_total > done
                      ? (double)(m->prog_total - done) / rate : 0;
-    fprintf(stderr, "\r%s: %" PRIu64 "/%" PRIu64 " MiB  %.1f MB/s  ETA %.0fs   ",
-            m->prog_what, done >> 20, m->prog_total >> 20, rate / 1e6, eta);
+    pthread_mutex_lock(&m->lock);
+    uint64_t cap = m->bandwidth;
+    pthread_mutex_unlock(&m->lock);
+    char capbuf[48];
+    if (yielding && m->y.out)
+        snprintf(capbuf, sizeof capbuf, "yielding to the guest: %.1f MB/s",
+                 m->y.out / 1e6);
+    else if (yielding)
+        snprintf(capbuf, sizeof capbuf, "guest idle: no cap");
+    else if (cap)
+        snprintf(capbuf, sizeof capbuf, "cap %.1f MB/s", cap / 1e6);
+    else
+        snprintf(capbuf, sizeof capbuf, "no cap");
+    fprintf(stderr, "\r%s: %" PRIu64 "/%" PRIu64 " MiB  %.1f MB/s (%s)  "
+            "ETA %.0fs   ", m->prog_what, done >> 20, m->prog_total >> 20,
+            rate / 1e6, capbuf, eta);
+    return 0;
+}
+
+/* The control socket's BANDWIDTH request (control thread). */
+static int set_bandwidth(void *opaque, uint64_t bw, uint64_t *sent_r)
+{
+    struct mig *m = opaque;
+
+    pthread_mutex_lock(&m->lock);
+    m->bandwidth = bw;
+    m->yielding = false;   /* the operator's cap rules from now on */
+    incmig__stream_set_bandwidth(&m->st, bw);
+    *sent_r = m->st.bytes_out;
+    pthread_mutex_unlock(&m->lock);
     return 0;
 }
 
@@ -930,6 +1032,10 @@ static void dst_report(struct mig *m, const struct incmig__rec *r)
         rep->dst_max_wait_ms = v;
     if (json_num(js, "restore_s", &v))
         rep->dst_restore_s = v;
+    if (json_num(js, "serve_ms", &v) && v >= 0 && v < 1e9) {
+        rep->dst_serve_ms = v;
+        rep->downtime_ms = rep->go_ms + v;
+    }
     free(js);
 }
 
@@ -1241,7 +1347,7 @@ static int open_disks(struct mig *m)
         rc = incmig__bitmap_init(&d->dirty, d->nblocks);
         if (!rc)
             rc = incmig__sender_init(&d->snd, &m->st, &d->disk, (uint32_t)i,
-                                     d->bs, m->o->compress);
+                                     d->bs);
         if (rc)
             return rc;
         struct incmig_disk_report *dr = &m->rep->disks[i];
@@ -1287,9 +1393,19 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
         ERR("'%s' is not a valid host name", o->host ? o->host : "");
         return INCMIG_EINVAL;
     }
+    m.bandwidth = o->bandwidth;
     m.buf = malloc(INCMIG_REC_MAX);
     if (!m.buf)
         return INCMIG_ENOMEM;
+    if (o->control_path) {
+        rc = incmig__mctl_start(&m.ctl, o->control_path, set_bandwidth, &m);
+        if (rc) {
+            ERR("cannot open the control socket %s: nothing started",
+                o->control_path);
+            free(m.buf);
+            return rc;
+        }
+    }
     int ufd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (ufd < 0 || read(ufd, m.mig_id, 16) != 16)
         memcpy(m.mig_id, &m.t0, sizeof m.t0);
@@ -1301,6 +1417,11 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
         goto out;
     m.nd = m.dom->ndisks;
     rep->ndisks = m.nd;
+    incmig__yield_init(&m.y);
+    m.yielding = !o->bandwidth && !o->no_yield && m.dom->ops->activity;
+    if (!o->bandwidth && !o->no_yield && !m.dom->ops->activity)
+        INFO("domain %s: its backend does not report the guest's I/O, so "
+             "PUSH runs uncapped (as with --bandwidth max)", m.dom->name);
     rc = open_disks(&m);
     if (rc)
         goto failed_resume;
@@ -1322,6 +1443,8 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     rc = push(&m);
     phase_add(&m, &rep->wire.push, w0);
     rep->push_s = incmig__now() - tp;
+    rep->push_yield_backoffs = m.y.backoffs;
+    rep->push_yield_probes = m.y.probes;
     for (int i = 0; i < m.nd; i++) {
         rep->disks[i].pushed_blocks = m.d[i].snd.blocks;
         rep->disks[i].zero_blocks = m.d[i].snd.zero_blocks;
@@ -1353,15 +1476,16 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     adopt(&m);
     /* --- point of no return --- the guest will run on the destination. */
     rc = incmig__stream_send(&m.st, INCMIG_REC_GO, NULL, 0);
-    rep->downtime_ms = (incmig__now() - t_susp) * 1000;
+    rep->go_ms = (incmig__now() - t_susp) * 1000;
+    rep->downtime_ms = rep->go_ms;
     if (rc) {
         ERR("sending GO failed: the guest is paused on the source and "
             "committed to the destination, which may not run it; check the "
             "destination before doing anything else");
         goto failed_badly;
     }
-    INFO("GO: guest runs on the destination (disk downtime %.1f ms)",
-         rep->downtime_ms);
+    INFO("GO: guest runs on the destination (GO sent %.1f ms after the "
+         "pause)", rep->go_ms);
 
     double tpull = incmig__now();
     w0 = wire_now(&m);
@@ -1407,6 +1531,7 @@ failed_badly:
         incmig_strerror(rc));
 out:
     stop_reader(&m);
+    incmig__mctl_stop(m.ctl);
     rep->total_s = incmig__now() - m.t0;
     if (m.st_open) {
         rep->wire_total = m.st.bytes_out + m.st.bytes_in;
@@ -1417,6 +1542,8 @@ out:
         dr->wire.stopcopy += m.d[i].snd.wire[INCMIG_PHASE_STOPCOPY];
         dr->wire.pull_demand = m.d[i].snd.wire[INCMIG_PHASE_PULL_DEMAND];
         dr->wire.pull_background = m.d[i].snd.wire[INCMIG_PHASE_PULL_BACKGROUND];
+        rep->compressed_in += m.d[i].snd.comp.in_bytes;
+        rep->compressed_out += m.d[i].snd.comp.out_bytes;
         incmig__sender_dispose(&m.d[i].snd);
         incmig__bitmap_dispose(&m.d[i].dirty);
         incmig__bitmap_dispose(&m.d[i].base.mine);

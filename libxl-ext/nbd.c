@@ -6,7 +6,9 @@
  * doc/proto.md; only what those clients need is implemented.
  *
  * Entry points (incmig-internal.h, "NBD server"): incmig__nbd_new binds and
- * listens, incmig__nbd_start accepts and serves, incmig__nbd_quiesce drains
+ * listens, incmig__nbd_start accepts and serves, incmig__nbd_hold accepts
+ * and reads requests but holds them until start (the destination stages
+ * its export that way before the pause), incmig__nbd_quiesce drains
  * and closes every connection (start again resumes), incmig__nbd_clients,
  * incmig__nbd_free.  The parsing and checking of what clients send is
  * apart from the sockets and threads ("the protocol, without sockets or
@@ -39,7 +41,10 @@
  *             error, DISC, quiesce) it waits until every queued request is
  *             answered, then closes the socket: the fd never goes away under
  *             a worker.
- *   workers   a pool shared by all connections; each takes a request,
+ *   workers   a pool shared by all connections, started by the first
+ *             start or hold; while held (s->held) none takes a request,
+ *             and a quiesce drops the queued ones unanswered (never
+ *             executed, never acknowledged).  Otherwise each takes a request,
  *             calls the ops callback (which may block for a long time) and
  *             queues the reply on its connection: workers never wait for
  *             a client's socket.
@@ -223,6 +228,7 @@ struct incmig__nbd_server {
     pthread_t *workers;
     int workers_started;
     bool stopping;                  /* free: workers exit */
+    bool held;                      /* staged: requests queue, none runs */
     bool accepting;                 /* acceptor keeps going */
     bool acceptor_running;
     pthread_t acceptor;
@@ -802,9 +808,9 @@ static void *worker_main(void *arg)
 
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->qhead && !s->stopping)
+        while ((!s->qhead || s->held) && !s->stopping)
             pthread_cond_wait(&s->qcond, &s->lock);
-        if (!s->qhead)
+        if (!s->qhead || s->held)
             break;   /* stopping, and nothing left to answer */
         struct req *q = s->qhead;
         s->qhead = q->next;
@@ -897,6 +903,12 @@ static void serve_requests(struct conn *c)
             }
         }
         pthread_mutex_lock(&s->lock);
+        if (s->held && c->stop) {   /* quiesced before serving: dropped */
+            pthread_mutex_unlock(&s->lock);
+            free(q->buf);
+            free(q);
+            return;
+        }
         c->inflight++;
         c->inflight_bytes += bytes;
         s->inflight_bytes += bytes;
@@ -1145,13 +1157,13 @@ out:
     return rc;
 }
 
-int incmig__nbd_start(struct incmig__nbd_server *s)
+/* Workers, listening socket and acceptor, under s->lock. */
+static int run_locked(struct incmig__nbd_server *s)
 {
     int rc = 0, r;
 
-    pthread_mutex_lock(&s->lock);
     if (s->acceptor_running)
-        goto out;   /* already serving */
+        return 0;   /* already accepting */
     while (s->workers_started < s->nworkers) {
         r = pthread_create(&s->workers[s->workers_started], NULL,
                            worker_main, s);
@@ -1184,8 +1196,51 @@ int incmig__nbd_start(struct incmig__nbd_server *s)
     }
     s->acceptor_running = true;
 out:
+    return rc;
+}
+
+int incmig__nbd_hold(struct incmig__nbd_server *s)
+{
+    int rc;
+
+    pthread_mutex_lock(&s->lock);
+    s->held = !s->acceptor_running;
+    rc = run_locked(s);
     pthread_mutex_unlock(&s->lock);
     return rc;
+}
+
+int incmig__nbd_start(struct incmig__nbd_server *s)
+{
+    int rc;
+
+    pthread_mutex_lock(&s->lock);
+    rc = run_locked(s);
+    if (!rc && s->held) {
+        s->held = false;
+        pthread_cond_broadcast(&s->qcond);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Quiesce of a held server: the requests it queued were never executed
+ * nor acknowledged, so they are dropped unanswered (the client retries
+ * them elsewhere).  Under s->lock, after every c->stop is set. */
+static void drop_held(struct incmig__nbd_server *s)
+{
+    if (!s->held)
+        return;
+    while (s->qhead) {
+        struct req *q = s->qhead;
+        s->qhead = q->next;
+        q->c->inflight--;
+        q->c->inflight_bytes -= req_bytes(q);
+        s->inflight_bytes -= req_bytes(q);
+        free(q->buf);
+        free(q);
+    }
+    s->qtail = NULL;
 }
 
 int incmig__nbd_quiesce(struct incmig__nbd_server *s)
@@ -1220,6 +1275,7 @@ int incmig__nbd_quiesce(struct incmig__nbd_server *s)
         c->cut = 1;          /* a client not reading its replies is cut */
         shutdown(c->fd, SHUT_RD);
     }
+    drop_held(s);
     pthread_cond_broadcast(&s->cond);
 
     /* 3. Each reader closes its socket once its requests are answered. */

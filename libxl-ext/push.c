@@ -6,7 +6,7 @@
  * libaio on the O_DIRECT fd, and hands each completed extent, in the order
  * read, to incmig__send_blocks.  That splits an extent into runs of
  * all-zero blocks (one ZERO marker record, no data) and data runs (raw, or
- * zlib level 1 when that is smaller), each record at most
+ * compressed when compress.c finds it worth it), each record at most
  * INCMIG_BLOCKS_MAX bytes of blocks.
  *
  * Completion order: the aio queue may complete out of order, but records
@@ -19,7 +19,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "incmig-internal.h"
 
@@ -27,7 +26,7 @@
 
 int incmig__sender_init(struct incmig__sender *s, struct incmig__stream *st,
                         struct incmig__disk *disk, uint32_t disk_index,
-                        uint32_t bs, int compress)
+                        uint32_t bs)
 {
     int rc;
 
@@ -37,10 +36,8 @@ int incmig__sender_init(struct incmig__sender *s, struct incmig__stream *st,
     s->disk_index = disk_index;
     s->bs = bs;
     s->nblocks = (disk->size + bs - 1) / bs;
-    s->compress = compress;
     s->rec = malloc(INCMIG_BLOCKS_HDR);
-    s->zbuf = malloc(compressBound(INCMIG_BLOCKS_MAX));
-    if (!s->rec || !s->zbuf) {
+    if (!s->rec) {
         rc = INCMIG_ENOMEM;
         goto out;
     }
@@ -57,8 +54,14 @@ void incmig__sender_dispose(struct incmig__sender *s)
         incmig__aioq_free(s->q);
     s->q = NULL;
     free(s->rec);
-    free(s->zbuf);
-    s->rec = s->zbuf = NULL;
+    s->rec = NULL;
+    incmig__comp_dispose(&s->comp);
+}
+
+int incmig__sender_compress(struct incmig__sender *s, int mode, int enc)
+{
+    incmig__comp_dispose(&s->comp);
+    return incmig__comp_init(&s->comp, mode, enc);
 }
 
 static int send_record(struct incmig__sender *s, uint8_t phase, uint8_t enc,
@@ -78,8 +81,11 @@ static int send_record(struct incmig__sender *s, uint8_t phase, uint8_t enc,
     else
         s->data_bytes += (uint64_t)n * s->bs;
     uint64_t before = s->st->bytes_out;
+    double t0 = incmig__now();
     int rc = incmig__stream_send2(s->st, INCMIG_REC_BLOCKS, s->rec,
                                 (uint32_t)hl, data, len);
+    if (len)
+        incmig__comp_sent(&s->comp, len, incmig__now() - t0);
     if (phase < 4)
         s->wire[phase] += s->st->bytes_out - before;
     return rc;
@@ -89,13 +95,12 @@ static int send_data_run(struct incmig__sender *s, uint8_t phase,
                          uint64_t first, uint32_t n, const uint8_t *data)
 {
     uint32_t len = n * s->bs;
+    const uint8_t *z;
+    size_t zlen = incmig__comp_encode(&s->comp, data, len, &z);
 
-    if (s->compress) {
-        uLongf zlen = compressBound(len);
-        if (compress2(s->zbuf, &zlen, data, len, 1) == Z_OK && zlen < len)
-            return send_record(s, phase, INCMIG_ENC_ZLIB, first, n, s->zbuf,
-                               (uint32_t)zlen);
-    }
+    if (zlen)
+        return send_record(s, phase, (uint8_t)s->comp.enc, first, n, z,
+                           (uint32_t)zlen);
     return send_record(s, phase, INCMIG_ENC_RAW, first, n, data, len);
 }
 

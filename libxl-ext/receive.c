@@ -112,6 +112,7 @@ struct recv {
     bool stop_noted;           /* a stop request came during PULL */
     bool error_sent;           /* an ERROR went out: say nothing more */
     double t_go;
+    double serve_ms;           /* GO received to the guest's I/O accepted */
 
     /* the domain's state stream: XEN_STREAM bodies -> pipe -> restore */
     int state_wfd, state_rfd;
@@ -279,7 +280,8 @@ static int on_hello(struct recv *r, const struct incmig__rec *rec)
         return send_error(r, INCMIG_ENOTSUP, "domain %s has %u disks; this "
                           "receiver takes 1 to %u", h.name, h.ndisks,
                           INCMIG_MAX_DISKS);
-    uint64_t ours = INCMIG_CAP_ZLIB | INCMIG_CAP_RESUME | INCMIG_CAP_BASE |
+    uint64_t ours = INCMIG_CAP_ZLIB | INCMIG_CAP_ZSTD | INCMIG_CAP_RESUME |
+                    INCMIG_CAP_BASE |
                     (r->kind->state ? INCMIG_CAP_STATE : 0);
     r->caps = h.caps & ours;
     if (r->kind->state_required && !(r->caps & INCMIG_CAP_STATE))
@@ -651,9 +653,10 @@ static int report_json(struct recv *r, const struct incmig__gate_stats *tot,
     OUT("{\"pull_s\": %.3f, \"demand_requests\": %" PRIu64
         ", \"demand_blocks\": %" PRIu64 ", \"waits\": %" PRIu64
         ", \"max_wait_ms\": %.3f, \"state_bytes\": %" PRIu64
-        ", \"restore_s\": %.3f, \"disks\": [",
+        ", \"restore_s\": %.3f, \"serve_ms\": %.3f, \"disks\": [",
         incmig__now() - r->t_go, tot->demand_requests, tot->demand_blocks,
-        tot->waits, tot->max_wait_ms, r->state_bytes, restore_s);
+        tot->waits, tot->max_wait_ms, r->state_bytes, restore_s,
+        r->serve_ms);
     for (int i = 0; i < r->nd; i++) {
         const struct rdisk *d = &r->d[i];
         OUT("%s{\"name\": \"", i ? ", " : "");
@@ -771,9 +774,10 @@ static int on_blocks(struct recv *r, const struct incmig__rec *rec)
         return send_error(r, INCMIG_EPROTO, "BLOCKS record of phase %u in "
                           "state %s", b.phase,
                           incmig__dst_state_name(r->state));
-    if (b.enc == INCMIG_ENC_ZLIB && !(r->caps & INCMIG_CAP_ZLIB))
+    if ((b.enc == INCMIG_ENC_ZLIB && !(r->caps & INCMIG_CAP_ZLIB)) ||
+        (b.enc == INCMIG_ENC_ZSTD && !(r->caps & INCMIG_CAP_ZSTD)))
         return send_error(r, INCMIG_EPROTO, "compressed BLOCKS record but "
-                          "compression was not negotiated");
+                          "that compression was not negotiated");
     const uint8_t *data = b.data;
     size_t want = (size_t)b.nblocks * d->bs;
     if (b.enc == INCMIG_ENC_ZERO) {
@@ -783,6 +787,12 @@ static int on_blocks(struct recv *r, const struct incmig__rec *rec)
         if (uncompress(r->zbuf, &out, b.data, b.len) != Z_OK || out != want)
             return send_error(r, INCMIG_EPROTO, "BLOCKS record for blocks %"
                               PRIu64 "+%u of disk %u: bad compressed data",
+                              b.first, b.nblocks, disk);
+        data = r->zbuf;
+    } else if (b.enc == INCMIG_ENC_ZSTD) {
+        if (incmig__zstd_decode(r->zbuf, want, b.data, b.len))
+            return send_error(r, INCMIG_EPROTO, "BLOCKS record for blocks %"
+                              PRIu64 "+%u of disk %u: bad zstd data",
                               b.first, b.nblocks, disk);
         data = r->zbuf;
     }
@@ -949,6 +959,7 @@ static int on_go(struct recv *r, const struct incmig__rec *rec)
     rc = r->t->ops->unpause(r->t);
     if (rc)
         return send_msg(r, rc, r->t->msg);
+    r->serve_ms = (incmig__now() - r->t_go) * 1000;
     INFO("GO: domain %s runs here (%s%s)", r->domain,
          r->t->disks[0].nbd_uri[0] ? "disk served on " : "disks attached",
          r->t->disks[0].nbd_uri);

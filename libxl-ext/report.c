@@ -34,15 +34,23 @@ void incmig_report_print(const struct incmig_report *r, FILE *f)
     fprintf(f, "migration report (policy %s)\n", r->policy);
     fprintf(f, "  %-26s %10.3f s\n", "total migration time", r->total_s);
     mib(f, "total data transferred", r->wire_total);
-    fprintf(f, "  %-26s %10.1f ms\n", "disk downtime", r->downtime_ms);
+    fprintf(f, "  %-26s %10.1f ms (pause to GO %.1f, GO to serving %.1f)"
+            "\n", "disk downtime", r->downtime_ms, r->go_ms, r->dst_serve_ms);
     fprintf(f, "  %-26s %10.3f s (round 0 at %.1f MB/s)\n", "PUSH time",
             r->push_s, r->push_rate / 1e6);
+    if (r->push_yield_probes)
+        fprintf(f, "  %-26s %10" PRIu64 " times (%" PRIu64 " probes of the "
+                "guest alone)\n", "PUSH yielded to the guest",
+                r->push_yield_backoffs, r->push_yield_probes);
     fprintf(f, "  %-26s %10.3f s (%.1f MiB)\n", "domain state pre-copy",
             r->state_s, r->state_bytes / 1048576.0);
     fprintf(f, "  %-26s %10.3f s\n", "PULL time", r->pull_s);
     if (r->dst_waits || r->dst_pull_s > 0)
         fprintf(f, "  %-26s %10" PRIu64 " (longest %.1f ms)\n",
                 "guest requests that waited", r->dst_waits, r->dst_max_wait_ms);
+    if (r->compressed_in)
+        fprintf(f, "  %-26s %10.1f MiB to %.1f MiB\n", "compressed",
+                r->compressed_in / 1048576.0, r->compressed_out / 1048576.0);
     fprintf(f, "bytes on the wire by phase\n");
     mib(f, "PUSH rounds", r->wire.push);
     mib(f, "domain state", r->wire.state);
@@ -83,12 +91,17 @@ void incmig_report_json(const struct incmig_report *r, FILE *f)
             ",\"state\":%" PRIu64 "},\"state_s\":%.6f,\"state_bytes\":%"
             PRIu64 ",\"dst_pull_s\":%.6f,\"dst_restore_s\":%.6f,"
             "\"dst_waits\":%" PRIu64 ",\"dst_max_wait_ms\":%.3f,"
-            "\"disks\":[",
+            "\"go_ms\":%.3f,\"dst_serve_ms\":%.3f,"
+            "\"push_yield_backoffs\":%" PRIu64 ",\"push_yield_probes\":%"
+            PRIu64 ",\"compressed_in_bytes\":%" PRIu64
+            ",\"compressed_out_bytes\":%" PRIu64 ",\"disks\":[",
             r->policy, r->total_s, r->downtime_ms, r->wire_total, r->push_s,
             r->pull_s, r->push_rate, r->wire.push, r->wire.stopcopy,
             r->wire.pull_demand, r->wire.pull_background, r->wire.control,
             r->wire.state, r->state_s, r->state_bytes, r->dst_pull_s,
-            r->dst_restore_s, r->dst_waits, r->dst_max_wait_ms);
+            r->dst_restore_s, r->dst_waits, r->dst_max_wait_ms, r->go_ms,
+            r->dst_serve_ms, r->push_yield_backoffs, r->push_yield_probes,
+            r->compressed_in, r->compressed_out);
     for (int i = 0; i < r->ndisks; i++) {
         const struct incmig_disk_report *d = &r->disks[i];
         fprintf(f, "%s{\"name\":\"", i ? "," : "");

@@ -414,18 +414,41 @@ static void sleep_until(double due)
  * not followed by a burst above the cap. */
 static void pace(struct incmig__stream *s, size_t n)
 {
-    if (s->bandwidth == 0)
-        return;
-    double now = incmig__now();
-    double due = s->pace_t0 + (double)s->pace_bytes / (double)s->bandwidth;
-    if (s->pace_t0 == 0 || due < now - 0.05) {
-        s->pace_t0 = now;
-        s->pace_bytes = 0;
-        due = now;
+    for (;;) {
+        uint64_t bw = __atomic_load_n(&s->bandwidth, __ATOMIC_ACQUIRE);
+        double now = incmig__now();
+        if (bw != s->pace_bw) {
+            /* A new cap: the bytes still owed under the old one carry
+             * over (as bytes), what was sent before is settled. */
+            double left = 0;
+            if (s->pace_bw && s->pace_t0 > 0) {
+                double due = s->pace_t0 +
+                             (double)s->pace_bytes / (double)s->pace_bw;
+                if (due > now)
+                    left = (due - now) * (double)s->pace_bw;
+            }
+            s->pace_bw = bw;
+            s->pace_t0 = now;
+            s->pace_bytes = (uint64_t)left;
+        }
+        if (bw == 0)
+            return;
+        double due = s->pace_t0 + (double)s->pace_bytes / (double)bw;
+        if (s->pace_t0 == 0 || due < now - 0.05) {
+            s->pace_t0 = now;
+            s->pace_bytes = 0;
+            due = now;
+        }
+        if (due <= now)
+            break;
+        sleep_until(due < now + 0.1 ? due : now + 0.1);
     }
-    if (due > now)
-        sleep_until(due);
     s->pace_bytes += n;
+}
+
+void incmig__stream_set_bandwidth(struct incmig__stream *s, uint64_t bw)
+{
+    __atomic_store_n(&s->bandwidth, bw, __ATOMIC_RELEASE);
 }
 
 /* ---- header -------------------------------------------------------------- */
@@ -799,7 +822,7 @@ int incmig__dec_disk_ack(const struct incmig__rec *r,
 int incmig__enc_blocks_hdr(const struct incmig__blocks *b, uint8_t *buf)
 {
     if (b->disk >= INCMIG_MAX_DISKS || b->phase > INCMIG_PHASE_PULL_BACKGROUND
-        || b->enc > INCMIG_ENC_ZERO || b->nblocks == 0 ||
+        || b->enc > INCMIG_ENC_ZSTD || b->nblocks == 0 ||
         b->len > INCMIG_REC_MAX - INCMIG_BLOCKS_HDR)
         return INCMIG_EINVAL;
     put32(buf, b->disk);
@@ -874,9 +897,10 @@ int incmig__dec_blocks(const struct incmig__rec *r, uint32_t block_size,
         }
         break;
     case INCMIG_ENC_ZLIB:
+    case INCMIG_ENC_ZSTD:
         if (b->len == 0) {
             ERR("BLOCKS record for disk %" PRIu32 " at block %" PRIu64
-                ": empty zlib data", b->disk, b->first);
+                ": empty compressed data", b->disk, b->first);
             return INCMIG_EPROTO;
         }
         break;

@@ -42,7 +42,7 @@ static void help(void)
            "  --rate RATE        guest writes, bytes/s (default 20M; 0 = idle)\n"
            "  --policy P         default | precopy | single\n"
            "  --bandwidth RATE   cap on the migration link (default none)\n"
-           "  --compress         zlib-compress block data\n"
+           "  --compress[=MODE]  block data: auto (default), on, off\n"
            "  --warmup SECS      guest runs before migrating (default 2)\n"
            "  --after SECS       guest runs on the destination after (default 2)\n"
            "  --dir DIR          work directory (default: a new one in /tmp)\n"
@@ -151,7 +151,7 @@ int cmd_demo(int argc, char **argv)
         { "rate", required_argument, NULL, 'r' },
         { "policy", required_argument, NULL, 'p' },
         { "bandwidth", required_argument, NULL, 'b' },
-        { "compress", no_argument, NULL, 'z' },
+        { "compress", optional_argument, NULL, 'z' },
         { "warmup", required_argument, NULL, 'w' },
         { "after", required_argument, NULL, 'a' },
         { "dir", required_argument, NULL, 'd' },
@@ -203,7 +203,19 @@ int cmd_demo(int argc, char **argv)
             }
             mo.bandwidth = v;
             break;
-        case 'z': mo.compress = 1; break;
+        case 'z':
+            if (!optarg || !strcmp(optarg, "on")) {
+                mo.compress = 1;
+            } else if (!strcmp(optarg, "off")) {
+                mo.compress = -1;
+            } else if (!strcmp(optarg, "auto")) {
+                mo.compress = 0;
+            } else {
+                xl_usage_error("demo", "bad --compress '%s' (auto, on or "
+                               "off)", optarg);
+                return 2;
+            }
+            break;
         case 'w': warmup = atof(optarg); break;
         case 'a': after = atof(optarg); break;
         case 'd': dir = optarg; break;

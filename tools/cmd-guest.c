@@ -134,6 +134,10 @@ struct guest {
     uint64_t reconnects, retries, mismatches, io_errors;
     double last_progress, longest_stall;
     bool was_busy;
+    /* The switchover as the guest sees it: from its last completed
+     * request on a lost connection to its first on the next one. */
+    double switch_from, longest_switch;
+    bool switching;
     double t_start;
 };
 
@@ -205,6 +209,15 @@ static double bucket_wait(const struct bucket *k, double need)
 
 static void note_progress(struct guest *g, double t)
 {
+    if (g->switching) {
+        g->switching = false;
+        double ms = (t - g->switch_from) * 1000;
+        if (ms > g->longest_switch)
+            g->longest_switch = ms;
+        fprintf(stderr, "guest: first request completed on %s %.1f ms "
+                "after the last one on the previous connection\n",
+                g->uris[g->cur_uri], ms);
+    }
     if (g->was_busy && t - g->last_progress > g->longest_stall)
         g->longest_stall = t - g->last_progress;
     g->last_progress = t;
@@ -655,11 +668,13 @@ static int write_stats(struct guest *g, double elapsed)
             ", \"write_bytes\": %" PRIu64 ", \"reads\": %" PRIu64
             ", \"read_bytes\": %" PRIu64 ", \"flushes\": %" PRIu64
             ", \"reconnects\": %" PRIu64 ", \"retried_requests\": %" PRIu64
-            ", \"longest_stall_ms\": %.1f, \"mismatches\": %" PRIu64
+            ", \"longest_stall_ms\": %.1f, \"longest_switch_ms\": %.1f"
+            ", \"mismatches\": %" PRIu64
             ", \"io_errors\": %" PRIu64 ", \"seed\": %" PRIu64 "}\n",
             elapsed, g->writes, g->write_bytes, g->reads, g->read_bytes,
             g->flushes, g->reconnects, g->retries,
-            g->longest_stall * 1000, g->mismatches, g->io_errors, g->seed);
+            g->longest_stall * 1000, g->longest_switch, g->mismatches,
+            g->io_errors, g->seed);
     if (ferror(f) | fclose(f) || rename(tmp, g->stats_json) < 0) {
         fprintf(stderr, "guest: writing %s failed: %s\n", g->stats_json,
                 strerror(errno));
@@ -987,6 +1002,8 @@ int cmd_guest(int argc, char **argv)
             t = now_s();
             fprintf(stderr, "guest: reconnected to %s after %.0f ms\n",
                     g.uris[g.cur_uri], (t - g.last_progress) * 1000);
+            g.switching = true;
+            g.switch_from = g.last_progress;
             for (int i = 0; i < g.qd; i++) {
                 if (g.slots[i].state == S_RETRY) {
                     g.retries++;

@@ -32,6 +32,8 @@ static const struct {
 } cmds[] = {
     { "migrate", cmd_migrate, "migrate a guest and its disks to another host", 0 },
     { "migrate-receive", cmd_receive, "receive a migration (run by migrate)", 0 },
+    { "migrate-set-bandwidth", cmd_set_bandwidth,
+      "change a running migration's link cap", 0 },
     { "serve", cmd_serve, "serve a simulated domain's disks with write tracking", 1 },
     { "guest", cmd_guest, "run the simulated guest workload (an NBD client)", 0 },
     { "verify", cmd_verify, "check a disk image against a guest's journal", 0 },

@@ -9,6 +9,7 @@ int cmd_guest(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_lineage(int argc, char **argv);
+int cmd_set_bandwidth(int argc, char **argv);
 
 /* Shared by the subcommands: -v/-q handling and the program's path. */
 extern int xl_verbose;

@@ -278,6 +278,24 @@ static int sim_adopt(struct incmig__domain *d, int disk, const uint8_t gen[16])
     return sim_cmd((struct sim_domain *)d, cmd, NULL, 0);
 }
 
+static int sim_activity(struct incmig__domain *d, uint64_t *reqs_r,
+                        double *busy_s_r)
+{
+    struct sim_domain *s = (struct sim_domain *)d;
+    char reply[128];
+    uint64_t ns;
+    int rc = sim_cmd(s, "ACTIVITY", reply, sizeof reply);
+
+    if (!rc && sscanf(reply, "%" SCNu64 " %" SCNu64, reqs_r, &ns) != 2) {
+        ERR("simulated guest at %s: bad ACTIVITY reply '%s'", s->ctl_path,
+            reply);
+        rc = INCMIG_EPROTO;
+    }
+    if (!rc)
+        *busy_s_r = (double)ns / 1e9;
+    return rc;
+}
+
 static int sim_simple(struct incmig__domain *d, const char *cmd)
 {
     return sim_cmd((struct sim_domain *)d, cmd, NULL, 0);
@@ -299,6 +317,7 @@ static const struct incmig__domain_ops sim_ops = {
     .lineage = sim_lineage,
     .adopt = sim_adopt,
     .suspend = sim_suspend,
+    .activity = sim_activity,
     .resume = sim_resume,
     .commit = sim_commit,
     .release = sim_release,

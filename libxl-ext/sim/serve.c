@@ -73,7 +73,19 @@ struct served {
     double t_paused;               /* incmig__now() when paused */
     bool saving;                   /* a SUSPEND is writing the state */
     const char *name;
+    /* The guest's I/O as the export sees it (ACTIVITY), atomic: requests
+     * completed, and nanoseconds spent in them. */
+    uint64_t io_reqs, io_ns;
 };
+
+/* Counts one guest request that started at t0 (incmig__now()). */
+static int counted(struct served_disk *s, double t0, int rc)
+{
+    uint64_t ns = (uint64_t)((incmig__now() - t0) * 1e9);
+    __atomic_add_fetch(&s->sv->io_reqs, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&s->sv->io_ns, ns, __ATOMIC_RELAXED);
+    return rc;
+}
 
 /* A guest write also dirties the domain's memory, as a real guest's
  * would: one page per write, chosen by disk and offset. */
@@ -85,7 +97,9 @@ static void touch(struct served_disk *s, uint64_t off)
 static int sv_pread(void *opaque, void *buf, uint32_t count, uint64_t off)
 {
     struct served_disk *s = opaque;
-    return incmig__disk_pread(&s->disk, buf, count, off) ? -EIO : 0;
+    double t0 = incmig__now();
+    return counted(s, t0,
+                   incmig__disk_pread(&s->disk, buf, count, off) ? -EIO : 0);
 }
 
 static int sv_flush(void *opaque)
@@ -135,6 +149,7 @@ static int sv_pwrite(void *opaque, const void *buf, uint32_t count,
                      uint64_t off, bool fua)
 {
     struct served_disk *s = opaque;
+    double t0 = incmig__now();
     int rc;
 
     incmig__memtracker_mark(&s->mt, off, count);
@@ -145,8 +160,8 @@ static int sv_pwrite(void *opaque, const void *buf, uint32_t count,
         rc = incmig__disk_pwrite(&s->disk, buf, count, off);
     incmig__memtracker_mark(&s->mt, off, count);
     if (rc)
-        return rc == INCMIG_ENOSPC ? -ENOSPC : -EIO;
-    return fua ? sv_flush(opaque) : 0;
+        return counted(s, t0, rc == INCMIG_ENOSPC ? -ENOSPC : -EIO);
+    return counted(s, t0, fua ? sv_flush(opaque) : 0);
 }
 
 static int sv_zero(void *opaque, uint32_t count, uint64_t off, bool may_trim,
@@ -362,6 +377,10 @@ static int command(struct served *s, int fd, const char *line, int passed_fd)
         return cmd_adopt(s, fd, line + 6);
     if (!strcmp(line, "SUSPEND"))
         return cmd_suspend(s, fd, passed_fd);
+    if (!strcmp(line, "ACTIVITY"))
+        return reply(fd, "OK %" PRIu64 " %" PRIu64,
+                     __atomic_load_n(&s->io_reqs, __ATOMIC_RELAXED),
+                     __atomic_load_n(&s->io_ns, __ATOMIC_RELAXED));
     pthread_mutex_lock(&s->lock);
     if (!strcmp(line, "COMMIT")) {
         if (s->state == SERVING) {

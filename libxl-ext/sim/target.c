@@ -8,11 +8,13 @@
  *   op          what the simulated target does
  *   open        every disk needs an NBD URI (--disk NAME=PATH,nbd=URI)
  *   prepare(i)  creates disk i's volume file (incmig__volume_create)
- *   stage(i)    binds the NBD export of disk i's gate on its URI: the
- *               guest's connection waits in the backlog until GO
+ *   stage(i)    binds the NBD export of disk i's gate on its URI and
+ *               starts its threads held (incmig__nbd_hold): the guest
+ *               connects and shakes hands before GO, its requests wait
  *   restore     incmig__simstate_restore: reads the state stream to EOF
  *               and proves it intact
- *   unpause     starts serving every export (the guest reconnects here)
+ *   unpause     releases every export's held requests (a flag flip: the
+ *               guest's connection and the workers are already there)
  *   disk_done   flushes the volume (the guest keeps using the export:
  *               this process stays its disk); the copy is now of the
  *               migration's generation: its lineage is written OPEN
@@ -121,6 +123,8 @@ static int sim_stage(struct incmig__target *t, int i, struct incmig__gate *g)
                                    "tracker", td->name);
     rc = incmig__nbd_new(&s->nbd[i], td->nbd_uri, td->size, &track_ops,
                          &s->tr[i], GATE_WORKERS);
+    if (!rc)
+        rc = incmig__nbd_hold(s->nbd[i]);
     if (rc)
         return incmig__target_fail(t, rc, "cannot stage the destination "
                                    "export of disk %s on %s: %s", td->name,

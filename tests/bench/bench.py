@@ -10,7 +10,8 @@ every migration link goes through the same byte-counting proxy:
 
   incmig          serve -> guest; migrate-receive --listen; migrate -s ""
                   --bandwidth CAP (link: migrate -> countproxy -> receiver)
-  incmig-nocap    the same without --bandwidth (idle scenarios only)
+  incmig-nocap    the same without --bandwidth: PUSH yields to the guest
+  incmig-max      the same with --bandwidth max (no cap, no yielding)
   qemu-mirror-bg  qemu-storage-daemon exports the source to the guest;
                   blockdev-mirror sync=full copy-mode=background speed=CAP
                   to an NBD blockdev (-> countproxy -> destination
@@ -20,12 +21,18 @@ every migration link goes through the same byte-counting proxy:
                   the source export is removed (mode=hard), the guest is
                   resumed and reconnects to the destination export
   qemu-mirror-wb  the same with copy-mode=write-blocking
+  qemu-mirror-wb-direct  the same with cache.direct=on at both ends (the
+                  like-for-like setting for incmig's O_DIRECT export)
   nbdcopy         source file -> destination export (no cap, no guest)
   nbdcopy-cap     the same through the proxy capped at CAP (no guest)
   qemu-img-cap    qemu-img convert -n -r CAP to the destination export
 
-One JSON object per (scenario, tool) goes to OUT/results.json.
+Each scenario runs --repeats times (default 3), the tools interleaved
+(every tool once, then every tool again...), so that a change of load
+hits all of them alike; the summary gives the median and the range.
+One JSON object per (scenario, tool, repeat) goes to OUT/results.json.
 """
+import statistics
 import argparse
 import json
 import os
@@ -235,7 +242,7 @@ class Bench:
         gj = os.path.join(d, "guest.json")
         argv = [self.x, "guest", "--nbd", ",".join(uris), "--seconds", "0",
                 "--rate", str(rate), "--seed", "1",
-                "--stats-json", gj]
+                "--queue-depth", str(self.qd), "--stats-json", gj]
         if rate == 0:
             argv += ["--read-rate", "4M"]
         p = P.start("guest", argv)
@@ -262,6 +269,9 @@ class Bench:
         g = read_json(os.path.join(d, "guest.json")) or {}
         r["guest_stall_ms"] = g.get("longest_stall_ms")
         r["guest_stall_before_ms"] = self.stall_before
+        # First request completed on the destination minus the last one
+        # on the source, as the guest's own clock sees it.
+        r["guest_switch_ms"] = g.get("longest_switch_ms")
         # The guest-visible switchover: "reconnected to URI after N ms"
         # (from its last completed request on the source).
         gaps = []
@@ -310,7 +320,9 @@ class Bench:
                                       "nbd+unix:///?socket=" + dst_sock], self.rate)
             argv = [self.x, "migrate", "-s", "", "--no-progress",
                     "--json", d + "/report.json"]
-            if cap:
+            if cap == "max":
+                argv += ["--bandwidth", "max"]
+            elif cap:
                 argv += ["--bandwidth", str(cap)]
             argv += ["sim:" + d + "/src.ctl", "127.0.0.1:%d" % pport]
             t0 = now()
@@ -329,6 +341,7 @@ class Bench:
             r["finished"] = mp.returncode == 0 and "error" not in r
             r["total_s"] = rep.get("total_s", round(t_end - t0, 3))
             r["downtime_ms"] = rep.get("downtime_ms")
+            r["push_yield_backoffs"] = rep.get("push_yield_backoffs")
             r["report_wire_bytes"] = rep.get("wire_bytes")
             r["push_rate_MBps"] = rep.get("push_rate_bps") and round(rep["push_rate_bps"] / 1e6, 1)
             if rep.get("total_s"):
@@ -343,13 +356,14 @@ class Bench:
         finally:
             P.stop_all()
 
-    def qsd_dest(self, P, d, size):
+    def qsd_dest(self, P, d, size, direct=False):
         dst = d + "/dst.img"
         with open(dst, "wb") as f:
             f.truncate(size)
         port = free_port()
         P.start("qsd-dst", ["qemu-storage-daemon",
-                            "--blockdev", "driver=file,node-name=f1,filename=" + dst,
+                            "--blockdev", "driver=file,node-name=f1,filename=" + dst +
+                            (",cache.direct=on,aio=native" if direct else ""),
                             "--blockdev", "driver=raw,node-name=dst,file=f1",
                             "--nbd-server", "addr.type=inet,addr.host=127.0.0.1,addr.port=%d" % port,
                             "--export", "type=nbd,id=exp1,node-name=dst,name=dst,writable=on"])
@@ -357,14 +371,15 @@ class Bench:
             raise RuntimeError("destination qemu-storage-daemon did not start")
         return port
 
-    def run_mirror(self, d, img, r, mode):
+    def run_mirror(self, d, img, r, mode, direct=False):
         P = Procs(d)
         try:
             size = os.path.getsize(img)
-            dport = self.qsd_dest(P, d, size)
+            dport = self.qsd_dest(P, d, size, direct)
             src_sock, qmp_sock = d + "/src.sock", d + "/qmp.sock"
             P.start("qsd-src", ["qemu-storage-daemon",
-                                "--blockdev", "driver=file,node-name=f0,filename=" + img,
+                                "--blockdev", "driver=file,node-name=f0,filename=" + img +
+                                (",cache.direct=on,aio=native" if direct else ""),
                                 "--blockdev", "driver=raw,node-name=src,file=f0",
                                 "--nbd-server", "addr.type=unix,addr.path=" + src_sock,
                                 "--export", "type=nbd,id=exp0,node-name=src,name=src,writable=on",
@@ -452,32 +467,35 @@ class Bench:
 
     # ---- driver ----------------------------------------------------------
 
-    def run(self, sc, orig, alloc, tool):
-        size_g, kind, rate = sc
-        self.rate = rate
+    def run(self, sc, orig, alloc, tool, rep=0):
+        size_g, kind, rate, qd = sc
+        self.rate, self.qd = rate, qd
         # Time limit: the quick or --time-limit value, else 60 s + 3x the
         # copy of the whole disk at the cap (mirror and qemu-img count
         # holes), at most 600 s.
         self.limit = (self.a.time_limit if self.a.time_limit_set else
-                      min(600.0, 60 + 3.0 * size_g * GiB / self.cap))
-        name = "%dG-%s-%s" % (size_g, kind, "idle" if rate == 0 else "w%dM" % (rate // MiB))
+                      min(600.0, 60 + 3.0 * size_g * GiB / (self.cap or 300 * MiB)))
+        name = sc_name(sc)
         d = os.path.join(self.a.work, name + "." + tool)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
         img = d + "/src.img"
         subprocess.check_call(["cp", "--sparse=always", orig, img])
-        r = {"scenario": name, "tool": tool, "size": size_g * GiB, "image": kind,
-             "guest_rate": rate, "cap_bps": 0 if tool in ("nbdcopy", "incmig-nocap") else self.cap,
+        r = {"scenario": name, "tool": tool, "rep": rep, "size": size_g * GiB,
+             "image": kind, "guest_qd": qd, "guest_rate": rate,
+             "cap_bps": 0 if tool in ("nbdcopy", "incmig-nocap", "incmig-max") else self.cap,
              "allocated_bytes": alloc, "finished": False, "total_s": None,
              "downtime_ms": None, "wire_bytes": None, "payload_bytes": None,
              "guest_write_ratio": None, "load_before": round(os.getloadavg()[0], 2)}
         sys.stderr.write("  %-26s %-15s ... " % (name, tool))
         sys.stderr.flush()
         try:
-            if tool in ("incmig", "incmig-nocap"):
-                self.run_incmig(d, img, r, self.cap if tool == "incmig" else 0)
+            if tool.startswith("incmig"):
+                self.run_incmig(d, img, r, {"incmig": self.cap, "incmig-nocap": 0,
+                                            "incmig-max": "max"}[tool])
             elif tool.startswith("qemu-mirror"):
-                self.run_mirror(d, img, r, "background" if tool.endswith("bg") else "write-blocking")
+                self.run_mirror(d, img, r, "background" if tool.endswith("bg") else "write-blocking",
+                                tool.endswith("-direct"))
             else:
                 self.run_copy(d, img, r, tool)
         except Exception as e:  # one failed run does not end the benchmark
@@ -493,7 +511,25 @@ class Bench:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def tools_for(rate, a, kind="random", size=1):
+def sc_name(sc):
+    size_g, kind, rate, qd = sc
+    w = "idle" if rate == 0 else "wmax" if rate >= GiB else "w%dM" % (rate // MiB)
+    return "%dG-%s-%s%s" % (size_g, kind, w, "" if qd == 16 else "-qd%d" % qd)
+
+
+# The guest's view (issue 14): switchover, write gaps and the rate a guest
+# keeps, one request at a time and 16 in flight, against QEMU's
+# write-blocking mirror with O_DIRECT; PUSH's idle speed against nbdcopy.
+# No cap anywhere: the mirrors run at speed 0 (unlimited).
+LATENCY = [((1, "random", 0, 16), ["incmig-nocap", "nbdcopy"]),
+           ((1, "random", GiB, 1), ["incmig-nocap", "incmig-max",
+                                    "qemu-mirror-wb", "qemu-mirror-wb-direct"]),
+           ((1, "random", 50 * MiB, 16), ["incmig-nocap", "qemu-mirror-wb-direct"])]
+
+
+def tools_for(rate, a, kind="random", size=1, qd=16):
+    if a.latency:
+        return dict(LATENCY)[(size, kind, rate, qd)]
     if a.tools:
         return [t for t in a.tools if rate == 0 or t in ("incmig", "qemu-mirror-bg", "qemu-mirror-wb")]
     if rate == 0 and (a.quick and kind != "random" or
@@ -506,10 +542,12 @@ def tools_for(rate, a, kind="random", size=1):
 
 
 def matrix(a):
+    if a.latency:
+        return [sc for sc, _ in LATENCY]
     if a.quick:
-        return [(1, "random", 0), (1, "sparse25", 0), (1, "random", 50 * MiB),
-                (1, "sparse25", 50 * MiB), (1, "random", 200 * MiB)]
-    full = [(s, k, r) for s in a.sizes for k in ("random", "sparse25")
+        return [(1, "random", 0, 16), (1, "sparse25", 0, 16), (1, "random", 50 * MiB, 16),
+                (1, "sparse25", 50 * MiB, 16), (1, "random", 200 * MiB, 16)]
+    full = [(s, k, r, 16) for s in a.sizes for k in ("random", "sparse25")
             for r in (0, 10 * MiB, 50 * MiB, 200 * MiB)]
     if a.full:
         return full
@@ -527,19 +565,20 @@ def estimate(a, m):
     setup, the baseline window and image copies; a mirror whose guest
     writes faster than the mirror can converge hits the time limit."""
     tot = 0
-    for s, k, r in m:
+    cap = a.cap or 300 * MiB
+    for s, k, r, qd in m:
         alloc = s * GiB * (1 if k == "random" else 0.25)
         lim = (a.time_limit if a.time_limit_set else
-               min(600.0, 60 + 3.0 * s * GiB / a.cap))
+               min(600.0, 60 + 3.0 * s * GiB / cap))
         tot += 1 + alloc / 1.5e9  # mkimg
-        for t in tools_for(r, a, k, s):
+        for t in tools_for(r, a, k, s, qd) * a.repeats:
             run = 7 + a.baseline + alloc / 1e9  # setup, baseline, cp
-            if t in ("nbdcopy", "incmig-nocap"):
+            if t in ("nbdcopy", "incmig-nocap", "incmig-max"):
                 run += alloc / 6e8
             elif t == "qemu-mirror-bg" and r >= 10 * MiB:
                 run += lim + a.force_limit  # never READY (hot spot)
             else:
-                run += (alloc + r * alloc / a.cap) / a.cap
+                run += (alloc + min(r, cap) * alloc / cap) / cap
             tot += min(run, lim + a.force_limit + 10)
     return tot
 
@@ -567,6 +606,93 @@ def table(results, out):
         lines.append(" ".join(v.rjust(w) if i > 1 else v.ljust(w)
                               for i, (v, (_, w)) in enumerate(zip(vals, cols))))
     return "\n".join(lines)
+
+
+SUMMARY = [("total_s", "total_s", "%.2f"), ("downtime_ms", "downtime_ms", "%.1f"),
+           ("guest_switch_ms", "g_switch_ms", "%.1f"),
+           ("guest_stall_ms", "g_maxgap_ms", "%.0f"),
+           ("guest_stall_before_ms", "g_gap_alone", "%.0f"),
+           ("guest_write_ratio", "g_ratio", "%.2f"), ("wire_pay", "wire/pay", "%.3f"),
+           ("copy_MBps", "copy_MBps", "%.0f")]
+
+
+def med(results, sc, tool, key):
+    """(median, min, max, n) of key over the repeats, or None."""
+    v = [r[key] for r in results if r["scenario"] == sc and r["tool"] == tool
+         and r.get("finished") and r.get(key) is not None]
+    return (statistics.median(v), min(v), max(v), len(v)) if v else None
+
+
+def summary(results):
+    """One line per (scenario, tool): median [min-max] of each figure."""
+    for r in results:
+        r["wire_pay"] = (r["wire_bytes"] / r["payload_bytes"]
+                         if r.get("wire_bytes") and r.get("payload_bytes") else None)
+    keys = []
+    for r in results:
+        if (r["scenario"], r["tool"]) not in keys:
+            keys.append((r["scenario"], r["tool"]))
+    lines = ["%-24s %-22s %3s  %s" % ("scenario", "tool", "n", "  ".join(
+        "%-20s" % h for _, h, _ in SUMMARY))]
+    for sc, tool in keys:
+        cells = []
+        n = 0
+        for k, _, fmt in SUMMARY:
+            m = med(results, sc, tool, k)
+            if m:
+                n = max(n, m[3])
+                cells.append("%-20s" % ((fmt + " [" + fmt + "-" + fmt + "]") % m[:3]))
+            else:
+                cells.append("%-20s" % "-")
+        lines.append("%-24s %-22s %3d  %s" % (sc, tool, n, "  ".join(cells)))
+    return "\n".join(lines)
+
+
+def verdicts_latency(results):
+    """Issue 14's targets, on the medians of the repeats."""
+    out = []
+
+    def ok(c):
+        return "ok    " if c else "BEHIND"
+    scs = []
+    for r in results:
+        if r["scenario"] not in scs:
+            scs.append(r["scenario"])
+    for sc in scs:
+        im = med(results, sc, "incmig-nocap", "guest_switch_ms")
+        q = med(results, sc, "qemu-mirror-wb-direct", "guest_switch_ms")
+        if im and q:
+            x = im[0] / q[0] if q[0] else float("inf")
+            out.append("%s %s guest-seen switchover incmig %.1f ms / QEMU write-blocking "
+                       "O_DIRECT %.1f ms = %.2f (target <= 1.0; and <= 5 ms: %s)"
+                       % (ok(x <= 1.0), sc, im[0], q[0], x, "yes" if im[0] <= 5 else "NO"))
+        g = med(results, sc, "incmig-nocap", "guest_write_ratio")
+        if g and sc.endswith("-qd1"):
+            out.append("%s %s one-at-a-time guest keeps %.2f of its rate alone during "
+                       "an uncapped migration (target >= 0.9)" % (ok(g[0] >= 0.9), sc, g[0]))
+            gm = med(results, sc, "incmig-max", "guest_write_ratio")
+            if gm:
+                out.append("       %s the same with --bandwidth max: %.2f" % (sc, gm[0]))
+            gap = med(results, sc, "incmig-nocap", "guest_stall_ms")
+            alone = med(results, sc, "incmig-nocap", "guest_stall_before_ms")
+            if gap and alone:
+                out.append("%s %s longest write gap %.0f ms, alone %.0f ms (target <= alone + 20)"
+                           % (ok(gap[0] <= alone[0] + 20), sc, gap[0], alone[0]))
+            tn = med(results, sc, "incmig-nocap", "total_s")
+            tm = med(results, sc, "incmig-max", "total_s")
+            if tn and tm:
+                out.append("       %s total time yielding %.2f s vs --bandwidth max %.2f s "
+                           "(the cost of yielding: %.1fx)" % (sc, tn[0], tm[0], tn[0] / tm[0]))
+        wp = med(results, sc, "incmig-nocap", "wire_pay")
+        if wp:
+            out.append("%s %s bytes / (allocated + rewritten) %.3f (target <= 1.01)"
+                       % (ok(wp[0] <= 1.01), sc, wp[0]))
+        a, b = med(results, sc, "incmig-nocap", "copy_MBps"), med(results, sc, "nbdcopy", "copy_MBps")
+        if a and b:
+            x = a[0] / b[0]
+            out.append("%s %s PUSH speed idle / nbdcopy %.0f / %.0f MB/s = %.2f (target >= 0.95)"
+                       % (ok(x >= 0.95), sc, a[0], b[0], x))
+    return out
 
 
 def verdicts(results):
@@ -623,6 +749,10 @@ def verdicts(results):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--latency", action="store_true",
+                    help="the guest's view only (issue 14), no cap")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs of each tool per scenario, interleaved")
     ap.add_argument("--full", action="store_true", help="the whole matrix")
     ap.add_argument("--sizes", default="1,4,16", help="GiB, comma-separated")
     ap.add_argument("--out", default=None)
@@ -643,12 +773,18 @@ def main():
     if a.time_limit is None:
         a.time_limit = 30.0 if a.quick else 600.0
     a.force_limit = 15.0 if a.quick else 120.0
-    a.baseline = 3.0 if a.quick else 5.0
+    a.baseline = 3.0 if a.quick or a.latency else 5.0
+    if a.latency:
+        a.cap = 0   # uncapped, the mirrors too (speed 0)
+        a.time_limit_set = True
+        a.time_limit = 120.0
+    if a.repeats < 1:
+        ap.error("--repeats must be at least 1")
     m = matrix(a)
     if a.only:
-        m = [sc for sc in m if a.only in "%dG-%s-%s" % (sc[0], sc[1], "idle" if sc[2] == 0 else "w%dM" % (sc[2] // MiB))]
+        m = [sc for sc in m if a.only in sc_name(sc)]
     est = estimate(a, m)
-    fa = argparse.Namespace(**{**vars(a), "full": True})
+    fa = argparse.Namespace(**{**vars(a), "full": True, "latency": False})
     print("bench: %d scenarios, about %.0f min estimated (time limit %s a run)%s"
           % (len(m), est / 60, "%.0f s" % a.time_limit if a.time_limit_set else
              "60 s + 3x disk/cap, <= 600 s",
@@ -657,7 +793,7 @@ def main():
     if a.estimate_only:
         return 0
     base = a.work or "/var/tmp"
-    need = max(s for s, _, _ in m) * GiB * 3.2
+    need = max(sc[0] for sc in m) * GiB * 3.2
     st = os.statvfs(base)
     if st.f_bavail * st.f_frsize < need:
         print("bench: %s has %.1f GiB free, needs %.1f GiB" % (
@@ -675,7 +811,7 @@ def main():
     try:
         images = {}
         for sc in m:
-            size_g, kind, _ = sc
+            size_g, kind = sc[0], sc[1]
             key = (size_g, kind)
             if key not in images:
                 for k in list(images):  # keep one source image on disk
@@ -684,8 +820,9 @@ def main():
                 alloc = int(subprocess.check_output(
                     [a.mkimg, path, str(size_g * 1024), "100" if kind == "random" else "25"]))
                 images[key] = (path, alloc)
-            for tool in tools_for(sc[2], a, sc[1], sc[0]):
-                b.run(sc, images[key][0], images[key][1], tool)
+            for rep in range(a.repeats):   # interleaved: every tool, then again
+                for tool in tools_for(sc[2], a, sc[1], sc[0], sc[3]):
+                    b.run(sc, images[key][0], images[key][1], tool, rep)
     finally:
         res = os.path.join(a.out, "results.json")
         with open(res, "w") as f:
@@ -693,8 +830,11 @@ def main():
         print()
         print(table(b.results, a.out))
         print()
-        print("incmig against the targets (ratios measured in this run):")
-        for line in verdicts(b.results):
+        print("medians [ranges] of %d interleaved runs:" % a.repeats)
+        print(summary(b.results))
+        print()
+        print("incmig against the targets (medians, ratios measured in this run):")
+        for line in verdicts_latency(b.results) + ([] if a.latency else verdicts(b.results)):
             print("  " + line)
         print()
         print("bench: %.1f min, load %s at end" % ((now() - t_start) / 60,

@@ -10,7 +10,7 @@ start_receiver
 # under script(1) stderr is a terminal
 script -qec "'$XL_INCMIG' migrate -s '' --bandwidth 8M sim:$SRC_CTL 127.0.0.1:$PORT" \
     "$T/typescript" >/dev/null 2>&1 || fail "migration under a terminal failed"
-grep -aq "PUSH round 0: [0-9]*/32 MiB .* MB/s  ETA [0-9]*s" "$T/typescript" ||
+grep -aq "PUSH round 0: [0-9]*/32 MiB .* MB/s (cap 8.4 MB/s)  ETA [0-9]*s" "$T/typescript" ||
     fail "no progress line: $(tr '\r' '\n' <"$T/typescript" | head -5)"
 stop_guest
 wait_for "! kill -0 $RECV_PID" 10 || fail "receiver did not exit"

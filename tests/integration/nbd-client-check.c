@@ -8,6 +8,14 @@
  *                                     server quiesces; then every write it
  *                                     acknowledged must be in FILE, and
  *                                     readable again after the restart
+ *   nbd-client-check held SOCKET PID FILE start|quiesce
+ *                                     against a server staged with --held:
+ *                                     the handshake completes, 8 writes
+ *                                     get no reply and change nothing in
+ *                                     300 ms; then SIGUSR2 (start): all 8
+ *                                     answered and in FILE; or SIGUSR1
+ *                                     (quiesce): EOF, no reply, FILE as
+ *                                     it was
  *   nbd-client-check quiesce SOCKET PID FILE
  *                                     40 slow writes sent at once, then
  *                                     SIGUSR1 to the server (quiesce): all
@@ -27,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -612,8 +621,71 @@ static int check_quiesce(const char *path, pid_t server, const char *file)
     return 0;
 }
 
+/* ---- held: staged before serving, then started or quiesced ---- */
+
+static int file_has(const char *file, int n, uint64_t seed0)
+{
+    static uint8_t w[4096], r[4096];
+    FILE *f = fopen(file, "rb");
+    int same = 0;
+
+    CHECK(f, "open %s", file);
+    for (int i = 0; i < n; i++) {
+        fill(w, sizeof w, (uint64_t)i + seed0);
+        CHECK(fread(r, 1, sizeof r, f) == sizeof r, "read %s", file);
+        same += !memcmp(w, r, sizeof r);
+    }
+    fclose(f);
+    return same;
+}
+
+static int check_held(const char *path, pid_t server, const char *file,
+                      bool start)
+{
+    enum { N = 8, BS = 4096 };
+    static uint8_t w[BS];
+    struct pollfd p;
+    struct timespec t0, t1;
+    int fd = raw_hello(path, 3);
+
+    go(fd);   /* the handshake completes while the server is held */
+    for (int i = 0; i < N; i++) {
+        fill(w, BS, (uint64_t)i + 7000);
+        request(fd, 0, 1, (uint64_t)i, (uint64_t)i * BS, BS);
+        wr(fd, w, BS);
+    }
+    p = (struct pollfd){ .fd = fd, .events = POLLIN };
+    CHECK(poll(&p, 1, 300) == 0, "a held server answered before its start");
+    CHECK(file_has(file, N, 7000) == 0, "a held server executed a write");
+    printf("ok handshake done, %d writes held without a reply\n", N);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK(kill(server, start ? SIGUSR2 : SIGUSR1) == 0, "signal the server");
+    if (!start) {
+        expect_eof(fd, "after a quiesce of a held server");
+        CHECK(file_has(file, N, 7000) == 0, "a dropped write was executed");
+        printf("ok quiesce: EOF, no reply, the file unchanged\n");
+        return 0;
+    }
+    for (int i = 0; i < N; i++) {
+        uint8_t h[16];
+        CHECK(rd(fd, h, 16), "EOF after %d of %d replies", i, N);
+        CHECK(g32(h) == 0x67446698 && g32(h + 4) == 0 && g64(h + 8) < N,
+              "bad reply %d", i);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    CHECK(file_has(file, N, 7000) == N, "a write answered is not in %s", file);
+    printf("ok start: %d replies %.1f ms after the signal\n", N,
+           ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec -
+            t0.tv_nsec)) / 1e6);
+    close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 6 && !strcmp(argv[1], "held"))
+        return check_held(argv[2], (pid_t)atoi(argv[3]), argv[4],
+                          !strcmp(argv[5], "start"));
     if (argc == 4 && !strcmp(argv[1], "basic"))
         return check_basic(argv[2], strtoll(argv[3], NULL, 0));
     if (argc == 3 && !strcmp(argv[1], "raw"))
@@ -623,6 +695,7 @@ int main(int argc, char **argv)
     if (argc == 5 && !strcmp(argv[1], "quiesce"))
         return check_quiesce(argv[2], (pid_t)atoi(argv[3]), argv[4]);
     fprintf(stderr, "usage: nbd-client-check basic URI SIZE | raw SOCKET | "
-            "drain URI FILE | quiesce SOCKET PID FILE\n");
+            "drain URI FILE | quiesce SOCKET PID FILE | held SOCKET PID "
+            "FILE start|quiesce\n");
     return 2;
 }

@@ -1,8 +1,9 @@
 #!/bin/bash
 # nbd-libnbd.sh: the NBD server (libxl-ext/nbd.c, through nbd-test-server)
 # against libnbd (nbd-client-check): handshake, options, I/O, many requests
-# in flight, error replies, hand-made hostile bytes, TCP, and a quiesce that
-# must answer every request already read before it closes the connections.
+# in flight, error replies, hand-made hostile bytes, TCP, a quiesce that
+# must answer every request already read before it closes the connections,
+# and a server staged held (requests wait until its start).
 . "$(dirname "$0")/lib.sh"
 SERVER=$TESTS_BUILDDIR/integration/nbd-test-server
 CLIENT=$TESTS_BUILDDIR/integration/nbd-client-check
@@ -88,4 +89,16 @@ wait_for "grep -q '^restarted$' '$T/q.out'" 10 || fail "no restart"
 "$CLIENT" basic "nbd+unix:///?socket=$T/qsock" $SIZE >/dev/null ||
     fail "not serving after quiesce + start"
 stop_server
+
+# 6. Staged (the destination before GO): a held server completes the
+# handshake and reads requests but executes none; its start answers them
+# at once, a quiesce before the start drops them unanswered.
+for how in start quiesce; do
+    truncate -s 0 "$T/disk.img"; truncate -s $SIZE "$T/disk.img"
+    start_server held-$how "$T/disk.img" "unix:$T/hsock" --held
+    "$CLIENT" held "$T/hsock" "$SRVPID" "$T/disk.img" $how \
+        >"$T/held-$how.log" 2>&1 || { cat "$T/held-$how.log"; fail "held, $how"; }
+    cat "$T/held-$how.log"
+    stop_server
+done
 echo PASS

@@ -5,7 +5,9 @@
  *   nbd-test-server FILE LISTEN_URI [--workers N] [--delay-ms D]
  *                   [--quiesce-after-seconds N [--restart-after M]]
  *
- * Prints "ready" once listening and started.  With --quiesce-after-seconds
+ * Prints "ready" once listening and started.  With --held it is staged
+ * (incmig__nbd_hold: clients are accepted, their requests wait) until
+ * SIGUSR2 starts it.  With --quiesce-after-seconds
  * it calls incmig__nbd_quiesce after N seconds, and so does SIGUSR1; when
  * that returns it prints "quiesced rc=R clients=K busy=B" (all must be 0:
  * B counts ops callbacks still running, which a correct quiesce has
@@ -155,8 +157,8 @@ static const struct incmig__nbd_ops ops = {
 static void usage(void)
 {
     fprintf(stderr, "usage: nbd-test-server FILE unix:PATH|tcp:HOST:PORT "
-            "[--workers N] [--delay-ms D] [--quiesce-after-seconds N "
-            "[--restart-after M]]\n");
+            "[--workers N] [--delay-ms D] [--held] [--quiesce-after-seconds "
+            "N [--restart-after M]]\n");
     exit(2);
 }
 
@@ -172,6 +174,7 @@ int main(int argc, char **argv)
     struct incmig__nbd_server *s = NULL;
     long quiesce_after = -1, restart_after = -1;
     int workers = 0, rc, status = 1;
+    bool held = false;
     double t_quiesce = -1, t_restart = -1;
     struct stat st;
     sigset_t set;
@@ -179,6 +182,10 @@ int main(int argc, char **argv)
     if (argc < 3)
         usage();
     for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "--held")) {
+            held = true;
+            continue;
+        }
         if (i + 1 >= argc)
             usage();
         if (!strcmp(argv[i], "--workers"))
@@ -215,7 +222,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "nbd-test-server: %s\n", incmig_strerror(rc));
         goto out;
     }
-    rc = incmig__nbd_start(s);
+    rc = held ? incmig__nbd_hold(s) : incmig__nbd_start(s);
     if (rc) {
         fprintf(stderr, "nbd-test-server: start: %s\n", incmig_strerror(rc));
         goto out;

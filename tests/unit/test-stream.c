@@ -776,8 +776,13 @@ static void test_dec_blocks_bad(void **st)
     b[4] = 4;                                           /* phase */
     assert_int_equal(incmig__dec_blocks(&r, 4096, &o), INCMIG_EPROTO);
     b[4] = 0;
-    b[5] = 3;                                           /* enc */
+    b[5] = 4;                                           /* enc */
     assert_int_equal(incmig__dec_blocks(&r, 4096, &o), INCMIG_EPROTO);
+    b[5] = 3;                                           /* ZSTD: any */
+    assert_int_equal(incmig__dec_blocks(&r, 4096, &o), 0);  /* length */
+    r.len = INCMIG_BLOCKS_HDR;                          /* but not none */
+    assert_int_equal(incmig__dec_blocks(&r, 4096, &o), INCMIG_EPROTO);
+    r.len = sizeof b;
     b[5] = 0;
     b[7] = 1;                                           /* reserved */
     assert_int_equal(incmig__dec_blocks(&r, 4096, &o), INCMIG_EPROTO);

@@ -1,0 +1,41 @@
+#!/bin/bash
+# migrate-yield.sh: without --bandwidth, PUSH yields to the guest: while
+# the guest is busy it is probed (PUSH stops for 0.1 s to measure the
+# guest's latency alone) and PUSH's cap follows its latency; an idle guest
+# is never probed (PUSH runs uncapped); --bandwidth max turns yielding
+# off.  (How much rate the guest keeps is the benchmark's to measure: a
+# timing figure here would flake on a loaded machine.)
+. "$(dirname "$0")/lib.sh"
+mkimage "$T/src.img" 64 100
+
+# run RATE [migrate options]: one migration with the guest writing RATE,
+# one request in flight (and $GUEST_EXTRA)
+run() {
+    local rate=$1; shift
+    rm -f "$T/dst.img" "$T/journal" "$T/report.json"
+    cp --sparse=always "$T/src.img.orig" "$T/src.img"
+    start_serve "$T/src.img"
+    start_guest "$rate" --queue-depth 1 ${GUEST_EXTRA:-}
+    start_receiver
+    sleep 1
+    run_migrate "$@" || fail "migration failed ($rate $*)"
+    stop_guest
+    wait_for "! kill -0 $RECV_PID" 10 || fail "receiver did not exit"
+    verify_image "$T/dst.img"
+}
+
+run 1G
+p=$(json push_yield_probes)
+echo "busy guest: $p probes, $(json push_yield_backoffs) back-offs, PUSH $(json push_s) s"
+fcmp "$p" '>=' 1 || fail "a busy guest was never probed: PUSH did not yield"
+
+GUEST_EXTRA="--read-rate 0" run 0
+p=$(json push_yield_probes)
+echo "idle guest: $p probes, PUSH $(json push_s) s"
+[ "$p" = 0 ] || fail "an idle guest was probed $p times"
+
+run 1G --bandwidth max
+p=$(json push_yield_probes)
+echo "busy guest, --bandwidth max: $p probes, PUSH $(json push_s) s"
+[ "$p" = 0 ] || fail "--bandwidth max still yielded ($p probes)"
+echo PASS
