@@ -61,6 +61,27 @@ void incmig_log_setup(int verbosity, FILE *f, const char *prefix);
 /* Size strings: "64M", "1G", "4096", "4K".  Returns 0 or INCMIG_EINVAL. */
 int incmig_parse_size(const char *s, uint64_t *val_r);
 
+/* Who may connect, for the whole process (call once, before the
+ * commands below).  TCP: with keys (a PSK file of USERNAME:HEXKEY lines,
+ * or an X.509 directory in QEMU's layout) every TCP connection, the
+ * migration stream and NBD (STARTTLS), uses TLS and refuses peers
+ * without it; without keys, TCP is refused off loopback unless tls_off.
+ * Unix sockets: created 0600 (0660 with socket_group), peers other than
+ * our uid, root or the group are refused. */
+struct incmig_security {
+    int tls_off;              /* --tls=off: plain TCP anywhere */
+    const char *psk_file;     /* --tls-psk */
+    const char *psk_user;     /* --tls-username: the client's key, NULL =
+                               * the file's first */
+    const char *x509_dir;     /* --tls-x509 */
+    const char *socket_group; /* --socket-group: name or gid, NULL = none */
+};
+int incmig_security_setup(const struct incmig_security *o);
+
+/* A rendezvous NAME (no '/') lives in the private runtime directory
+ * (/run/incmig, $XDG_RUNTIME_DIR/incmig); a path is taken as it is. */
+int incmig_rendezvous_path(const char *name, char *buf, size_t cap);
+
 /* ---- the simulated domain on the source ----------------------------------- */
 
 struct incmig_serve_disk {

@@ -197,6 +197,24 @@ static void close_link(struct mig *m)
     }
 }
 
+
+/* TLS to the receiver, checking its certificate against the host we
+ * connect to (HOST of HOST:PORT, without IPv6 brackets). */
+static int tls_client(const struct incmig_migrate_opts *o, int fd, int *fd_r)
+{
+    char host[256];
+    const char *h = o->host, *colon = strrchr(h, ':');
+    size_t n = colon ? (size_t)(colon - h) : strlen(h);
+
+    if (n && h[0] == '[' && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    snprintf(host, sizeof host, "%.*s", (int)n, h);
+    return incmig__tls_wrap(fd, false, host, o->host,
+                            o->timeout_s > 0 ? o->timeout_s : 30, fd_r);
+}
+
 static int open_link(struct mig *m, bool quiet, bool resume)
 {
     const struct incmig_migrate_opts *o = m->o;
@@ -226,6 +244,8 @@ static int open_link(struct mig *m, bool quiet, bool resume)
             ERR("cannot connect to the receiver at %s: is `xl-incmig "
                 "migrate-receive --listen %s` running there?", o->host,
                 o->host);
+        if (!rc && incmig__tls_on())
+            rc = tls_client(o, fd, &fd);
     }
     if (rc)
         return rc;

@@ -90,6 +90,7 @@ struct recv {
     pthread_mutex_t slock;     /* stream replacement vs gate requests */
     bool link_ok;
     int lfd;
+    char rv_path[4200];        /* the rendezvous socket, resolved */
     uint8_t mig_id[16];
     char domain[INCMIG_NAME_MAX + 1];
     uint64_t caps;             /* negotiated: the source's & ours */
@@ -1135,13 +1136,19 @@ static int accept_source(struct recv *r, double end, int *fd_r)
                 pend[i] = pend[--np];
             }
         }
+        if (*fd_r >= 0 && r->o->listen && incmig__tls_on() &&
+            incmig__tls_wrap(*fd_r, true, NULL, "a connection",
+                             timeout_s(r), fd_r))
+            continue;          /* refused (said why); wait for the source */
         if (*fd_r >= 0) {
             rc = 0;
             break;
         }
         if ((p[np].revents & POLLIN) && np < PENDING_MAX) {
             int fd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC);
-            if (fd >= 0) {
+            if (fd >= 0 && !incmig__peer_allowed(fd, "the rendezvous")) {
+                close(fd);
+            } else if (fd >= 0) {
                 pend[np].fd = fd;
                 pend[np++].t0 = incmig__now();
             }
@@ -1306,7 +1313,10 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
         in_fd = out_fd = fd;
     }
     if (!o->listen && o->rendezvous) {
-        rc = incmig__unix_listen(o->rendezvous, &r.lfd);
+        rc = incmig_rendezvous_path(o->rendezvous, r.rv_path,
+                                    sizeof r.rv_path);
+        if (!rc)
+            rc = incmig__unix_listen(r.rv_path, &r.lfd);
         if (rc)
             goto out;
     }
@@ -1395,8 +1405,8 @@ out:
         close(r.state_rfd);
     if (r.lfd >= 0) {
         close(r.lfd);
-        if (!o->listen && o->rendezvous)
-            unlink(o->rendezvous);
+        if (r.rv_path[0])
+            unlink(r.rv_path);
     }
     free(r.zbuf);
     free(r.ebuf);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,7 +45,9 @@ static void help(void)
            "  --timeout SECS      the handshake's deadline (30); the receiver\n"
            "                      may be silent 4 times as long before GO\n"
            "  --json FILE         also write the report as JSON (- = stdout)\n"
-           "  --no-progress       no progress line\n");
+           "  --no-progress       no progress line\n"
+           "(plain TCP, -s \"\": TLS as below, required off loopback)\n%s",
+           xl_security_help);
 }
 
 /* Single-quote s for /bin/sh into out. */
@@ -89,6 +92,7 @@ int cmd_migrate(int argc, char **argv)
         { "dest-target", required_argument, NULL, 'T' },
         { "debug", no_argument, NULL, 'g' },
         { "help", no_argument, NULL, 'h' },
+        XL_SECURITY_OPTIONS,
         { 0 },
     };
     struct incmig_migrate_opts o = {0};
@@ -172,13 +176,17 @@ int cmd_migrate(int argc, char **argv)
         }
         case 'g': incmig_log_setup(2, stderr, "xl-incmig migrate"); break;
         case 'h': help(); return 0;
-        default: return 2;
+        default:
+            if (xl_security_opt("migrate", c, optarg) != 1)
+                return 2;
         }
     }
     if (optind != argc - 2) {
         xl_usage_error("migrate", "need DOMAIN and HOST");
         return 2;
     }
+    if (xl_security_apply("migrate"))
+        return 2;
     o.domain = argv[optind];
     o.host = argv[optind + 1];
     if (!o.ssh_command || *o.ssh_command) {
@@ -199,8 +207,14 @@ int cmd_migrate(int argc, char **argv)
         /* where the receiver waits for our next ssh session if the link
          * breaks during PULL */
         char rv[128];
-        snprintf(rv, sizeof rv, "/tmp/incmig-rendezvous-%ld-%ld.sock",
-                 (long)getpid(), (long)time(NULL));
+        uint8_t rnd[8];
+        if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+            perror("xl-incmig migrate: getrandom");
+            return 1;
+        }
+        snprintf(rv, sizeof rv, "rendezvous-%02x%02x%02x%02x%02x%02x%02x%02x"
+                 ".sock", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5],
+                 rnd[6], rnd[7]);
         snprintf(remote_buf, sizeof remote_buf,
                  "%s%s%s --exit-when-done --rendezvous %s",
                  remote, one, dest_args, rv);

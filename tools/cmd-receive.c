@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -39,8 +40,9 @@ static void help(void)
            "  --target NAME      the target backend: sim (the default), or xen\n"
            "                     (a Xen dom0: restores the domain, its disks\n"
            "                     through dm + the kernel's NBD client until PULL ends)\n"
-           "  --listen HOST:PORT accept the source over plain TCP instead of\n"
-           "                     stdin/stdout (trusted networks only)\n"
+           "  --listen HOST:PORT accept the source over TCP instead of\n"
+           "                     stdin/stdout: TLS with --tls-psk/--tls-x509\n"
+           "                     (required off loopback unless --tls=off)\n"
            "  --exit-when-done   exit once the migration is complete and the\n"
            "                     guest has disconnected\n"
            "  --reconnect SECS   how long to wait for a lost source during\n"
@@ -50,11 +52,13 @@ static void help(void)
            "                     long (default 30), the source may be silent\n"
            "                     before GO 4 times as long; others connecting\n"
            "                     meanwhile do not hold up the source\n"
-           "  --rendezvous PATH  (stdin/stdout mode) unix socket where the\n"
-           "                     source reattaches after a lost link in PULL\n"
-           "  --attach PATH      relay stdin/stdout to the receiver waiting on\n"
-           "                     PATH (what the source runs over its new ssh\n"
-           "                     session to resume PULL)\n");
+           "  --rendezvous NAME  (stdin/stdout mode) unix socket where the\n"
+           "                     source reattaches after a lost link in PULL:\n"
+           "                     NAME in the runtime directory (/run/incmig,\n"
+           "                     $XDG_RUNTIME_DIR/incmig), or a PATH with '/'\n"
+           "  --attach NAME      relay stdin/stdout to the receiver waiting on\n"
+           "                     NAME (what the source runs over its new ssh\n"
+           "                     session to resume PULL)\n%s", xl_security_help);
 }
 
 /* --disk NAME=PATH[,nbd=URI]: NAME up to the first '=', URI after the last
@@ -83,12 +87,20 @@ static int parse_disk(char *spec, struct incmig_receive_disk *d)
 }
 
 /* --attach: splice stdin/stdout to a waiting receiver's rendezvous. */
-static int attach(const char *path)
+static int attach(const char *name)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    char buf[65536];
+    char buf[65536], path[4200];
     bool in_open = true;
+    struct stat st;
 
+    if (incmig_rendezvous_path(name, path, sizeof path))
+        return 1;
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        fprintf(stderr, "xl-incmig migrate-receive: %s is not a socket (a "
+                "symbolic link is not followed)\n", path);
+        return 1;
+    }
     if (strlen(path) >= sizeof sa.sun_path) {
         fprintf(stderr, "xl-incmig migrate-receive: --attach path too long\n");
         return 1;
@@ -147,6 +159,7 @@ int cmd_receive(int argc, char **argv)
         { "rendezvous", required_argument, NULL, 'R' },
         { "attach", required_argument, NULL, 'A' },
         { "help", no_argument, NULL, 'h' },
+        XL_SECURITY_OPTIONS,
         { 0 },
     };
     struct incmig_receive_opts o;
@@ -204,9 +217,13 @@ int cmd_receive(int argc, char **argv)
             }
             break;
         case 'h': help(); ret = 0; goto out;
-        default: goto out;
+        default:
+            if (xl_security_opt("migrate-receive", c, optarg) != 1)
+                goto out;
         }
     }
+    if (xl_security_apply("migrate-receive"))
+        goto out;
     if (attach_path) {
         if (optind != argc || o.image || o.nbd_uri || o.ndisks) {
             xl_usage_error("migrate-receive", "--attach takes no other "

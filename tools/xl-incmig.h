@@ -15,4 +15,19 @@ extern const char *xl_self;   /* path of this executable, for children */
 void xl_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* --tls=off, --tls-psk, --tls-username, --tls-x509, --socket-group
+ * (security.c): in the option tables of migrate, migrate-receive, serve. */
+enum { XL_OPT_TLS = 0x1000, XL_OPT_TLS_PSK, XL_OPT_TLS_USER, XL_OPT_TLS_X509,
+       XL_OPT_SOCKET_GROUP };
+#define XL_SECURITY_OPTIONS                                                \
+    { "tls", required_argument, NULL, XL_OPT_TLS },                       \
+    { "tls-psk", required_argument, NULL, XL_OPT_TLS_PSK },               \
+    { "tls-username", required_argument, NULL, XL_OPT_TLS_USER },         \
+    { "tls-x509", required_argument, NULL, XL_OPT_TLS_X509 },             \
+    { "socket-group", required_argument, NULL, XL_OPT_SOCKET_GROUP }
+extern const char xl_security_help[];
+/* 1: it was one of them; 0: not; -1: bad value (said). */
+int xl_security_opt(const char *cmd, int c, const char *arg);
+int xl_security_apply(const char *cmd);   /* 0, or -1 (said) */
+
 #endif

@@ -464,6 +464,10 @@ int incmig_serve(const struct incmig_serve_opts *o)
         int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (cfd < 0)
             continue;
+        if (!incmig__peer_allowed(cfd, o->control_path)) {
+            close(cfd);
+            continue;
+        }
         struct session *ss = malloc(sizeof *ss);
         pthread_t th;
         if (!ss) {
