@@ -132,6 +132,7 @@ struct incmig__disk {
  * ftruncate to `size` when size != 0).  With size == 0 the size is read. */
 #define INCMIG_DISK_WRITE 1
 #define INCMIG_DISK_CREATE 2
+#define INCMIG_DISK_NOFOLLOW 4   /* refuse a symbolic link (O_NOFOLLOW) */
 int incmig__disk_open(struct incmig__disk *d, const char *path, int flags,
                       uint64_t size);
 void incmig__disk_close(struct incmig__disk *d);          /* idempotent */

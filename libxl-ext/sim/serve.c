@@ -394,7 +394,8 @@ static int open_disk(struct served *s, int i)
             ERR("two disks named %s", od->name);
             return INCMIG_EINVAL;
         }
-    rc = incmig__disk_open(&d->disk, od->image, INCMIG_DISK_WRITE, 0);
+    rc = incmig__disk_open(&d->disk, od->image,
+                           INCMIG_DISK_WRITE | INCMIG_DISK_NOFOLLOW, 0);
     if (!rc)
         rc = incmig__memtracker_init(&d->mt, d->disk.size, bs);
     if (!rc)
