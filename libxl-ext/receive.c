@@ -1079,6 +1079,8 @@ static void set_deadlines(struct recv *r)
  * Returns INCMIG_ECANCEL at `end` (0: never) or on a stop request. */
 #define PENDING_MAX 8
 #define PEEK_MAX 16
+/* one that starts TLS and stalls holds up the source at most this long */
+#define TLS_HANDSHAKE_S 10.0
 static int accept_source(struct recv *r, double end, int *fd_r)
 {
     struct { int fd; double t0; } pend[PENDING_MAX];
@@ -1138,7 +1140,9 @@ static int accept_source(struct recv *r, double end, int *fd_r)
         }
         if (*fd_r >= 0 && r->o->listen && incmig__tls_on() &&
             incmig__tls_wrap(*fd_r, true, NULL, "a connection",
-                             timeout_s(r), fd_r))
+                             timeout_s(r) < TLS_HANDSHAKE_S ? timeout_s(r)
+                                                            : TLS_HANDSHAKE_S,
+                             fd_r))
             continue;          /* refused (said why); wait for the source */
         if (*fd_r >= 0) {
             rc = 0;

@@ -15,7 +15,10 @@
  * connection moves bytes both ways with non-blocking I/O (a GnuTLS
  * session is not shared between threads); it ends when our side closes
  * its end (the peer then sees close_notify) or the peer goes away (our
- * side then sees EOF).
+ * side then sees EOF).  What the process wrote just before it exits (a
+ * final record) is still in the socketpair or the relay: an atexit
+ * handler waits (at most RELAY_DRAIN_S) until every relay has handed its
+ * bytes to the kernel, as a plain socket's close would have.
  *
  * Credentials, as nbdkit and QEMU take them:
  *   PSK    a file of "username:hexkey" lines (psktool's format); the
@@ -35,9 +38,11 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -47,6 +52,7 @@
 #define PRIO_PSK "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK"
 #define PRIO_X509 "NORMAL"
 #define RELAY_BUF 16384
+#define RELAY_DRAIN_S 5.0
 
 static struct {
     bool off;                       /* --tls=off */
@@ -264,7 +270,7 @@ static void handshake_error(gnutls_session_t s, int r, bool server,
         : "the peer's certificate is not signed by our ca-cert.pem, "
           "names another host, or is missing";
     if (plain) {
-        ERR("refused %s: it does not speak TLS (give it the same "
+        PEER_ERR("refused %s: it does not speak TLS (give it the same "
             "--tls-psk or --tls-x509 as this side)", peer);
         return;
     }
@@ -273,12 +279,12 @@ static void handshake_error(gnutls_session_t s, int r, bool server,
         unsigned status = gnutls_session_get_verify_cert_status(s);
         if (gnutls_certificate_verification_status_print(
                 status, GNUTLS_CRT_X509, &out, 0) == 0) {
-            ERR("refused %s: TLS (X.509): %s", peer, out.data);
+            PEER_ERR("refused %s: TLS (X.509): %s", peer, out.data);
             gnutls_free(out.data);
             return;
         }
     }
-    ERR("%s %s: TLS (%s) handshake failed: %s (%s%s)",
+    PEER_ERR("%s %s: TLS (%s) handshake failed: %s (%s%s)",
         server ? "refused" : "cannot talk to", peer, tls.how,
         gnutls_strerror(r), hint,
         server ? "" : ", or the receiver does not use TLS");
@@ -295,12 +301,41 @@ static bool peer_speaks_plain(int fd)
 /* ---- relay -------------------------------------------------------------- */
 
 struct relay {
+    struct relay *next;                       /* relays, under relays_lock */
+    atomic_bool sending;                      /* uplen != 0 */
     gnutls_session_t s;
     int net, loc;
     uint8_t up[RELAY_BUF], down[RELAY_BUF];   /* loc->net, net->loc */
     size_t uplen, upoff, dlen, doff;
     bool loc_eof, net_eof, loc_shut, bye_sent;
 };
+
+static pthread_mutex_t relays_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct relay *relays;
+static pthread_once_t drain_once = PTHREAD_ONCE_INIT;
+
+static void relays_drain(void)
+{
+    double end = incmig__now() + RELAY_DRAIN_S;
+    for (;;) {
+        bool busy = false;
+        pthread_mutex_lock(&relays_lock);
+        for (struct relay *x = relays; x && !busy; x = x->next) {
+            int n = 0;
+            busy = atomic_load(&x->sending) ||
+                   (ioctl(x->loc, FIONREAD, &n) == 0 && n > 0);
+        }
+        pthread_mutex_unlock(&relays_lock);
+        if (!busy || incmig__now() >= end)
+            return;
+        usleep(5000);
+    }
+}
+
+static void drain_at_exit(void)
+{
+    atexit(relays_drain);
+}
 
 /* Moves what it can without blocking: 1 progress, 0 none, -1 done. */
 static int relay_step(struct relay *x)
@@ -383,6 +418,7 @@ static void *relay_main(void *arg)
 
     for (;;) {
         int m = relay_step(x);
+        atomic_store(&x->sending, x->uplen != 0);
         if (m < 0)
             break;
         if (m > 0 || gnutls_record_check_pending(x->s))
@@ -403,6 +439,12 @@ static void *relay_main(void *arg)
         if ((p[1].revents & (POLLHUP | POLLERR)) && x->loc_eof)
             break;
     }
+    pthread_mutex_lock(&relays_lock);
+    struct relay **pp = &relays;
+    while (*pp != x)
+        pp = &(*pp)->next;
+    *pp = x->next;
+    pthread_mutex_unlock(&relays_lock);
     gnutls_deinit(x->s);
     close(x->net);
     close(x->loc);
@@ -445,8 +487,11 @@ int incmig__tls_wrap(int fd, bool server, const char *host,
         handshake_error(s, r, server, peer, false);
         goto out;
     }
-    DBG("TLS (%s) with %s: %s", tls.how, peer,
-        gnutls_session_get_desc(s) ? "established" : "");
+    if (incmig__verbosity >= 2) {
+        char *desc = gnutls_session_get_desc(s);
+        DBG("TLS (%s) with %s: %s", tls.how, peer, desc ? desc : "");
+        gnutls_free(desc);
+    }
     tv = (struct timeval){ 0 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -459,12 +504,19 @@ int incmig__tls_wrap(int fd, bool server, const char *host,
     x->s = s;
     x->net = fd;
     x->loc = sv[1];
+    pthread_once(&drain_once, drain_at_exit);
+    pthread_mutex_lock(&relays_lock);
+    x->next = relays;
+    relays = x;
     pthread_t t;
     pthread_attr_t a;
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
     r = pthread_create(&t, &a, relay_main, x);
     pthread_attr_destroy(&a);
+    if (r)
+        relays = x->next;
+    pthread_mutex_unlock(&relays_lock);
     if (r) {
         errno = r;
         LOGE("TLS: cannot start the relay thread");
