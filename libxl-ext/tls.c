@@ -457,7 +457,7 @@ int incmig__tls_wrap(int fd, bool server, const char *host,
 {
     gnutls_session_t s = NULL;
     struct relay *x = NULL;
-    int sv[2] = { -1, -1 }, rc = INCMIG_EPEER;
+    int sv[2] = { -1, -1 }, rc = INCMIG_ELINK;   /* a failed handshake */
 
     *fd_r = -1;
     int r = session_new(server, host, &s);

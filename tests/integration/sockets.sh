@@ -74,4 +74,20 @@ bg sh -c "sleep 8 | '$XL_INCMIG' migrate-receive --image '$T/rv.img' --nbd 'unix
 wait_for "[ -S '$DIR/$RV' ]" 10 || fail "no rendezvous in $DIR: $(cat "$T/rv.log")"
 [ "$(stat -c %a "$DIR")" = 700 ] || fail "$DIR is $(stat -c %a "$DIR")"
 [ "$(stat -c %a "$DIR/$RV")" = 600 ] || fail "rendezvous is $(stat -c %a "$DIR/$RV")"
+
+# as another user: $XDG_RUNTIME_DIR/incmig; a runtime directory that is a
+# symbolic link (or not ours) is refused
+mkdir -m 700 "$T/xdgn" "$T/xdgs"
+chown nobody "$T/xdgn" "$T/xdgs"
+ln -s /tmp "$T/xdgs/incmig"
+RVN=rendezvous-nobody-$$.sock
+bg sh -c "sleep 8 | setpriv --reuid=nobody --regid=$NOGROUP --clear-groups env XDG_RUNTIME_DIR='$T/xdgn' \
+    '$XL_INCMIG' migrate-receive --image '$T/xdgn/rv.img' --nbd 'unix:$T/xdgn/rv.sock' \
+    --rendezvous $RVN >/dev/null 2>'$T/rvn.log'"
+wait_for "[ -S '$T/xdgn/incmig/$RVN' ]" 10 || fail "no rendezvous in \$XDG_RUNTIME_DIR/incmig: $(cat "$T/rvn.log")"
+[ "$(stat -c '%a %U' "$T/xdgn/incmig")" = "700 nobody" ] || fail "runtime dir: $(stat -c '%a %U' "$T/xdgn/incmig")"
+setpriv --reuid=nobody --regid="$NOGROUP" --clear-groups env XDG_RUNTIME_DIR="$T/xdgs" \
+    "$XL_INCMIG" migrate-receive --image "$T/xdgs/rv.img" --nbd "unix:$T/xdgs/rv.sock" \
+    --rendezvous x.sock </dev/null >/dev/null 2>"$T/rvs.log" && fail "a symlinked runtime directory was used"
+grep -q "is not a directory of ours" "$T/rvs.log" || fail "symlinked runtime dir: $(cat "$T/rvs.log")"
 echo "sockets: 0600 under umask 000, foreign uid refused, --socket-group, no symlinks, rendezvous in $DIR"
