@@ -2,7 +2,10 @@
 # tls.sh: what TLS costs (`make bench-tls`).  The same idle image migrated
 # over loopback TCP in clear, with PSK and with X.509, and the same export
 # read by nbdcopy in clear and through STARTTLS (PSK), in one run; prints
-# each time and its ratio to the clear run.  No cap: the link is the CPU.
+# each time and its ratio to the clear run.  The reference: nbdkit's file
+# plugin, clear and --tls=require --tls-psk, read the same way (its TLS
+# line's ratio is to nbdkit's clear run, and a last line compares the two
+# servers' TLS).  No cap: the link is the CPU.
 #   tls.sh [MIB]   image size (default 256)
 # XL_INCMIG: the xl-incmig binary.
 MIB=${1:-256}
@@ -62,5 +65,31 @@ NPORT=$(free_port)
 plain=$(copy_once "nbd://127.0.0.1:$NPORT/")
 line "nbdcopy, clear TCP" "$plain" "$plain"
 NPORT=$(free_port)
-t=$(copy_once "nbds://incmig@127.0.0.1:$NPORT/?tls-psk-file=$T/keys.psk" --tls-psk "$T/keys.psk")
-line "nbdcopy, STARTTLS PSK" "$t" "$plain"
+tls=$(copy_once "nbds://incmig@127.0.0.1:$NPORT/?tls-psk-file=$T/keys.psk" --tls-psk "$T/keys.psk")
+line "nbdcopy, STARTTLS PSK" "$tls" "$plain"
+
+# nbdkit_once URI NBDKIT-OPTS...: the same copy from nbdkit
+nbdkit_once() {
+    local uri=$1; shift
+    nbdkit -f -p "$NPORT" -i 127.0.0.1 "$@" file "$T/src.img" 2>"$T/nbdkit.log" &
+    local np=$!
+    wait_for "nbdinfo --can connect '$uri'" 10 || { echo "nbdkit did not start" >&2; exit 1; }
+    rm -f "$T/copy.img"
+    local t0; t0=$(now)
+    nbdcopy "$uri" "$T/copy.img"
+    local t1; t1=$(now)
+    kill "$np"; wait "$np" 2>/dev/null || true
+    awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
+}
+if command -v nbdkit >/dev/null && command -v nbdinfo >/dev/null; then
+    NPORT=$(free_port)
+    kplain=$(nbdkit_once "nbd://127.0.0.1:$NPORT/")
+    line "nbdkit, clear TCP" "$kplain" "$kplain"
+    NPORT=$(free_port)
+    ktls=$(nbdkit_once "nbds://incmig@127.0.0.1:$NPORT/?tls-psk-file=$T/keys.psk" \
+        --tls=require --tls-psk="$T/keys.psk")
+    line "nbdkit, TLS PSK" "$ktls" "$kplain"
+    line "incmig TLS / nbdkit TLS" "$tls" "$ktls"
+else
+    echo "(nbdkit or nbdinfo not found: no reference run)"
+fi
