@@ -64,6 +64,18 @@ grep -q "not a loopback address.*--tls=off" "$T/policy.log" || fail "policy: $(c
 "$XL_INCMIG" migrate -s "" --tls=off --tls-psk "$T/keys.psk" sim:/nonexistent 127.0.0.1:1 \
     2>"$T/both.log" && fail "--tls=off with keys was accepted"
 grep -q "one of --tls=off" "$T/both.log" || fail "conflicting options: $(cat "$T/both.log")"
+# bad TLS options: each a clear usage error, nothing started
+"$XL_INCMIG" migrate -s "" --tls=on sim:/nonexistent 127.0.0.1:1 2>"$T/on.log" && fail "--tls=on accepted"
+grep -q "\-\-tls takes 'off'" "$T/on.log" || fail "--tls=on: $(cat "$T/on.log")"
+"$XL_INCMIG" migrate -s "" --tls-psk "$T/none.psk" sim:/nonexistent 127.0.0.1:1 2>"$T/nokey.log" &&
+    fail "a missing key file was accepted"
+grep -q "cannot read the pre-shared key" "$T/nokey.log" || fail "missing key file: $(cat "$T/nokey.log")"
+"$XL_INCMIG" migrate -s "" --tls-psk "$T/keys.psk" --tls-username nobody sim:/nonexistent 127.0.0.1:1 \
+    2>"$T/nouser.log" && fail "an unknown --tls-username was accepted"
+grep -q "no 'nobody' line" "$T/nouser.log" || fail "unknown user: $(cat "$T/nouser.log")"
+"$XL_INCMIG" migrate-receive --listen "127.0.0.1:$(free_port)" --tls-x509 "$T" --image "$T/x.img" \
+    --nbd "unix:$T/x.sock" 2>"$T/nocert.log" && fail "a directory without certificates was accepted"
+grep -q "holds neither server-cert.pem" "$T/nocert.log" || fail "no certs: $(cat "$T/nocert.log")"
 P=$(free_port)
 bg "$XL_INCMIG" migrate-receive --tls=off --listen "0.0.0.0:$P" --image "$T/x.img" \
     --nbd "unix:$T/x.sock" 2>"$T/off.log"
