@@ -44,3 +44,29 @@ kill "$SP"; wait "$SP" 2>/dev/null || true
     2>"$T/policy.log" && fail "plain NBD on 0.0.0.0 was served"
 grep -q "not a loopback address" "$T/policy.log" || fail "policy: $(cat "$T/policy.log")"
 echo "tls-nbd: STARTTLS with nbdinfo/nbdcopy (PSK, X.509); plain and wrong-key clients refused"
+
+# a whole migration with the guest on NBD over TLS at both ends: the
+# source's export and the receiver's (the PULL gate) take STARTTLS
+mkimage "$T/m.img" 16 60
+P1=$(free_port); P2=$(free_port); PORT=$(free_port)
+K="tls-psk-file=$T/keys.psk"
+bg "$XL_INCMIG" serve --nbd "tcp:127.0.0.1:$P1" --control "$T/m.ctl" --tls-psk "$T/keys.psk" \
+    "$T/m.img" 2>"$T/serve.log"
+wait_for "[ -S '$T/m.ctl' ]" 10 || fail "serve did not start"
+bg "$XL_INCMIG" guest --nbd "nbds://incmig@127.0.0.1:$P1/?$K,nbds://incmig@127.0.0.1:$P2/?$K" \
+    --seconds 0 --rate 4M --journal "$T/journal" >"$T/guest.log" 2>&1
+GUEST_PID=$LASTPID
+bg "$XL_INCMIG" migrate-receive --listen "127.0.0.1:$PORT" --image "$T/dst.img" \
+    --nbd "tcp:127.0.0.1:$P2" --exit-when-done --tls-psk "$T/keys.psk" 2>"$T/receive.log"
+RECV_PID=$LASTPID
+wait_for "grep -q 'waiting for the source' '$T/receive.log'" 10 || fail "receiver did not start"
+sleep 1
+"$XL_INCMIG" migrate -s "" --no-progress --tls-psk "$T/keys.psk" "sim:$T/m.ctl" "127.0.0.1:$PORT" \
+    >/dev/null 2>"$T/migrate.log" || fail "migration with the guest on NBD over TLS failed"
+sleep 1
+grep -q "reconnected to nbds://incmig@127.0.0.1:$P2" "$T/guest.log" || fail "the guest did not reach the gate over TLS"
+stop_guest
+wait_for "! kill -0 $RECV_PID" 10 || fail "receiver did not exit"
+"$XL_INCMIG" verify --journal "$T/journal" --image "$T/dst.img" --original "$T/m.img.orig" \
+    >"$T/verify.log" 2>&1 || fail "verify: $(cat "$T/verify.log")"
+echo "tls-nbd: a migration with the guest on NBD over TLS at both ends verified"
