@@ -263,9 +263,8 @@ static int open_link(struct mig *m, bool quiet, bool resume)
     if (!rc)
         rc = incmig__stream_recv_header(&m->st);
     if (rc == INCMIG_ELINK && !*ssh && !incmig__tls_on())
-        ERR("the receiver at %s closed the connection before its first "
-            "bytes: if it requires TLS, give this side its --tls-psk or "
-            "--tls-x509", o->host);
+        ERR("no stream header from the receiver at %s: if it requires "
+            "TLS, give this side its --tls-psk or --tls-x509", o->host);
     if (rc)
         return rc;
 

@@ -1093,8 +1093,8 @@ static int accept_source(struct recv *r, double end, int *fd_r)
             break;
         for (int i = 0; i < np; i++)
             if (now - pend[i].t0 >= timeout_s(r)) {
-                ERR("a connection sent no incmig handshake within %.0f s: "
-                    "closed", timeout_s(r));
+                PEER_ERR("a connection sent no incmig handshake within %.0f s: "
+                         "closed", timeout_s(r));
                 close(pend[i].fd);
                 pend[i--] = pend[--np];
             }
@@ -1158,8 +1158,8 @@ static int accept_source(struct recv *r, double end, int *fd_r)
             }
         } else if (p[np].revents & POLLIN) {
             /* full: the oldest pending connection makes room */
-            ERR("too many connections without a handshake: closing the "
-                "oldest");
+            PEER_ERR("too many connections without a handshake: closing the "
+                     "oldest");
             int o = 0;
             for (int i = 1; i < np; i++)
                 if (pend[i].t0 < pend[o].t0)

@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -65,6 +66,17 @@ static struct {
 bool incmig__tls_on(void)
 {
     return tls.how != NULL;
+}
+
+/* Secrets others can read are worth saying so (ssh refuses them; nbdkit
+ * and QEMU say nothing: a warning is the middle way). */
+static void check_secret(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && (st.st_mode & 077))
+        INFO("warning: %s is readable by other users (mode %03o): whoever "
+             "reads it can pass for this host; chmod 600 it", path,
+             (unsigned)(st.st_mode & 0777));
 }
 
 static int gnutls_fail(const char *what, const char *path, int r)
@@ -120,6 +132,7 @@ static int load_psk_client(const char *file, const char *user)
 
 static int load_psk(const char *file, const char *user)
 {
+    check_secret(file);
     int r = gnutls_psk_allocate_server_credentials(&tls.psk_srv);
     if (r == 0)
         r = gnutls_psk_set_server_credentials_file(tls.psk_srv, file);
@@ -140,6 +153,7 @@ static int load_x509_side(const char *dir, const char *who,
     snprintf(key, sizeof key, "%s/%s-key.pem", dir, who);
     if (access(cert, R_OK) || access(key, R_OK))
         return 0;
+    check_secret(key);
     int r = gnutls_certificate_allocate_credentials(c_r);
     if (r)
         return gnutls_fail("cannot set up certificates from", dir, r);

@@ -65,6 +65,10 @@ grep -q "not a loopback address.*--tls=off" "$T/policy.log" || fail "policy: $(c
     2>"$T/both.log" && fail "--tls=off with keys was accepted"
 grep -q "one of --tls=off" "$T/both.log" || fail "conflicting options: $(cat "$T/both.log")"
 # bad TLS options: each a clear usage error, nothing started
+cp "$T/keys.psk" "$T/open.psk"
+chmod 644 "$T/open.psk"
+"$XL_INCMIG" migrate -s "" --tls-psk "$T/open.psk" sim:/nonexistent 127.0.0.1:1 2>"$T/open.log" || true
+grep -q "open.psk is readable by other users" "$T/open.log" || fail "no warning for a readable key: $(cat "$T/open.log")"
 "$XL_INCMIG" migrate -s "" --tls=on sim:/nonexistent 127.0.0.1:1 2>"$T/on.log" && fail "--tls=on accepted"
 grep -q "\-\-tls takes 'off'" "$T/on.log" || fail "--tls=on: $(cat "$T/on.log")"
 "$XL_INCMIG" migrate -s "" --tls-psk "$T/none.psk" sim:/nonexistent 127.0.0.1:1 2>"$T/nokey.log" &&
