@@ -1,7 +1,7 @@
 #!/bin/bash
 # tls-nbd.sh: NBD over TCP with keys follows NBD's STARTTLS, so libnbd's
-# clients work: nbdinfo/nbdcopy with the PSK file or the certificates read
-# the export; a client without TLS is told TLS is required; one with
+# and QEMU's clients work: nbdinfo/nbdcopy and qemu-img with the PSK file
+# or the certificates read the export; a client without TLS is told TLS is required; one with
 # another key is refused.
 . "$(dirname "$0")/lib.sh"
 requires nbdinfo
@@ -30,6 +30,16 @@ nbdinfo --size "nbds://incmig@127.0.0.1:$NPORT/?tls-psk-file=$T/other.psk" 2>/de
     fail "a client with another key was served"
 wait_for "grep -q 'refused an NBD client: TLS (PSK) handshake failed' '$T/serve.log'" 5 ||
     fail "no clear refusal of the wrong key: $(cat "$T/serve.log")"
+# QEMU's client, with its tls-creds-psk object (a directory holding keys.psk)
+if command -v qemu-img >/dev/null; then
+    mkdir "$T/qpsk" && cp "$T/keys.psk" "$T/qpsk/"
+    qemu-img info --object "tls-creds-psk,id=tls0,dir=$T/qpsk,endpoint=client,username=incmig" \
+        --image-opts "driver=nbd,host=127.0.0.1,port=$NPORT,tls-creds=tls0" >"$T/qemu.out" 2>&1 ||
+        fail "qemu-img over TLS (PSK): $(cat "$T/qemu.out")"
+    grep -q "4194304 bytes" "$T/qemu.out" || fail "qemu-img: $(cat "$T/qemu.out")"
+else
+    echo "qemu-img not found: QEMU's TLS client not checked"
+fi
 kill "$SP"; wait "$SP" 2>/dev/null || true
 
 serve_tcp --tls-x509 "$T/pki"
@@ -37,13 +47,19 @@ rm -f "$T/copy.img"
 nbdcopy "nbds://127.0.0.1:$NPORT/?tls-certificates=$T/pki" "$T/copy.img" ||
     fail "nbdcopy over TLS (X.509)"
 cmp "$T/src.img" "$T/copy.img" || fail "the copy over TLS (X.509) differs"
+if command -v qemu-img >/dev/null; then
+    qemu-img info --object "tls-creds-x509,id=tls0,dir=$T/pki,endpoint=client" \
+        --image-opts "driver=nbd,host=127.0.0.1,port=$NPORT,tls-creds=tls0" >"$T/qemu.out" 2>&1 ||
+        fail "qemu-img over TLS (X.509): $(cat "$T/qemu.out")"
+    grep -q "4194304 bytes" "$T/qemu.out" || fail "qemu-img: $(cat "$T/qemu.out")"
+fi
 kill "$SP"; wait "$SP" 2>/dev/null || true
 
 # plain NBD over TCP off loopback needs --tls=off
 "$XL_INCMIG" serve --nbd "tcp:0.0.0.0:$(free_port)" --control "$T/ctl2" "$T/src.img" \
     2>"$T/policy.log" && fail "plain NBD on 0.0.0.0 was served"
 grep -q "not a loopback address" "$T/policy.log" || fail "policy: $(cat "$T/policy.log")"
-echo "tls-nbd: STARTTLS with nbdinfo/nbdcopy (PSK, X.509); plain and wrong-key clients refused"
+echo "tls-nbd: STARTTLS with nbdinfo/nbdcopy/qemu-img (PSK, X.509); plain and wrong-key clients refused"
 
 # a whole migration with the guest on NBD over TLS at both ends: the
 # source's export and the receiver's (the PULL gate) take STARTTLS
