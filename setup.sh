@@ -14,7 +14,7 @@ TOP=$(pwd)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 PKGS="build-essential autoconf automake libtool pkg-config \
-  libaio-dev zlib1g-dev libxxhash-dev libzstd-dev libcmocka-dev libnbd-dev libnbd-bin nbdkit qemu-utils \
+  libaio-dev zlib1g-dev libxxhash-dev libzstd-dev libgnutls28-dev gnutls-bin libcmocka-dev libnbd-dev libnbd-bin nbdkit qemu-utils \
   libxen-dev clang libclang-rt-14-dev openssh-server openssh-client \
   python3 groff-base util-linux e2fsprogs"
 

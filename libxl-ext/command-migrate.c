@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +36,7 @@ struct cmdline {
     bool xl_switch;         /* --incremental-storage: xl runs us */
     char *dest_args;        /* " --disk 'A=..' --root '..'", quoted */
     char *remote, *attach;  /* the ssh transport's two commands */
+    struct incmig_security sec;
 };
 
 static void help(const char *name, const char *receiver)
@@ -75,7 +77,9 @@ static void help(const char *name, const char *receiver)
            "  --timeout SECS      the handshake's deadline (30); the receiver\n"
            "                      may be silent 4 times as long before GO\n"
            "  --json FILE         also write the report as JSON (- = stdout)\n"
-           "  --no-progress       no progress line\n");
+           "  --no-progress       no progress line\n"
+           "(plain TCP, -s \"\": TLS as below, required off loopback)\n%s",
+           incmig_security_help());
 }
 
 /* Appends " FLAG 'VALUE'" to c->dest_args; 0 or 2 (usage error). */
@@ -199,7 +203,12 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
     case 'g': incmig__verbosity = 2; return 0;
     case 'x': c->xl_switch = true; return 0;
     case 'h': help(c->name, c->receiver); return -1;
-    default: return 2;              /* getopt said what */
+    default:
+        switch (incmig_security_option(&c->sec, c->name, opt, arg)) {
+        case 1: return 0;
+        case -1: return 2;
+        default: return 2;          /* getopt said what */
+        }
     }
 }
 
@@ -225,6 +234,7 @@ static int parse(struct cmdline *c, int argc, char **argv)
         { "receiver", required_argument, NULL, 'c' },
         { "incremental-storage", no_argument, NULL, 'x' },
         { "help", no_argument, NULL, 'h' },
+        INCMIG_SECURITY_OPTIONS,
         { 0 },
     };
     int opt, rc;
@@ -278,8 +288,15 @@ static int ssh_commands(struct cmdline *c)
     }
     /* where the receiver waits for our next ssh session if the link
      * breaks during PULL */
-    snprintf(rv, sizeof rv, "/tmp/incmig-rendezvous-%ld-%ld.sock",
-             (long)getpid(), (long)time(NULL));
+    uint8_t rnd[8];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        ERR("getrandom: no random name for the rendezvous socket");
+        rc = 1;
+        goto out;
+    }
+    /* a name in the receiver's private runtime directory */
+    snprintf(rv, sizeof rv, "rendezvous-%02x%02x%02x%02x%02x%02x%02x%02x.sock",
+             rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
     if (asprintf(&c->remote, "%s%s%s --exit-when-done --rendezvous %s",
                  c->receiver, one ? one : "",
                  c->dest_args ? c->dest_args : "", rv) < 0)
@@ -349,6 +366,12 @@ int incmig_migrate_main(const char *name, const char *receiver, int argc,
         incmig__usage_error(c.name, "--dest-image/--dest-nbd belong, as "
                             "every --dest-* option, to the receiver's "
                             "command line with plain TCP (-s \"\")");
+        ret = 2;
+        goto out;
+    }
+    if (incmig_security_setup(&c.sec)) {
+        fprintf(stderr, "%s: cannot set up TLS or sockets as asked (see the "
+                "error above)\n", c.name);
         ret = 2;
         goto out;
     }

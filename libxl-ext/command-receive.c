@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "incmig-internal.h"
@@ -43,8 +44,9 @@ static void help(const char *name)
            "  --target NAME      the target backend: sim (the default), or xen\n"
            "                     (a Xen dom0: restores the domain, its disks\n"
            "                     through dm + the kernel's NBD client until PULL ends)\n"
-           "  --listen HOST:PORT accept the source over plain TCP instead of\n"
-           "                     stdin/stdout (trusted networks only)\n"
+           "  --listen HOST:PORT accept the source over TCP instead of\n"
+           "                     stdin/stdout: TLS with --tls-psk/--tls-x509\n"
+           "                     (required off loopback unless --tls=off)\n"
            "  --exit-when-done   exit once the migration is complete and the\n"
            "                     guest has disconnected\n"
            "  --reconnect SECS   how long to wait for a lost source during\n"
@@ -54,11 +56,14 @@ static void help(const char *name)
            "                     long (default 30), the source may be silent\n"
            "                     before GO 4 times as long; others connecting\n"
            "                     meanwhile do not hold up the source\n"
-           "  --rendezvous PATH  (stdin/stdout mode) unix socket where the\n"
-           "                     source reattaches after a lost link in PULL\n"
-           "  --attach PATH      relay stdin/stdout to the receiver waiting on\n"
-           "                     PATH (what the source runs over its new ssh\n"
-           "                     session to resume PULL)\n");
+           "  --rendezvous NAME  (stdin/stdout mode) unix socket where the\n"
+           "                     source reattaches after a lost link in PULL:\n"
+           "                     NAME in the runtime directory (/run/incmig,\n"
+           "                     $XDG_RUNTIME_DIR/incmig), or a PATH with '/'\n"
+           "  --attach NAME      relay stdin/stdout to the receiver waiting on\n"
+           "                     NAME (what the source runs over its new ssh\n"
+           "                     session to resume PULL)\n%s",
+           incmig_security_help());
 }
 
 /* --disk NAME=PATH[,nbd=URI]: NAME up to the first '=', URI after the last
@@ -109,11 +114,20 @@ static int relay(int from, int to)
 }
 
 /* --attach: splice in_fd/out_fd to a waiting receiver's rendezvous. */
-static int attach(const char *name, const char *path, int in_fd, int out_fd)
+static int attach(const char *name, const char *rv, int in_fd, int out_fd)
 {
     bool in_open = true;
     int fd, r, ret = 1;
+    char path[4200];
+    struct stat st;
 
+    if (incmig_rendezvous_path(rv, path, sizeof path))
+        return 1;
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        fprintf(stderr, "%s: %s is not a socket (a symbolic link is not "
+                "followed)\n", name, path);
+        return 1;
+    }
     if (incmig__unix_connect(path, &fd)) {
         fprintf(stderr, "%s: no receiver waiting at %s\n", name, path);
         return 1;
@@ -152,6 +166,7 @@ struct cmdline {
     struct incmig_receive_opts o;
     char *specs[INCMIG_RECEIVE_MAX_DISKS];
     const char *attach;
+    struct incmig_security sec;
 };
 
 static int disk_opt(struct cmdline *c, const char *arg)
@@ -214,7 +229,11 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
     case 'r': return seconds_opt(c, arg, &o->reconnect_s, "--reconnect");
     case 'X': return 0;             /* --incremental-storage: xl's switch */
     case 'h': help(c->name); return -1;
-    default: return 2;              /* getopt said what */
+    default:
+        switch (incmig_security_option(&c->sec, c->name, opt, arg)) {
+        case 1: return 0;
+        default: return 2;          /* said */
+        }
     }
 }
 
@@ -234,6 +253,7 @@ static int parse(struct cmdline *c, int argc, char **argv)
         { "attach", required_argument, NULL, 'A' },
         { "incremental-storage", no_argument, NULL, 'X' },
         { "help", no_argument, NULL, 'h' },
+        INCMIG_SECURITY_OPTIONS,
         { 0 },
     };
     int opt, rc;
@@ -279,6 +299,12 @@ int incmig_receive_main(const char *name, int argc, char **argv, int in_fd,
     ret = parse(&c, argc, argv);
     if (ret)
         goto out;
+    if (incmig_security_setup(&c.sec)) {
+        fprintf(stderr, "%s: cannot set up TLS or sockets as asked (see the "
+                "error above)\n", c.name);
+        ret = 2;
+        goto out;
+    }
     incmig__signals_take(&sigs, true);
     if (c.attach) {
         ret = attach(c.name, c.attach, in_fd, out_fd);

@@ -71,7 +71,14 @@ int incmig__disk_open(struct incmig__disk *d, const char *path, int flags,
     }
     if (flags & INCMIG_DISK_CREATE)
         oflags |= O_CREAT;
-    d->fd = open(path, oflags, 0600);
+    d->fd = open(path, oflags | (flags & INCMIG_DISK_NOFOLLOW ? O_NOFOLLOW
+                                                              : 0), 0600);
+    if (d->fd < 0 && errno == ELOOP && (flags & INCMIG_DISK_NOFOLLOW)) {
+        ERR("disk image %s is a symbolic link: refused (give the file "
+            "itself)", path);
+        rc = INCMIG_EINVAL;
+        goto out;
+    }
     if (d->fd < 0) {
         LOGE("cannot open disk image %s", path);
         rc = errno == ENOSPC ? INCMIG_ENOSPC : INCMIG_EIO;
@@ -121,7 +128,10 @@ int incmig__disk_open(struct incmig__disk *d, const char *path, int flags,
         goto out;
     }
 
-    d->dfd = open(path, (oflags & ~O_CREAT) | O_DIRECT);
+    /* the file already opened, not whatever the path names by now */
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", d->fd);
+    d->dfd = open(self, (oflags & ~O_CREAT) | O_DIRECT);
     if (d->dfd < 0) {
         DBG("O_DIRECT refused on %s (%s): using buffered I/O", path,
             strerror(errno));

@@ -45,6 +45,26 @@ void incmig__log(int level, const char *file, int line, int err,
 #define DBG(...) LOG(2, __VA_ARGS__)
 extern int incmig__verbosity;
 
+/* Errors a peer can cause at will (bad handshakes, refused connections):
+ * per call site, one line per interval and then "N more suppressed", so a
+ * flood of bad peers cannot flood the log. */
+struct incmig__ratelimit {
+    pthread_mutex_t lock;
+    double t0;                /* start of the current interval */
+    unsigned long suppressed;
+};
+#define INCMIG_RATELIMIT_S 5.0
+void incmig__log_limited(struct incmig__ratelimit *rl, int level,
+                         const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+#define PEER_LOG(lvl, ...) do {                                             \
+        static struct incmig__ratelimit rl_ = {                             \
+            .lock = PTHREAD_MUTEX_INITIALIZER };                            \
+        incmig__log_limited(&rl_, (lvl), __FILE__, __LINE__, __VA_ARGS__);  \
+    } while (0)
+#define PEER_ERR(...) PEER_LOG(0, __VA_ARGS__)
+#define PEER_INFO(...) PEER_LOG(1, __VA_ARGS__)
+
 /* Set by incmig_stop() (the CLI's signal handlers call it): every loop that
  * waits on a peer checks it and ends cleanly. */
 extern volatile sig_atomic_t incmig__stop_requested;
@@ -115,6 +135,7 @@ struct incmig__disk {
  * ftruncate to `size` when size != 0).  With size == 0 the size is read. */
 #define INCMIG_DISK_WRITE 1
 #define INCMIG_DISK_CREATE 2
+#define INCMIG_DISK_NOFOLLOW 4   /* refuse a symbolic link (O_NOFOLLOW) */
 int incmig__disk_open(struct incmig__disk *d, const char *path, int flags,
                       uint64_t size);
 void incmig__disk_close(struct incmig__disk *d);          /* idempotent */
@@ -474,6 +495,30 @@ int incmig__ssh_spawn(const char *ssh_cmd, const char *host,
  * anything at path that is not a socket. */
 int incmig__unix_listen(const char *path, int *fd_r);
 int incmig__unix_connect(const char *path, int *fd_r);
+/* Sockets' group (--socket-group; NULL: owner only), and the check of a
+ * unix socket peer's credentials at accept: false (logged) = close it. */
+int incmig__socket_group_set(const char *group);
+bool incmig__peer_allowed(int fd, const char *what);
+/* The private directory for runtime files (runtime-dir.c), made if
+ * missing and checked: ours, not a symlink, writable by us only. */
+int incmig__runtime_dir(char *buf, size_t cap);
+
+/* ---- TLS (tls.c) ----------------------------------------------------------- */
+
+struct addrinfo;
+/* Keys were given (incmig_security_setup): TCP connections use TLS. */
+bool incmig__tls_on(void);
+/* Before a TCP listen/connect to hostport (resolved as ai): refused with a
+ * clear error off loopback without keys, unless --tls=off. */
+int incmig__tls_check(const char *hostport, const struct addrinfo *ai);
+bool incmig__tcp_loopback(const struct addrinfo *ai);
+/* TLS handshake on a connected TCP fd (server side, or client checking
+ * the certificate's name against host), within timeout_s; then *fd_r is a
+ * plain socket relayed to the session.  fd is taken over (closed on
+ * failure); failures are logged naming peer. */
+int incmig__tls_wrap(int fd, bool server, const char *host, const char *peer,
+                     double timeout_s, int *fd_r);
+
 /* Write all of buf to a domain backend's state stream fd (a pipe the
  * engine reads); INCMIG_ELINK, logged, when the reader is gone. */
 int incmig__write_state(int fd, const void *buf, size_t len);
@@ -653,11 +698,15 @@ void incmig__nbd_free(struct incmig__nbd_server *s);    /* stops, unlinks */
 #define INCMIG_NBD_DATA_MAX (UINT32_C(32) << 20) /* READ/WRITE bound */
 #define INCMIG_NBD_REPLY_MAX 134                 /* replies to one option */
 enum { INCMIG_NBD_MORE, INCMIG_NBD_SERVE, INCMIG_NBD_QUEUE,
-       INCMIG_NBD_REJECT, INCMIG_NBD_CLOSE };
+       INCMIG_NBD_REJECT, INCMIG_NBD_CLOSE, INCMIG_NBD_STARTTLS };
+/* tls: a TCP export with keys (incmig__tls_on) requires STARTTLS before
+ * any other option but ABORT, as nbdkit --tls=require does. */
+enum { INCMIG_NBD_TLS_NONE, INCMIG_NBD_TLS_REQUIRED, INCMIG_NBD_TLS_ACTIVE };
 struct incmig__nbd_export {
     const char *uri;
     uint64_t size;
     const struct incmig__nbd_ops *ops;
+    int tls;             /* INCMIG_NBD_TLS_*, for this connection */
 };
 struct incmig__nbd_req {
     uint16_t flags, type;
@@ -675,7 +724,8 @@ int incmig__nbd_opt_header(const struct incmig__nbd_export *e,
                            const uint8_t h[16], uint32_t *opt_r,
                            uint32_t *len_r);
 /* Puts the replies to send in reply[INCMIG_NBD_REPLY_MAX]; returns MORE
- * (next option), SERVE (transmission) or CLOSE. */
+ * (next option), SERVE (transmission), CLOSE, or STARTTLS (send the ACK,
+ * then the TLS handshake). */
 int incmig__nbd_option(const struct incmig__nbd_export *e, bool no_zeroes,
                        uint32_t opt, const uint8_t *data, uint32_t len,
                        uint8_t *reply, size_t *reply_len_r);

@@ -66,6 +66,44 @@ void incmig_log_setup(int verbosity, FILE *f, const char *prefix);
 /* Size strings: "64M", "1G", "4096", "4K".  Returns 0 or INCMIG_EINVAL. */
 int incmig_parse_size(const char *s, uint64_t *val_r);
 
+/* Who may connect, for the whole process (call once, before the
+ * commands below).  TCP: with keys (a PSK file of USERNAME:HEXKEY lines,
+ * or an X.509 directory in QEMU's layout) every TCP connection, the
+ * migration stream and NBD (STARTTLS), uses TLS and refuses peers
+ * without it; without keys, TCP is refused off loopback unless tls_off.
+ * Unix sockets: created 0600 (0660 with socket_group), peers other than
+ * our uid, root or the group are refused. */
+struct incmig_security {
+    int tls_off;              /* --tls=off: plain TCP anywhere */
+    const char *psk_file;     /* --tls-psk */
+    const char *psk_user;     /* --tls-username: the client's key, NULL =
+                               * the file's first */
+    const char *x509_dir;     /* --tls-x509 */
+    const char *socket_group; /* --socket-group: name or gid, NULL = none */
+};
+int incmig_security_setup(const struct incmig_security *o);
+
+/* The command-line options that fill it, shared by every command that
+ * opens a transport: put INCMIG_SECURITY_OPTIONS in a getopt_long table
+ * and hand the codes to incmig_security_option (1: taken; 0: not one of
+ * them; -1: a bad value, said on stderr as CMD's usage error).
+ * incmig_security_help: their lines for a --help text. */
+enum { INCMIG_OPT_TLS = 0x1000, INCMIG_OPT_TLS_PSK, INCMIG_OPT_TLS_USER,
+       INCMIG_OPT_TLS_X509, INCMIG_OPT_SOCKET_GROUP };
+#define INCMIG_SECURITY_OPTIONS                                            \
+    { "tls", required_argument, NULL, INCMIG_OPT_TLS },                   \
+    { "tls-psk", required_argument, NULL, INCMIG_OPT_TLS_PSK },           \
+    { "tls-username", required_argument, NULL, INCMIG_OPT_TLS_USER },     \
+    { "tls-x509", required_argument, NULL, INCMIG_OPT_TLS_X509 },         \
+    { "socket-group", required_argument, NULL, INCMIG_OPT_SOCKET_GROUP }
+int incmig_security_option(struct incmig_security *s, const char *cmd,
+                           int code, const char *arg);
+const char *incmig_security_help(void);
+
+/* A rendezvous NAME (no '/') lives in the private runtime directory
+ * (/run/incmig, $XDG_RUNTIME_DIR/incmig); a path is taken as it is. */
+int incmig_rendezvous_path(const char *name, char *buf, size_t cap);
+
 /* ---- the simulated domain on the source ----------------------------------- */
 
 struct incmig_serve_disk {

@@ -42,17 +42,12 @@ void incmig__log_name(const char *prefix)
     pthread_mutex_unlock(&log_lock);
 }
 
-void incmig__log(int level, const char *file, int line, int err,
-                 const char *fmt, ...)
+static void vlog(int level, const char *file, int line, int err,
+                 const char *fmt, va_list ap)
 {
     char msg[2048];
-    va_list ap;
 
-    if (level > incmig__verbosity)
-        return;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     pthread_mutex_lock(&log_lock);
     FILE *f = log_file ? log_file : stderr;
     if (level >= 2)
@@ -64,6 +59,47 @@ void incmig__log(int level, const char *file, int line, int err,
     fputc('\n', f);
     fflush(f);
     pthread_mutex_unlock(&log_lock);
+}
+
+void incmig__log(int level, const char *file, int line, int err,
+                 const char *fmt, ...)
+{
+    va_list ap;
+
+    if (level > incmig__verbosity)
+        return;
+    va_start(ap, fmt);
+    vlog(level, file, line, err, fmt, ap);
+    va_end(ap);
+}
+
+/* The first message of an interval is printed; the others are counted,
+ * and the first one after the interval says how many were left out. */
+void incmig__log_limited(struct incmig__ratelimit *rl, int level,
+                         const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    double now = incmig__now();
+    unsigned long n = 0;
+
+    if (level > incmig__verbosity)
+        return;
+    pthread_mutex_lock(&rl->lock);
+    if (rl->t0 > 0 && now - rl->t0 < INCMIG_RATELIMIT_S) {
+        rl->suppressed++;
+        pthread_mutex_unlock(&rl->lock);
+        return;
+    }
+    n = rl->suppressed;
+    rl->suppressed = 0;
+    rl->t0 = now;
+    pthread_mutex_unlock(&rl->lock);
+    va_start(ap, fmt);
+    vlog(level, file, line, 0, fmt, ap);
+    va_end(ap);
+    if (n)
+        incmig__log(level, file, line, 0, "(%lu more like the last message "
+                    "suppressed in %.0f s)", n, INCMIG_RATELIMIT_S);
 }
 
 const char *incmig_strerror(int rc)

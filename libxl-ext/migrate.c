@@ -216,6 +216,24 @@ static void close_link(struct mig *m)
     }
 }
 
+
+/* TLS to the receiver, checking its certificate against the host we
+ * connect to (HOST of HOST:PORT, without IPv6 brackets). */
+static int tls_client(const struct incmig_migrate_opts *o, int fd, int *fd_r)
+{
+    char host[256];
+    const char *h = o->host, *colon = strrchr(h, ':');
+    size_t n = colon ? (size_t)(colon - h) : strlen(h);
+
+    if (n && h[0] == '[' && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    snprintf(host, sizeof host, "%.*s", (int)n, h);
+    return incmig__tls_wrap(fd, false, host, o->host,
+                            o->timeout_s > 0 ? o->timeout_s : 30, fd_r);
+}
+
 static int open_link(struct mig *m, bool quiet, bool resume)
 {
     const struct incmig_migrate_opts *o = m->o;
@@ -245,6 +263,8 @@ static int open_link(struct mig *m, bool quiet, bool resume)
             ERR("cannot connect to the receiver at %s: is `xl-incmig "
                 "migrate-receive --listen %s` running there?", o->host,
                 o->host);
+        if (!rc && incmig__tls_on())
+            rc = tls_client(o, fd, &fd);
     }
     if (rc)
         return rc;
@@ -263,6 +283,9 @@ static int open_link(struct mig *m, bool quiet, bool resume)
     rc = incmig__stream_send_header(&m->st);
     if (!rc)
         rc = incmig__stream_recv_header(&m->st);
+    if (rc == INCMIG_ELINK && !*ssh && !incmig__tls_on())
+        ERR("no stream header from the receiver at %s: if it requires "
+            "TLS, give this side its --tls-psk or --tls-x509", o->host);
     if (rc)
         return rc;
 

@@ -21,7 +21,12 @@
  *   INFO              NBD_INFO_EXPORT, then NBD_INFO_BLOCK_SIZE (1/4K/32M)
  *   LIST              one export, named ""
  *   ABORT             ACK, then close
- *   anything else     NBD_REP_ERR_UNSUP (STARTTLS, STRUCTURED_REPLY, ...)
+ *   STARTTLS          over TCP with keys (tls.c): ACK, then the TLS
+ *                     handshake, and the rest of the connection through
+ *                     tls.c's relay; until then any other option gets
+ *                     NBD_REP_ERR_TLS_REQD (EXPORT_NAME, which has no
+ *                     error reply, closes).  Without keys: ERR_UNSUP.
+ *   anything else     NBD_REP_ERR_UNSUP (STRUCTURED_REPLY, ...)
  * An option longer than OPT_MAX bytes ends the connection.
  *
  * Transmission: READ, WRITE(FUA), DISC, FLUSH, TRIM(FUA),
@@ -122,6 +127,7 @@
 #define OPT_EXPORT_NAME 1u
 #define OPT_ABORT 2u
 #define OPT_LIST 3u
+#define OPT_STARTTLS 5u
 #define OPT_INFO 6u
 #define OPT_GO 7u
 
@@ -130,6 +136,7 @@
 #define REP_INFO 3u
 #define REP_ERR_UNSUP 0x80000001u
 #define REP_ERR_INVALID 0x80000003u
+#define REP_ERR_TLS_REQD 0x80000005u
 
 #define INFO_EXPORT 0u
 #define INFO_BLOCK_SIZE 3u
@@ -299,7 +306,7 @@ int incmig__nbd_client_flags(const struct incmig__nbd_export *e,
     *no_zeroes_r = false;
     if (!(cflags & FLAG_FIXED_NEWSTYLE) ||
         (cflags & ~(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES))) {
-        ERR("nbd %s: client flags 0x%" PRIx32 " not supported (this server "
+        PEER_ERR("nbd %s: client flags 0x%" PRIx32 " not supported (this server "
             "speaks fixed newstyle only); closing", e->uri, cflags);
         return -1;
     }
@@ -314,11 +321,11 @@ int incmig__nbd_opt_header(const struct incmig__nbd_export *e,
     *opt_r = get32(h + 8);
     *len_r = get32(h + 12);
     if (get64(h) != IHAVEOPT) {
-        ERR("nbd %s: bad option magic from client; closing", e->uri);
+        PEER_ERR("nbd %s: bad option magic from client; closing", e->uri);
         return -1;
     }
     if (*len_r > OPT_MAX) {
-        ERR("nbd %s: option %" PRIu32 " of %" PRIu32 " bytes exceeds "
+        PEER_ERR("nbd %s: option %" PRIu32 " of %" PRIu32 " bytes exceeds "
             "the %u byte limit; closing", e->uri, *opt_r, *len_r, OPT_MAX);
         return -1;
     }
@@ -383,6 +390,21 @@ int incmig__nbd_option(const struct incmig__nbd_export *e, bool no_zeroes,
                        uint8_t *reply, size_t *reply_len_r)
 {
     *reply_len_r = 0;
+    if (opt == OPT_STARTTLS && e->tls != INCMIG_NBD_TLS_NONE) {
+        bool ok = e->tls == INCMIG_NBD_TLS_REQUIRED && len == 0;
+        opt_reply(reply, reply_len_r, opt, ok ? REP_ACK : REP_ERR_INVALID,
+                  NULL, 0);
+        return ok ? INCMIG_NBD_STARTTLS : INCMIG_NBD_MORE;
+    }
+    if (e->tls == INCMIG_NBD_TLS_REQUIRED && opt != OPT_ABORT) {
+        if (opt == OPT_EXPORT_NAME) {
+            PEER_ERR("nbd %s: a client asked for the export without TLS, "
+                     "which this server requires; closing", e->uri);
+            return INCMIG_NBD_CLOSE;
+        }
+        opt_reply(reply, reply_len_r, opt, REP_ERR_TLS_REQD, NULL, 0);
+        return INCMIG_NBD_MORE;
+    }
     switch (opt) {
     case OPT_EXPORT_NAME:
         /* No reply frame: size, flags, and 124 zeroes unless the client
@@ -478,7 +500,7 @@ int incmig__nbd_request(const struct incmig__nbd_export *e,
     r->payload = 0;
     r->error = 0;
     if (get32(h) != REQUEST_MAGIC) {
-        ERR("nbd %s: bad request magic 0x%08" PRIx32 "; closing the "
+        PEER_ERR("nbd %s: bad request magic 0x%08" PRIx32 "; closing the "
             "connection (the stream cannot be resynchronised)",
             e->uri, get32(h));
         return INCMIG_NBD_CLOSE;
@@ -487,7 +509,7 @@ int incmig__nbd_request(const struct incmig__nbd_export *e,
         return INCMIG_NBD_CLOSE;
     if (r->type == CMD_WRITE && r->count > DATA_MAX) {
         /* Its payload can neither be taken nor skipped safely. */
-        ERR("nbd %s: WRITE of %" PRIu32 " bytes at offset %" PRIu64
+        PEER_ERR("nbd %s: WRITE of %" PRIu32 " bytes at offset %" PRIu64
             " exceeds the %" PRIu32 " byte maximum; closing the "
             "connection", e->uri, r->count, r->offset, DATA_MAX);
         return INCMIG_NBD_CLOSE;
@@ -570,10 +592,32 @@ static int send_buf(int fd, const void *buf, size_t len)
 
 /* ---- handshake ---- */
 
+/* STARTTLS was acknowledged: the TLS handshake on the TCP socket, then
+ * the connection goes on over tls.c's relay (c->fd swapped under the
+ * lock, since quiesce shuts it down).  -1: close (the TCP socket is). */
+static int start_tls(struct conn *c, double left_s)
+{
+    int fd, tcp = c->fd;
+
+    if (left_s < 1)
+        left_s = 1;
+    if (incmig__tls_wrap(tcp, true, NULL, "an NBD client", left_s, &fd)) {
+        pthread_mutex_lock(&c->s->lock);
+        c->fd = -1;
+        pthread_mutex_unlock(&c->s->lock);
+        return -1;
+    }
+    pthread_mutex_lock(&c->s->lock);
+    c->fd = fd;
+    pthread_mutex_unlock(&c->s->lock);
+    return 0;
+}
+
 /* 0: enter transmission; -1: close the connection. */
 static int handshake(struct conn *c)
 {
-    const struct incmig__nbd_export *e = &c->s->ex;
+    struct incmig__nbd_export ex = c->s->ex;
+    const struct incmig__nbd_export *e = &ex;
     uint8_t b[18], reply[INCMIG_NBD_REPLY_MAX];
     uint8_t *data = NULL;
     int ret = -1;
@@ -583,6 +627,8 @@ static int handshake(struct conn *c)
     struct timeval tv = { .tv_sec = HANDSHAKE_S };
     (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     double t0 = incmig__now();
+    if (!c->s->unix_path && incmig__tls_on())
+        ex.tls = INCMIG_NBD_TLS_REQUIRED;
 
     put64(b, NBDMAGIC);
     put64(b + 8, IHAVEOPT);
@@ -599,7 +645,7 @@ static int handshake(struct conn *c)
         size_t rlen;
 
         if (incmig__now() - t0 > HANDSHAKE_S) {
-            INFO("nbd %s: a client did not finish its handshake within %d "
+            PEER_INFO("nbd %s: a client did not finish its handshake within %d "
                  "s: closed", c->s->uri, HANDSHAKE_S);
             goto out;
         }
@@ -612,6 +658,13 @@ static int handshake(struct conn *c)
                                       &rlen);
         if (rlen && send_buf(c->fd, reply, rlen) < 0)
             goto out;
+        if (next == INCMIG_NBD_STARTTLS) {
+            if (start_tls(c, HANDSHAKE_S - (incmig__now() - t0)) < 0)
+                goto out;
+            ex.tls = INCMIG_NBD_TLS_ACTIVE;
+            (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            continue;
+        }
         if (next == INCMIG_NBD_SERVE)
             ret = 0;
         if (next != INCMIG_NBD_MORE)
@@ -724,7 +777,7 @@ static void *writer_main(void *arg)
             put64(h + 8, q->cookie);
             if (send_all(c->fd, iov, data ? 2 : 1, &c->cut) < 0) {
                 if (errno == ETIMEDOUT)
-                    INFO("nbd %s: a client did not read its replies for "
+                    PEER_INFO("nbd %s: a client did not read its replies for "
                          "%.1f s: dropped", s->uri,
                          c->cut ? QUIESCE_SEND_IDLE_S : SEND_IDLE_S);
                 else
@@ -1007,6 +1060,10 @@ static void accept_one(struct incmig__nbd_server *s)
             LOGE("nbd %s: accept", s->uri);
             usleep(100000);   /* EMFILE & co: do not spin */
         }
+        return;
+    }
+    if (!incmig__peer_allowed(fd, s->uri)) {
+        close(fd);
         return;
     }
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -97,6 +97,7 @@ struct recv {
     pthread_mutex_t slock;     /* stream replacement vs gate requests */
     bool link_ok;
     int lfd;
+    char rv_path[4200];        /* the rendezvous socket, resolved */
     uint8_t mig_id[16];
     char domain[INCMIG_NAME_MAX + 1];
     uint64_t caps;             /* negotiated: the source's & ours */
@@ -1253,6 +1254,8 @@ static void set_deadlines(struct recv *r)
  * Returns INCMIG_ECANCEL at `end` (0: never) or on a stop request. */
 #define PENDING_MAX 8
 #define PEEK_MAX 16
+/* one that starts TLS and stalls holds up the source at most this long */
+#define TLS_HANDSHAKE_S 10.0
 static int accept_source(struct recv *r, double end, int *fd_r)
 {
     struct { int fd; double t0; } pend[PENDING_MAX];
@@ -1265,8 +1268,8 @@ static int accept_source(struct recv *r, double end, int *fd_r)
             break;
         for (int i = 0; i < np; i++)
             if (now - pend[i].t0 >= timeout_s(r)) {
-                ERR("a connection sent no incmig handshake within %.0f s: "
-                    "closed", timeout_s(r));
+                PEER_ERR("a connection sent no incmig handshake within %.0f s: "
+                         "closed", timeout_s(r));
                 close(pend[i].fd);
                 pend[i--] = pend[--np];
             }
@@ -1310,20 +1313,28 @@ static int accept_source(struct recv *r, double end, int *fd_r)
                 pend[i] = pend[--np];
             }
         }
+        if (*fd_r >= 0 && r->o->listen && incmig__tls_on() &&
+            incmig__tls_wrap(*fd_r, true, NULL, "a connection",
+                             timeout_s(r) < TLS_HANDSHAKE_S ? timeout_s(r)
+                                                            : TLS_HANDSHAKE_S,
+                             fd_r))
+            continue;          /* refused (said why); wait for the source */
         if (*fd_r >= 0) {
             rc = 0;
             break;
         }
         if ((p[np].revents & POLLIN) && np < PENDING_MAX) {
             int fd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC);
-            if (fd >= 0) {
+            if (fd >= 0 && !incmig__peer_allowed(fd, "the rendezvous")) {
+                close(fd);
+            } else if (fd >= 0) {
                 pend[np].fd = fd;
                 pend[np++].t0 = incmig__now();
             }
         } else if (p[np].revents & POLLIN) {
             /* full: the oldest pending connection makes room */
-            ERR("too many connections without a handshake: closing the "
-                "oldest");
+            PEER_ERR("too many connections without a handshake: closing the "
+                     "oldest");
             int o = 0;
             for (int i = 1; i < np; i++)
                 if (pend[i].t0 < pend[o].t0)
@@ -1481,7 +1492,10 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
         in_fd = out_fd = fd;
     }
     if (!o->listen && o->rendezvous) {
-        rc = incmig__unix_listen(o->rendezvous, &r.lfd);
+        rc = incmig_rendezvous_path(o->rendezvous, r.rv_path,
+                                    sizeof r.rv_path);
+        if (!rc)
+            rc = incmig__unix_listen(r.rv_path, &r.lfd);
         if (rc)
             goto out;
     }
@@ -1572,8 +1586,8 @@ out:
         close(r.state_rfd);
     if (r.lfd >= 0) {
         close(r.lfd);
-        if (!o->listen && o->rendezvous)
-            unlink(o->rendezvous);
+        if (r.rv_path[0])
+            unlink(r.rv_path);
     }
     free(r.zbuf);
     free(r.ebuf);

@@ -477,6 +477,11 @@ int incmig__stream_recv_header(struct incmig__stream *s)
     rc = read_all(s, hdr, sizeof hdr, "the stream header", true);
     if (rc)
         return rc;
+    if (hdr[0] == 0x16 && hdr[1] == 3) {
+        ERR("the peer starts a TLS handshake: give this side the same "
+            "--tls-psk or --tls-x509 as the peer");
+        return INCMIG_EPROTO;
+    }
     if (memcmp(hdr, INCMIG_STREAM_MAGIC, 8) != 0) {
         /* Usually a shell banner or an error message from ssh or the
          * remote command: show it. */

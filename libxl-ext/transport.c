@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -94,6 +95,11 @@ int incmig__tcp_connect(const char *hostport, int *fd_r)
     int fd = -1, rc = resolve(hostport, false, &ai);
     if (rc)
         return rc;
+    rc = incmig__tls_check(hostport, ai);
+    if (rc) {
+        freeaddrinfo(ai);
+        return rc;
+    }
     for (struct addrinfo *a = ai; a; a = a->ai_next) {
         fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
         if (fd < 0)
@@ -119,6 +125,11 @@ int incmig__tcp_listen(const char *hostport, int *fd_r)
     int fd = -1, one = 1, rc = resolve(hostport, true, &ai);
     if (rc)
         return rc;
+    rc = incmig__tls_check(hostport, ai);
+    if (rc) {
+        freeaddrinfo(ai);
+        return rc;
+    }
     for (struct addrinfo *a = ai; a; a = a->ai_next) {
         fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
         if (fd < 0)
@@ -238,6 +249,8 @@ int incmig__ssh_spawn(const char *ssh_cmd, const char *host,
 
 /* ---- unix sockets ---------------------------------------------------------- */
 
+static gid_t sock_gid = (gid_t)-1;     /* --socket-group, or none */
+
 static int unix_addr(const char *path, struct sockaddr_un *sa)
 {
     memset(sa, 0, sizeof *sa);
@@ -272,9 +285,19 @@ int incmig__unix_listen(const char *path, int *fd_r)
         LOGE("socket");
         return INCMIG_EIO;
     }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+    /* Whatever the umask: 0600, or 0660 for --socket-group.  Nobody can
+     * connect between bind and listen, and every accept checks the
+     * peer's credentials anyway (incmig__peer_allowed). */
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        LOGE("cannot listen on %s", path);
+        close(fd);
+        return INCMIG_EIO;
+    }
+    if ((sock_gid != (gid_t)-1 && lchown(path, (uid_t)-1, sock_gid) < 0) ||
+        chmod(path, sock_gid != (gid_t)-1 ? 0660 : 0600) < 0 ||
         listen(fd, SOMAXCONN) < 0) {
         LOGE("cannot listen on %s", path);
+        unlink(path);
         close(fd);
         return INCMIG_EIO;
     }
@@ -282,12 +305,98 @@ int incmig__unix_listen(const char *path, int *fd_r)
     return 0;
 }
 
+int incmig__socket_group_set(const char *group)
+{
+    if (!group) {
+        sock_gid = (gid_t)-1;
+        return 0;
+    }
+    struct group *g = getgrnam(group);
+    char *end;
+    long id = strtol(group, &end, 10);
+    if (g)
+        sock_gid = g->gr_gid;
+    else if (*group && !*end && id >= 0)
+        sock_gid = (gid_t)id;
+    else {
+        ERR("--socket-group: no group '%s'", group);
+        return INCMIG_EINVAL;
+    }
+    return 0;
+}
+
+/* A peer on a unix socket must be us, root, or (with --socket-group) in
+ * the group: the socket's mode says the same, this holds even if the
+ * mode was changed or the peer inherited a descriptor. */
+bool incmig__peer_allowed(int fd, const char *what)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    struct ucred cr;
+    socklen_t cl = sizeof cr;
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
+        ss.ss_family != AF_UNIX)
+        return true;                /* TCP: TLS authenticates */
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0) {
+        LOGE("%s: cannot read the peer's credentials; refused", what);
+        return false;
+    }
+    if (cr.uid == 0 || cr.uid == geteuid())
+        return true;
+    if (sock_gid != (gid_t)-1) {
+        if (cr.gid == sock_gid)
+            return true;
+#ifdef SO_PEERGROUPS
+        gid_t gs[256];
+        socklen_t gl = sizeof gs;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, gs, &gl) == 0)
+            for (size_t i = 0; i < gl / sizeof gs[0]; i++)
+                if (gs[i] == sock_gid)
+                    return true;
+#endif
+    }
+    PEER_ERR("%s: refused a connection from uid %ld (pid %ld): only uid %ld, "
+             "root%s may connect", what, (long)cr.uid, (long)cr.pid,
+             (long)geteuid(), sock_gid != (gid_t)-1 ? " and --socket-group"
+                                                    : " (see --socket-group)");
+    return false;
+}
+
+int incmig_rendezvous_path(const char *name, char *buf, size_t cap)
+{
+    if (strchr(name, '/')) {
+        if ((size_t)snprintf(buf, cap, "%s", name) >= cap)
+            goto long_;
+        return 0;
+    }
+    if (!*name || name[0] == '.') {
+        ERR("'%s' is not a rendezvous name", name);
+        return INCMIG_EINVAL;
+    }
+    char dir[4096];
+    int rc = incmig__runtime_dir(dir, sizeof dir);
+    if (rc)
+        return rc;
+    if ((size_t)snprintf(buf, cap, "%s/%s", dir, name) >= cap)
+        goto long_;
+    return 0;
+long_:
+    ERR("rendezvous path too long: %s", name);
+    return INCMIG_EINVAL;
+}
+
 int incmig__unix_connect(const char *path, int *fd_r)
 {
     struct sockaddr_un sa;
+    struct stat st;
     int rc = unix_addr(path, &sa);
     if (rc)
         return rc;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        ERR("%s is a symbolic link: refusing to follow it to a socket", path);
+        return INCMIG_EINVAL;
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         LOGE("socket");

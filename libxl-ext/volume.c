@@ -402,7 +402,8 @@ int incmig__volume_create(struct incmig__volume *v, const char *path,
                                                         : INCMIG_EIO;
     }
     close(fd);
-    rc = incmig__disk_open(&v->disk, path, INCMIG_DISK_WRITE, size);
+    rc = incmig__disk_open(&v->disk, path,
+                           INCMIG_DISK_WRITE | INCMIG_DISK_NOFOLLOW, size);
     if (rc) {
         snprintf(msg, cap, "cannot open the new volume %s: %s", path,
                  incmig_strerror(rc));

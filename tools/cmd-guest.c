@@ -264,6 +264,9 @@ static int connect_any(struct guest *g, double deadline)
             fprintf(stderr, "guest: nbd_create: %s\n", nbd_get_error());
             return -1;
         }
+        /* the operator's URIs may name key files (nbds://...?tls-psk-file=
+         * or tls-certificates=), as nbdinfo and nbdcopy allow */
+        nbd_set_uri_allow_local_file(h, true);
         if (nbd_connect_uri(h, uri) == 0) {
             int64_t size = nbd_get_size(h);
             if (size < 0) {

@@ -24,8 +24,8 @@ static void help(void)
            "                     (default IMAGE.ctl, or the first disk's)\n"
            "  --memory SIZE      simulated memory, 4K..256M (default 4M)\n"
            "  --requests N       NBD requests in flight (default 8 workers)\n"
-           "  --fault corrupt-state  tests only: corrupt the state stream\n",
-           INCMIG_SERVE_MAX_DISKS);
+           "  --fault corrupt-state  tests only: corrupt the state stream\n"
+           "%s", INCMIG_SERVE_MAX_DISKS, incmig_security_help());
 }
 
 static int parse_bs(const char *what, const char *s, uint32_t *bs_r)
@@ -89,6 +89,7 @@ int cmd_serve(int argc, char **argv)
         { "requests", required_argument, NULL, 'r' },
         { "fault", required_argument, NULL, 'F' },
         { "help", no_argument, NULL, 'h' },
+        INCMIG_SECURITY_OPTIONS,
         { 0 },
     };
     struct incmig_serve_opts o;
@@ -137,9 +138,13 @@ int cmd_serve(int argc, char **argv)
             o.faults |= INCMIG_FAULT_CORRUPT_STATE;
             break;
         case 'h': help(); return 0;
-        default: return 2;
+        default:
+            if (xl_security_opt("serve", c, optarg) != 1)
+                return 2;
         }
     }
+    if (xl_security_apply("serve"))
+        return 2;
     if (optind == argc - 1 && o.ndisks == 0 && nbd) {
         /* one disk: IMAGE --nbd URI, named after the image */
         const char *img = argv[optind];

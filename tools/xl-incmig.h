@@ -17,4 +17,10 @@ extern const char *xl_self;   /* path of this executable, for children */
 void xl_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* --tls=off, --tls-psk, --tls-username, --tls-x509, --socket-group
+ * (security.c, INCMIG_SECURITY_OPTIONS in serve's option table). */
+/* 1: it was one of them; 0: not; -1: bad value (said). */
+int xl_security_opt(const char *cmd, int c, const char *arg);
+int xl_security_apply(const char *cmd);   /* 0, or -1 (said) */
+
 #endif

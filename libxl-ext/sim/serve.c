@@ -560,7 +560,8 @@ static int open_disk(struct served *s, int i)
             ERR("two disks named %s", od->name);
             return INCMIG_EINVAL;
         }
-    rc = incmig__disk_open(&d->disk, od->image, INCMIG_DISK_WRITE, 0);
+    rc = incmig__disk_open(&d->disk, od->image,
+                           INCMIG_DISK_WRITE | INCMIG_DISK_NOFOLLOW, 0);
     if (!rc)
         rc = incmig__memtracker_init(&d->mt, d->disk.size, bs);
     if (!rc)
@@ -634,6 +635,10 @@ int incmig_serve(const struct incmig_serve_opts *o)
         int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (cfd < 0)
             continue;
+        if (!incmig__peer_allowed(cfd, o->control_path)) {
+            close(cfd);
+            continue;
+        }
         struct session *ss = malloc(sizeof *ss);
         pthread_t th;
         if (!ss) {

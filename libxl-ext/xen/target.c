@@ -99,7 +99,8 @@ struct xen_target {
     struct incmig__target t;
     xentoollog_logger_stdiostream *lg;
     libxl_ctx *ctx;                  /* the receiver's thread only */
-    char rundir[64];                 /* private: the NBD sockets */
+    char rundir[80];                 /* private: the NBD sockets, in
+                                      * the runtime directory */
     struct incmig__volume vol[INCMIG_MAX_DISKS];
     struct incmig__nbd_server *nbd[INCMIG_MAX_DISKS];
     struct incmig__nbdkern kern[INCMIG_MAX_DISKS];
@@ -130,19 +131,20 @@ static int xen_prepare(struct incmig__target *t, int i,
 
 static int make_rundir(struct xen_target *s)
 {
-    static const char *const tmpl[] = { "/run/incmig.XXXXXX",
-                                        "/tmp/incmig.XXXXXX" };
+    char dir[4096];
     if (s->rundir[0])
         return 0;
-    for (size_t k = 0; k < 2; k++) {
-        snprintf(s->rundir, sizeof s->rundir, "%s", tmpl[k]);
-        if (mkdtemp(s->rundir))
-            return 0;
-    }
+    int rc = incmig__runtime_dir(dir, sizeof dir);
+    if (rc)
+        return incmig__target_fail(&s->t, rc, "no private runtime directory "
+                                   "for the NBD sockets (see above)");
+    if ((size_t)snprintf(s->rundir, sizeof s->rundir, "%s/xen.XXXXXX", dir) <
+            sizeof s->rundir && mkdtemp(s->rundir))
+        return 0;
     s->rundir[0] = '\0';
     return incmig__target_fail(&s->t, INCMIG_EIO, "cannot create a private "
-                               "directory for the NBD sockets in /run or "
-                               "/tmp: %s", strerror(errno));
+                               "directory for the NBD sockets in %s: %s", dir,
+                               strerror(errno));
 }
 
 static int xen_stage(struct incmig__target *t, int i, struct incmig__gate *g)

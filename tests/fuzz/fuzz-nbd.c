@@ -15,6 +15,8 @@
  *   huge    INT64_MAX bytes (the largest incmig__nbd_new takes), write and
  *           zero, no flush (so no FUA), no trim
  *   empty   0 bytes, read only
+ * and once more against mem as a TCP export with keys, where STARTTLS
+ * is required first (check_tls_option).
  * The op callbacks abort: the parsers must never call them.
  *
  * Besides "no crash, no leak, no UB", it checks:
@@ -54,10 +56,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define IHAVEOPT UINT64_C(0x49484156454f5054)
 #define REPLY_MAGIC UINT64_C(0x0003e889045565a9)
 #define REQUEST_MAGIC 0x25609513u
-enum { OPT_EXPORT_NAME = 1, OPT_ABORT = 2, OPT_LIST = 3, OPT_INFO = 6,
-       OPT_GO = 7 };
+enum { OPT_EXPORT_NAME = 1, OPT_ABORT = 2, OPT_LIST = 3, OPT_STARTTLS = 5,
+       OPT_INFO = 6, OPT_GO = 7 };
 enum { REP_ACK = 1, REP_SERVER = 2, REP_INFO = 3 };
 #define REP_ERR_UNSUP 0x80000001u
+#define REP_ERR_TLS_REQD 0x80000005u
 #define REP_ERR_INVALID 0x80000003u
 enum { INFO_EXPORT = 0, INFO_BLOCK_SIZE = 3 };
 enum { TF_HAS_FLAGS = 1 << 0, TF_READ_ONLY = 1 << 1, TF_SEND_FLUSH = 1 << 2,
@@ -71,10 +74,14 @@ enum { CMD_FLAG_FUA = 1 << 0, CMD_FLAG_NO_HOLE = 1 << 1 };
 
 #define MEM_SIZE 66536u
 
-/* nbd.c's listeners live in ctl.c and transport.c; the harness never
- * listens, so it does not link them. */
+/* nbd.c's listeners, peer checks and TLS live in transport.c and tls.c;
+ * the harness never listens nor starts TLS, so it does not link them. */
 int incmig__unix_listen(const char *path, int *fd_r) { abort(); }
 int incmig__tcp_listen(const char *hostport, int *fd_r) { abort(); }
+bool incmig__peer_allowed(int fd, const char *what) { abort(); }
+bool incmig__tls_on(void) { abort(); }
+int incmig__tls_wrap(int fd, bool server, const char *host, const char *peer,
+                     double timeout_s, int *fd_r) { abort(); }
 
 static int cb_pread(void *o, void *b, uint32_t n, uint64_t off) { abort(); }
 static int cb_pwrite(void *o, const void *b, uint32_t n, uint64_t off,
@@ -355,6 +362,35 @@ static void check_request(const struct incmig__nbd_export *e,
     }
 }
 
+/* STARTTLS as NBD's proto.md wants it, for an export with TLS (keys):
+ * until STARTTLS (empty, ACKed) succeeds only ABORT is served, other
+ * options get ERR_TLS_REQD, EXPORT_NAME closes; once TLS is on, a second
+ * STARTTLS is invalid.  Without keys STARTTLS is unsupported (check_option).
+ * Returns true when it checked the option (it was TLS's to answer). */
+static bool check_tls_option(const struct incmig__nbd_export *e,
+                             uint32_t opt, uint32_t len, int verdict,
+                             size_t rlen)
+{
+    uint32_t type = rlen >= 20 ? get32(reply + 12) : 0;
+
+    if (e->tls == INCMIG_NBD_TLS_NONE || opt == OPT_ABORT ||
+        (e->tls == INCMIG_NBD_TLS_ACTIVE && opt != OPT_STARTTLS))
+        return false;
+    if (opt == OPT_EXPORT_NAME) {
+        CHECK(verdict == INCMIG_NBD_CLOSE && rlen == 0);
+        return true;
+    }
+    CHECK(rlen == 20 && get64(reply) == REPLY_MAGIC &&
+          get32(reply + 8) == opt && get32(reply + 16) == 0);
+    if (opt == OPT_STARTTLS && e->tls == INCMIG_NBD_TLS_REQUIRED && !len)
+        CHECK(verdict == INCMIG_NBD_STARTTLS && type == REP_ACK);
+    else if (opt == OPT_STARTTLS)
+        CHECK(verdict == INCMIG_NBD_MORE && type == REP_ERR_INVALID);
+    else
+        CHECK(verdict == INCMIG_NBD_MORE && type == REP_ERR_TLS_REQD);
+    return true;
+}
+
 /* One connection's worth of input against export e. */
 static void run(const struct incmig__nbd_export *e, const uint8_t *data,
                 size_t size)
@@ -362,6 +398,7 @@ static void run(const struct incmig__nbd_export *e, const uint8_t *data,
     size_t pos = 0;
     bool no_zeroes;
     struct advert adv = { false, 0, 0 };
+    struct incmig__nbd_export ex = *e;
 
     if (size < 4)
         return;
@@ -392,8 +429,16 @@ static void run(const struct incmig__nbd_export *e, const uint8_t *data,
         uint8_t *d = opt_buf + INCMIG_NBD_OPT_MAX - len;
         memcpy(d, data + pos, len);
         pos += len;
-        int v = incmig__nbd_option(e, no_zeroes, opt, d, len, reply, &rlen);
-        check_option(e, no_zeroes, opt, d, len, v, rlen, &adv);
+        int v = incmig__nbd_option(&ex, no_zeroes, opt, d, len, reply,
+                                   &rlen);
+        if (check_tls_option(&ex, opt, len, v, rlen)) {
+            if (v == INCMIG_NBD_STARTTLS)
+                ex.tls = INCMIG_NBD_TLS_ACTIVE;   /* the handshake worked */
+            if (v == INCMIG_NBD_CLOSE)
+                return;
+            continue;
+        }
+        check_option(&ex, no_zeroes, opt, d, len, v, rlen, &adv);
         if (v == INCMIG_NBD_CLOSE)
             return;
         if (v == INCMIG_NBD_SERVE)
@@ -426,5 +471,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     for (size_t i = 0; i < sizeof exports / sizeof exports[0]; i++)
         run(&exports[i], data, size);
+    struct incmig__nbd_export tls = exports[0];    /* mem, over TCP + keys */
+    tls.tls = INCMIG_NBD_TLS_REQUIRED;
+    run(&tls, data, size);
     return 0;
 }

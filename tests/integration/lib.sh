@@ -156,3 +156,37 @@ start_sshd() {
     # The remote shell really runs commands (and the right binary).
     [ "$($SSH 127.0.0.1 "$XL_INCMIG" --version)" != "" ] || fail "remote xl-incmig --version printed nothing"
 }
+
+# ---- TLS keys (gnutls-bin) ----------------------------------------------
+
+# mk_psk FILE [USER]: a pre-shared key file of one USER:HEXKEY line
+mk_psk() {
+    requires psktool
+    psktool -u "${2:-incmig}" -p "$1" >/dev/null 2>&1 || fail "psktool"
+}
+# mk_x509 DIR [CADIR]: QEMU's layout (ca-cert.pem, server-*, client-*) in
+# DIR, signed by a new CA (made in DIR), or by CADIR's CA; the server
+# certificate names localhost and 127.0.0.1
+mk_x509() {
+    requires certtool
+    local d=$1 ca=${2:-$1}
+    mkdir -p "$d"
+    if [ "$ca" = "$d" ]; then
+        printf 'cn = incmig test CA\nca\ncert_signing_key\nexpiration_days = 2\n' >"$d/ca.info"
+        certtool --generate-privkey --key-type=ecdsa --outfile "$d/ca-key.pem" 2>/dev/null || fail "certtool"
+        certtool --generate-self-signed --load-privkey "$d/ca-key.pem" \
+            --template "$d/ca.info" --outfile "$d/ca-cert.pem" >/dev/null 2>&1 || fail "certtool (CA)"
+    else
+        cp "$ca/ca-cert.pem" "$d/"
+    fi
+    printf 'cn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\ntls_www_server\nencryption_key\nsigning_key\nexpiration_days = 2\n' >"$d/server.info"
+    printf 'cn = incmig client\ntls_www_client\nencryption_key\nsigning_key\nexpiration_days = 2\n' >"$d/client.info"
+    local who
+    for who in server client; do
+        certtool --generate-privkey --key-type=ecdsa --outfile "$d/$who-key.pem" 2>/dev/null || fail "certtool"
+        certtool --generate-certificate --load-privkey "$d/$who-key.pem" \
+            --load-ca-certificate "$ca/ca-cert.pem" --load-ca-privkey "$ca/ca-key.pem" \
+            --template "$d/$who.info" --outfile "$d/$who-cert.pem" >/dev/null 2>&1 ||
+            fail "certtool ($who)"
+    done
+}
