@@ -189,10 +189,10 @@ trap "hssh 1 'xl destroy $gb; losetup -d $loop; rm -f $BIG' 2>/dev/null; bb stoc
 g=$gb
 hssh 1 "LABGUEST_EXTRA=labmode=cmd /root/lab/labguest.sh start $g $loop" || fail "guest start on $loop"
 setbs 4096 4096
-NBIG=$((BIGMB * 1048576 / B)) NW=100
+NBIG=$((BIGMB * 1048576 / B)) NW=50
 same "2049 MiB disk: bitmap size" "$(bb read $g | cut -d' ' -f1)" "bytes=$((NBIG / 8))"
 m0=$(bb marked $g) || fail "incmig_marked: $m0"
-out=$(bb racefull $g "dw 1000 5000 $NW") || fail "disk-wide discards: $out"
+out=$(bb racefull $g "dw 1000 10000 $NW") || fail "disk-wide discards: $out"
 m1=$(bb marked $g) || fail "incmig_marked: $m1"
 log "disk-wide discards while writing: $(echo "$out" | tr '\n' ' ')"
 ack=$(echo "$out" | grep '^ACK ') nd=$(echo "$out" | sed -n 's/^ACK .* dw=\([0-9]*\).*/\1/p')
