@@ -17,18 +17,22 @@ BADPEER=$TESTS_BUILDDIR/integration/badpeer
 [ -x "$BADPEER" ] || { echo "SKIP: $BADPEER not built"; exit 77; }
 requires python3
 
-# squat PORT MODE: a client holding a connection to the receiver
+# squat PORT MODE: a client holding a connection to the receiver; returns
+# once it is connected ($T/squat-MODE.up), however long python takes to start
 squat() {
+    rm -f "$T/squat-$2.up"
     bg python3 -c '
 import socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+open(sys.argv[3], "w").close()
 if sys.argv[2] == "trickle":
     for b in b"INCMIG\r\n\0\0\0\1\0\0\0\0":
         try: s.send(bytes([b]))
         except OSError: break
         time.sleep(1)
 time.sleep(60)
-' "$1" "$2"
+' "$1" "$2" "$T/squat-$2.up"
+    wait_for "[ -e '$T/squat-$2.up' ]" 20 || fail "squatter $2 could not connect to port $1"
 }
 
 # ---- 2. a source silent after its handshake ------------------------------
