@@ -19,6 +19,12 @@
 #           k*STRIDE (k < N) while this snapshots and reads in a loop; prints
 #           "snaps=<n> nonempty=<n> twice=<blocks in 2+ snapshots>" and
 #           "union <ranges>" (a last snapshot after the guest's ACK included)
+#   blkbitmap.sh racefull NAME 'OPS'   the same for any guest command OPS,
+#           for bitmaps too large to list: prints the guest's ACK line,
+#           "snaps=<n>" and "union set=<blocks set in any snapshot>
+#           nbits=<blocks of the VBD> missing=<first 8 unset ranges, - if
+#           none> beyond=<bits set past the last block>"
+#   blkbitmap.sh marked NAME      statistics/incmig_marked
 set -u
 cmd=$1; name=${2:-}
 L=/root/lab/labguest.sh
@@ -35,6 +41,34 @@ blocks() {
 	od -An -v -tu1 | awk '{ for (i = 1; i <= NF; i++) { v = $i
 		for (b = 0; b < 8 && v; b++) { if (v % 2) print n * 8 + b; v = int(v / 2) }
 		n++ } }'
+}
+# union NBITS FILE...: the OR of the bitmaps in FILEs, summed up (racefull);
+# whole bytes of 0 or 255 take the short way (a near-full bitmap of 2^19
+# blocks is read in seconds under TCG)
+union() {
+	local nbits=$1 f; shift
+	for f in "$@"; do od -An -v -tu1 "$f"; echo "--"; done | awk -v nbits="$nbits" '
+	function or8(a, b,   r, p) { r = 0; for (p = 1; p < 256; p *= 2) if (int(a / p) % 2 || int(b / p) % 2) r += p; return r }
+	function gap(e) { if (ng < 8) miss = miss " " (gs == e ? gs : gs "-" e); ng++; ing = 0 }
+	BEGIN { n = 0 }
+	$1 == "--" { n = 0; next }
+	{ for (i = 1; i <= NF; i++) { v = $i + 0; if (v) u[n] = (n in u) ? or8(u[n], v) : v; n++ } if (n > nb) nb = n }
+	END {
+		for (k = 0; k < nb; k++) {
+			v = (k in u) ? u[k] : 0
+			if (k * 8 + 8 <= nbits && (v == 0 || v == 255)) {
+				if (v == 255) { set += 8; if (ing) gap(k * 8 - 1) } else if (!ing) { ing = 1; gs = k * 8 }
+				continue
+			}
+			for (b = 0; b < 8; b++) {
+				bit = k * 8 + b; on = v % 2; v = int(v / 2)
+				if (bit >= nbits) { beyond += on; continue }
+				if (on) { set++; if (ing) gap(bit - 1) } else if (!ing) { ing = 1; gs = bit }
+			}
+		}
+		if (ing) gap(nbits - 1)
+		print "union set=" set + 0 " nbits=" nbits " missing=" (ng ? substr(miss, 2) (ng > 8 ? " ..." : "") : "-") " beyond=" beyond + 0
+	}'
 }
 vbd() {
 	local id
@@ -122,5 +156,27 @@ race)
 	echo "union $(cat "$d"/*.b | ranges)"
 	rm -rf "$d"
 	;;
-*) sed -n '2,22p' "$0" | sed 's/^# \?//' >&2; exit 2 ;;
+racefull)
+	vbd
+	bs=$(cat "$V/incmig_block_size") sectors=$(xenstore-read "$BE/sectors") || exit 1
+	[ "$bs" -gt 0 ] || { echo "tracking is off"; exit 1; }
+	d=$(mktemp -d)
+	id=$($L send "$name" "$3") || exit 1
+	k=0
+	while :; do
+		acked=0; $L ack "$name" "$id" >/dev/null && acked=1
+		k=$((k + 1)); snapread "$d/s$k" >/dev/null || { echo "snapshot $k failed"; exit 1; }
+		[ $acked = 1 ] && break
+		[ $k -lt 5000 ] || { echo "no ACK from the guest"; exit 1; }
+	done
+	$L ack "$name" "$id"
+	echo "snaps=$k"
+	union $(( (sectors * 512 + bs - 1) / bs )) "$d"/s*
+	rm -rf "$d"
+	;;
+marked)
+	vbd
+	cat "$V/statistics/incmig_marked"
+	;;
+*) sed -n '2,27p' "$0" | sed 's/^# \?//' >&2; exit 2 ;;
 esac
