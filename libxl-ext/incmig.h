@@ -114,7 +114,14 @@ struct incmig_migrate_opts {
     int timeout_s;            /* the handshake's deadline; the receiver's
                                * silence before GO is bounded by 4 times
                                * it (it may be restoring the domain)
-                               * (0 = 30 s) */
+                               * (0 = 30 s) */    const char *state_dir;    /* where the state file of a PULL goes
+                               * (NULL: /run/incmig, or
+                               * $XDG_RUNTIME_DIR/incmig for non-root) */
+    const char *resume;       /* finish the PULL of this state file (a
+                               * path, or a migration id in state_dir):
+                               * domain, host and transport come from it;
+                               * reconnect_s, timeout_s, progress from here
+                               * when set */
 };
 
 struct incmig_phase_bytes {
@@ -204,7 +211,12 @@ struct incmig_receive_opts {
     const char *rendezvous;   /* stdin/stdout mode: unix socket where the
                                * source's next ssh session reattaches
                                * (migrate-receive --attach) after a lost
-                               * link during PULL */
+                               * link during PULL */    const char *state_dir;    /* as incmig_migrate_opts' */
+    const char *resume;       /* restart on this state file (path or
+                               * migration id) after this receiver died in
+                               * PULL: serves the domain's disks again and
+                               * waits for the source; mapping, target,
+                               * --listen/--rendezvous come from the file */
 };
 
 void incmig_receive_opts_init(struct incmig_receive_opts *o);

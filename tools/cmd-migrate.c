@@ -16,6 +16,7 @@
 static void help(void)
 {
     printf("usage: xl-incmig migrate [options] DOMAIN HOST\n"
+           "       xl-incmig migrate --resume STATEFILE|ID [options]\n"
            "Live-migrate DOMAIN and its local disks to HOST: PUSH rounds while\n"
            "it runs, stop-and-copy of the write bitmap only, then PULL.\n"
            "DOMAIN is a Xen domain's name or id, or sim:CONTROL_SOCKET for a\n"
@@ -44,6 +45,11 @@ static void help(void)
            "  --timeout SECS      the handshake's deadline (30); the receiver\n"
            "                      may be silent 4 times as long before GO\n"
            "  --json FILE         also write the report as JSON (- = stdout)\n"
+           "  --state-dir DIR     where the state file of PULL goes (default\n"
+           "                      /run/incmig, or $XDG_RUNTIME_DIR/incmig)\n"
+           "  --resume STATEFILE|ID  finish the PULL of a migrate that stopped\n"
+           "                      or died after GO (from its state file; the\n"
+           "                      domain, host and transport are in it)\n"
            "  --no-progress       no progress line\n");
 }
 
@@ -88,6 +94,8 @@ int cmd_migrate(int argc, char **argv)
         { "dest-root", required_argument, NULL, 'R' },
         { "dest-target", required_argument, NULL, 'T' },
         { "debug", no_argument, NULL, 'g' },
+        { "state-dir", required_argument, NULL, 'S' },
+        { "resume", required_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { 0 },
     };
@@ -171,17 +179,30 @@ int cmd_migrate(int argc, char **argv)
             break;
         }
         case 'g': incmig_log_setup(2, stderr, "xl-incmig migrate"); break;
+        case 'S': o.state_dir = optarg; break;
+        case 'U': o.resume = optarg; break;
         case 'h': help(); return 0;
         default: return 2;
         }
     }
-    if (optind != argc - 2) {
+    if (o.resume) {
+        if (optind != argc || o.ssh_command || dest_image || dest_nbd || dlen ||
+            strcmp(remote, "xl-incmig migrate-receive")) {
+            xl_usage_error("migrate", "--resume takes the domain, host and "
+                           "transport from its state file: no DOMAIN, HOST, "
+                           "-s, -C or --dest-* with it");
+            return 2;
+        }
+    } else if (optind != argc - 2) {
         xl_usage_error("migrate", "need DOMAIN and HOST");
         return 2;
+    } else {
+        o.domain = argv[optind];
+        o.host = argv[optind + 1];
     }
-    o.domain = argv[optind];
-    o.host = argv[optind + 1];
-    if (!o.ssh_command || *o.ssh_command) {
+    if (o.resume) {
+        /* all from the state file */
+    } else if (!o.ssh_command || *o.ssh_command) {
         char qi[4200] = "", qn[4200] = "", one[8500] = "";
         if (!dlen && (!dest_image || !dest_nbd)) {
             xl_usage_error("migrate", "the ssh transport needs --dest-image "
@@ -227,8 +248,12 @@ int cmd_migrate(int argc, char **argv)
         }
     }
     if (rc) {
-        fprintf(stderr, "xl-incmig migrate: migration of %s to %s failed: %s\n",
-                o.domain, o.host, incmig_strerror(rc));
+        if (o.resume)
+            fprintf(stderr, "xl-incmig migrate: resume of %s failed: %s\n",
+                    o.resume, incmig_strerror(rc));
+        else
+            fprintf(stderr, "xl-incmig migrate: migration of %s to %s "
+                    "failed: %s\n", o.domain, o.host, incmig_strerror(rc));
         return 1;
     }
     return 0;

@@ -21,6 +21,7 @@
 static void help(void)
 {
     printf("usage: xl-incmig migrate-receive [options]\n"
+           "       xl-incmig migrate-receive --resume STATEFILE|ID [options]\n"
            "Receive a migration: create each disk's volume where this side\n"
            "maps it, write the disks, restore the domain, and run it here\n"
            "from the moment the source says GO.\n\n"
@@ -54,7 +55,13 @@ static void help(void)
            "                     source reattaches after a lost link in PULL\n"
            "  --attach PATH      relay stdin/stdout to the receiver waiting on\n"
            "                     PATH (what the source runs over its new ssh\n"
-           "                     session to resume PULL)\n");
+           "                     session to resume PULL)\n"
+           "  --state-dir DIR    where the state file of PULL goes (default\n"
+           "                     /run/incmig, or $XDG_RUNTIME_DIR/incmig)\n"
+           "  --resume STATEFILE|ID  restart a receiver that stopped or died\n"
+           "                     after GO: serve the domain's disks again and\n"
+           "                     wait for the source to finish PULL (mapping,\n"
+           "                     target, --listen/--rendezvous from the file)\n");
 }
 
 /* --disk NAME=PATH[,nbd=URI]: NAME up to the first '=', URI after the last
@@ -146,6 +153,8 @@ int cmd_receive(int argc, char **argv)
         { "timeout", required_argument, NULL, 'T' },
         { "rendezvous", required_argument, NULL, 'R' },
         { "attach", required_argument, NULL, 'A' },
+        { "state-dir", required_argument, NULL, 'S' },
+        { "resume", required_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { 0 },
     };
@@ -189,6 +198,8 @@ int cmd_receive(int argc, char **argv)
         case 'x': o.exit_when_done = 1; break;
         case 'R': o.rendezvous = optarg; break;
         case 'A': attach_path = optarg; break;
+        case 'S': o.state_dir = optarg; break;
+        case 'U': o.resume = optarg; break;
         case 'T':
             o.timeout_s = atoi(optarg);
             if (o.timeout_s < 1) {
@@ -221,12 +232,22 @@ int cmd_receive(int argc, char **argv)
                        argv[optind]);
         goto out;
     }
-    if (o.ndisks && (o.image || o.nbd_uri)) {
+    if (o.resume && (o.ndisks || o.image || o.nbd_uri || o.nroots ||
+                     o.target || o.listen || o.rendezvous)) {
+        xl_usage_error("migrate-receive", "--resume takes the mapping, the "
+                       "target and where to wait for the source from its "
+                       "state file: no --disk, --image, --nbd, --root, "
+                       "--target, --listen or --rendezvous with it");
+        goto out;
+    }
+    if (o.resume) {
+        /* all from the state file */
+    } else if (o.ndisks && (o.image || o.nbd_uri)) {
         xl_usage_error("migrate-receive", "--image/--nbd map a one-disk "
                        "domain; with --disk, map every disk with --disk");
         goto out;
     }
-    if (!o.ndisks && (!o.image || !o.nbd_uri)) {
+    if (!o.resume && !o.ndisks && (!o.image || !o.nbd_uri)) {
         xl_usage_error("migrate-receive", "need --image PATH and --nbd URI, "
                        "or --disk NAME=PATH[,nbd=URI] for each disk");
         goto out;

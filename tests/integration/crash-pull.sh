@@ -1,0 +1,97 @@
+#!/bin/bash
+# crash-pull.sh: the kill loop of crash-safe PULL.  Each run migrates a
+# writing guest with PULL long enough to hit, then stops one process after
+# GO at a random instant: the receiver or migrate, with kill -9 or SIGTERM
+# (which must say what is owed and the exact command to finish).  Then it
+# finishes with that command (migrate --resume / migrate-receive --resume)
+# and checks: the migration completes, the guest never read stale data
+# (0 mismatches), the destination image verifies against the guest's
+# journal, and no state file is left.
+#   CRASH_RUNS  runs (default 4: each victim with each signal, one run
+#               aimed at each phase after GO; `make check-long` runs 30)
+. "$(dirname "$0")/lib.sh"
+RUNS=${CRASH_RUNS:-4}
+BASE=$T
+SEED=${CRASH_SEED:-$RANDOM}
+RANDOM=$SEED
+echo "crash-pull: $RUNS runs, seed $SEED"
+declare -A COUNT
+
+# phase of the migration when the victim stopped, from the logs
+phase_now() {
+    if grep -q 'migration complete' "$T/receive.log"; then echo done
+    elif grep -q 'PULL complete' "$T/receive.log"; then echo complete
+    else echo pull; fi
+}
+
+one_run() {
+    local run=$1 victim=$2 sig=$3 delay=$4
+    T=$BASE/run$run; mkdir -p "$T/state"
+    local SD=$T/state
+    mkimage "$T/src.img" 32 60
+    start_serve "$T/src.img"
+    start_guest 4M --reconnect-timeout 120
+    start_receiver --reconnect 60 --state-dir "$SD"
+    bg_migrate --policy single --bandwidth 4M --reconnect 60 --state-dir "$SD"
+    wait_for "grep -q 'GO:' '$T/receive.log'" 60 || fail "run $run: never reached GO"
+    sleep "$delay"
+    local phase; phase=$(phase_now)
+    local pid=$RECV_PID; [ "$victim" = migrate ] && pid=$MIG
+    kill -"$sig" "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    COUNT[$victim-$sig-$phase]=$(( ${COUNT[$victim-$sig-$phase]:-0} + 1 ))
+    echo "run $run: $victim killed ($sig) ${delay}s after GO, phase $phase"
+    local fin=""
+    if [ "$victim" = receiver ]; then
+        if [ "$sig" = TERM ] && [ "$phase" = pull ]; then
+            fin=$(grep -o 'Restart this receiver with: [^(]*' "$T/receive.log" | sed 's/.*with: //; s/ *$//')
+            [ -n "$fin" ] || fail "run $run: the stopped receiver did not say how to finish"
+        fi
+        local st; st=$(ls "$SD"/receive-*.state 2>/dev/null || true)
+        if [ -n "$st" ]; then
+            [ -z "$fin" ] || [ "$fin" = "xl-incmig migrate-receive --resume $st" ] ||
+                fail "run $run: receiver said '$fin', its state file is $st"
+            mv "$T/receive.log" "$T/receive-1.log"
+            bg "$XL_INCMIG" migrate-receive --resume "$st" --state-dir "$SD" 2>"$T/receive.log"
+            RECV_PID=$LASTPID
+        fi
+        wait "$MIG" || fail "run $run: migrate failed after the receiver restarted"
+    else
+        if [ "$sig" = TERM ] && [ "$phase" = pull ]; then
+            fin=$(grep -o 'Finish with: .*' "$T/migrate.log" | sed 's/Finish with: //')
+            [ -n "$fin" ] || fail "run $run: the stopped migrate did not say how to finish"
+        fi
+        local st; st=$(ls "$SD"/migrate-*.state 2>/dev/null || true)
+        if [ -n "$st" ]; then
+            [ -z "$fin" ] || [ "$fin" = "xl-incmig migrate --resume $st" ] ||
+                fail "run $run: migrate said '$fin', its state file is $st"
+            mv "$T/migrate.log" "$T/migrate-1.log"
+            "$XL_INCMIG" migrate --resume "$st" --state-dir "$SD" --no-progress \
+                >"$T/migrate.out" 2>"$T/migrate.log" || fail "run $run: migrate --resume failed"
+        fi
+    fi
+    wait_for "grep -q 'PULL complete' '$T/receive.log' || grep -q 'PULL complete' '$T/receive-1.log'" 60 ||
+        fail "run $run: PULL never completed"
+    sleep 0.5
+    stop_guest
+    wait_for "! kill -0 $RECV_PID" 15 || fail "run $run: receiver did not exit"
+    verify_image "$T/dst.img"
+    wait_for "! kill -0 $SERVE_PID" 10 || fail "run $run: the source was never released"
+    [ -z "$(ls "$SD")" ] || fail "run $run: state files left: $(ls "$SD")"
+    rm -f "$T"/*.img "$T"/*.orig
+}
+
+# the short version: each victim, each signal, aimed at each phase
+if [ "$RUNS" -le 4 ]; then
+    plan=("receiver 9 0.2" "migrate 9 1.0" "receiver TERM 0.5" "migrate TERM 0.1")
+    for i in $(seq 0 $((RUNS - 1))); do one_run $i ${plan[$i]}; done
+else
+    for i in $(seq 0 $((RUNS - 1))); do
+        victim=receiver; [ $((RANDOM % 2)) = 1 ] && victim=migrate
+        sig=9; [ $((RANDOM % 3)) = 0 ] && sig=TERM
+        one_run $i $victim $sig "$(( RANDOM % 30 / 10 )).$(( RANDOM % 10 ))"
+    done
+fi
+T=$BASE
+for k in "${!COUNT[@]}"; do echo "  $k: ${COUNT[$k]}"; done | sort
+echo "crash-pull: $RUNS runs, every one finished with a verified disk"
