@@ -1037,6 +1037,8 @@ static int pull(struct mig *m, bool reconnect)
         if (!rc && !end_sent) {
             rc = incmig__stream_send(&m->st, INCMIG_REC_PULL_END, NULL, 0);
             end_sent = !rc;
+            if (end_sent)
+                DBG("PULL_END sent: every owed block is on its way");
         }
         /* wait for COMPLETE, answering late demand requests; once every
          * block was sent the destination owes COMPLETE: silence for

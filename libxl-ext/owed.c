@@ -31,7 +31,9 @@
  * block's data is durable: `done` clears it in memory (`mem`) once the
  * data is written; `sync` fdatasyncs the volumes first (destination),
  * then writes the words that changed and fdatasyncs the file (`file`
- * then equals mem).  Thread safe: `lock` guards mem, `sync_lock` makes
+ * then equals mem).  The process using a file holds an exclusive flock
+ * on it (released by the kernel however the process ends), so a second
+ * `--resume` of a migration still running is refused.  Thread safe: `lock` guards mem, `sync_lock` makes
  * syncs one at a time.
  */
 #include "config.h"
@@ -44,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -187,7 +190,8 @@ int incmig__owed_resolve(const char *dir, const char *role, const char *arg,
     }
     for (int i = 0; i < 16; i++) {
         unsigned v;
-        if (strlen(arg) != 32 || sscanf(arg + 2 * i, "%2x", &v) != 1) {
+        if (strlen(arg) != 32 || strspn(arg, "0123456789abcdefABCDEF") != 32 ||
+            sscanf(arg + 2 * i, "%2x", &v) != 1) {
             ERR("'%s' is neither a state file (a path) nor a migration id "
                 "(32 hexadecimal digits)", arg);
             return INCMIG_EINVAL;
@@ -286,7 +290,7 @@ int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     unlink(tmp);
     fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
         LOGE("cannot create the state file %s", tmp);
         rc = INCMIG_EIO;
         goto out;
@@ -337,6 +341,11 @@ int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r)
     if (fd < 0) {
         LOGE("cannot open the state file %s", path);
         return INCMIG_EINVAL;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        ERR("the state file %s is in use by another process (a migrate or "
+            "receiver still running this migration)", path);
+        goto out;
     }
     hdr = malloc(BITMAPS_OFF);
     if (!hdr) {

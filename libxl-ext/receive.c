@@ -1540,6 +1540,10 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
         rc = resume_state(&r);
         if (!rc)
             rc = relink(&r);
+        if (rc == INCMIG_ELINK && !incmig__owed_count(&r.owed)) {
+            INFO("nothing was owed any more: the migration is complete");
+            goto done;   /* the source had its COMPLETE, and is gone */
+        }
         if (rc)
             goto out;
         goto pull;
@@ -1598,6 +1602,7 @@ pull:
         if (rc)
             goto out;
     }
+done:
     complete = true;
     INFO("migration complete; %s", o->exit_when_done
          ? "serving the domain until it is done with this receiver"

@@ -17,30 +17,39 @@ RANDOM=$SEED
 echo "crash-pull: $RUNS runs, seed $SEED"
 declare -A COUNT
 
-# phase of the migration when the victim stopped, from the logs
+# phase of the migration when the victim stopped, from the logs:
+# pull (background push), pullend (every block sent, COMPLETE awaited),
+# complete (COMPLETE sent, END awaited), done (END received)
 phase_now() {
     if grep -q 'migration complete' "$T/receive.log"; then echo done
     elif grep -q 'PULL complete' "$T/receive.log"; then echo complete
+    elif grep -q 'PULL_END sent' "$T/migrate.log"; then echo pullend
     else echo pull; fi
 }
 
+# one_run N VICTIM SIGNAL WHEN: WHEN is seconds after GO, or an event
+# (pullend, complete) to wait for first
 one_run() {
-    local run=$1 victim=$2 sig=$3 delay=$4
+    local run=$1 victim=$2 sig=$3 when=$4
     T=$BASE/run$run; mkdir -p "$T/state"
     local SD=$T/state
-    mkimage "$T/src.img" 32 60
-    start_serve "$T/src.img"
+    mkimage "$T/src.img" 16 60
+    start_serve "$T/src.img" --memory 256K
     start_guest 4M --reconnect-timeout 120
     start_receiver --reconnect 60 --state-dir "$SD"
-    bg_migrate --policy single --bandwidth 4M --reconnect 60 --state-dir "$SD"
+    bg_migrate --policy single --bandwidth 4M --reconnect 60 --state-dir "$SD" --debug
     wait_for "grep -q 'GO:' '$T/receive.log'" 60 || fail "run $run: never reached GO"
-    sleep "$delay"
+    case $when in
+    pullend) wait_for "grep -q 'PULL_END sent' '$T/migrate.log'" 30 ;;
+    complete) wait_for "grep -q 'PULL complete' '$T/receive.log'" 30 ;;
+    *) sleep "$when" ;;
+    esac
     local phase; phase=$(phase_now)
     local pid=$RECV_PID; [ "$victim" = migrate ] && pid=$MIG
     kill -"$sig" "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     COUNT[$victim-$sig-$phase]=$(( ${COUNT[$victim-$sig-$phase]:-0} + 1 ))
-    echo "run $run: $victim killed ($sig) ${delay}s after GO, phase $phase"
+    echo "$(date +%T) run $run: $victim killed ($sig) at $when after GO, phase $phase"
     local fin=""
     if [ "$victim" = receiver ]; then
         if [ "$sig" = TERM ] && [ "$phase" = pull ]; then
@@ -52,8 +61,20 @@ one_run() {
             [ -z "$fin" ] || [ "$fin" = "xl-incmig migrate-receive --resume $st" ] ||
                 fail "run $run: receiver said '$fin', its state file is $st"
             mv "$T/receive.log" "$T/receive-1.log"
-            bg "$XL_INCMIG" migrate-receive --resume "$st" --state-dir "$SD" 2>"$T/receive.log"
+            bg "$XL_INCMIG" migrate-receive --resume "$st" --state-dir "$SD" --reconnect 5 2>"$T/receive.log"
             RECV_PID=$LASTPID
+        else
+            # killed after END: the destination's disk is complete, but
+            # nothing serves it to the guest any more (as for any disk
+            # server killed): the disk must verify, the guest have read
+            # nothing stale
+            wait "$MIG" || fail "run $run: migrate failed"
+            kill -TERM "$GUEST_PID"; sleep 0.3; kill -TERM "$GUEST_PID" 2>/dev/null || true
+            wait "$GUEST_PID" || true
+            grep -q ' 0 mismatches' "$T/guest.log" || fail "run $run: guest reported mismatches"
+            verify_image "$T/dst.img"
+            [ -z "$(ls "$SD")" ] || fail "run $run: state files left: $(ls "$SD")"
+            return
         fi
         wait "$MIG" || fail "run $run: migrate failed after the receiver restarted"
     else
@@ -83,13 +104,17 @@ one_run() {
 
 # the short version: each victim, each signal, aimed at each phase
 if [ "$RUNS" -le 4 ]; then
-    plan=("receiver 9 0.2" "migrate 9 1.0" "receiver TERM 0.5" "migrate TERM 0.1")
+    plan=("receiver 9 0.2" "migrate 9 pullend" "receiver TERM complete" "migrate TERM 0.1")
     for i in $(seq 0 $((RUNS - 1))); do one_run $i ${plan[$i]}; done
 else
     for i in $(seq 0 $((RUNS - 1))); do
         victim=receiver; [ $((RANDOM % 2)) = 1 ] && victim=migrate
         sig=9; [ $((RANDOM % 3)) = 0 ] && sig=TERM
-        one_run $i $victim $sig "$(( RANDOM % 30 / 10 )).$(( RANDOM % 10 ))"
+        case $((RANDOM % 4)) in
+        0) when=pullend ;; 1) when=complete ;;
+        *) when="$(( RANDOM % 3 )).$(( RANDOM % 10 ))" ;;
+        esac
+        one_run $i $victim $sig "$when"
     done
 fi
 T=$BASE
