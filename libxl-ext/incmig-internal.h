@@ -353,7 +353,7 @@ const char *incmig__rec_name(uint32_t type);
 /* /run/incmig (root) or $XDG_RUNTIME_DIR/incmig, created 0700, into buf. */
 int incmig__runtime_dir(char *buf, size_t cap);
 
-/* ---- the owed set on disk (owed.c, spec "State files") ------------------- */
+/* ---- the owed set on disk (owed.c, spec "Crash-safe PULL") ------------------- */
 
 /* The blocks still owed after GO, per disk, in a state file that survives
  * kill -9 at any instant, with the migration's key/value text (what a

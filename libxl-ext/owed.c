@@ -7,7 +7,7 @@
  * destination confirmed it still lacks), count, close; incmig__kv_put/get
  * for the file's key/value text.
  *
- * File layout (host-local, never on the wire; spec: "State files"):
+ * File layout (host-local, never on the wire; spec: "Crash-safe PULL"):
  *
  *   offset  size          field
  *   0       8             magic "INCMIGST"
