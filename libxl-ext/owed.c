@@ -33,8 +33,9 @@
  * then writes the words that changed and fdatasyncs the file (`file`
  * then equals mem).  The process using a file holds an exclusive flock
  * on it (released by the kernel however the process ends), so a second
- * `--resume` of a migration still running is refused.  Thread safe: `lock` guards mem, `sync_lock` makes
- * syncs one at a time.
+ * `--resume` of a migration still running is refused.  Thread safe:
+ * `lock` guards mem, `sync_lock` makes syncs one at a time (and guards
+ * file).
  */
 #include "config.h"
 
@@ -487,48 +488,79 @@ bool incmig__owed_durable(struct incmig__owed *o, int disk, uint64_t first,
     return any;
 }
 
+/* One word of the file to change. */
+struct change {
+    int disk;
+    uint64_t w, val;
+};
+
+/* Write the changes, runs of consecutive words in one pwrite each. */
+static int write_changes(struct incmig__owed *o, const struct change *c,
+                         size_t n)
+{
+    uint8_t buf[8192];
+    int rc = 0;
+
+    for (size_t i = 0; i < n && !rc;) {
+        size_t k = 0;
+        do {
+            word_out(buf + 8 * k, c[i + k].val);
+            k++;
+        } while (i + k < n && k < sizeof buf / 8 &&
+                 c[i + k].disk == c[i].disk && c[i + k].w == c[i].w + k);
+        rc = write_all(o->fd, buf, 8 * k, o->off[c[i].disk] + c[i].w * 8);
+        for (size_t j = 0; j < k && !rc; j++)
+            o->file[c[i].disk].words[c[i].w + j] = c[i + j].val;
+        i += k;
+    }
+    return rc;
+}
+
 int incmig__owed_sync(struct incmig__owed *o)
 {
-    struct incmig__bitmap snap[INCMIG_MAX_DISKS];
-    uint8_t buf[8];
+    struct change *c = NULL;
+    size_t n = 0, cap = 0;
     int rc = 0;
 
     if (o->fd < 0)
         return 0;
-    memset(snap, 0, sizeof snap);
     pthread_mutex_lock(&o->sync_lock);
-    for (int i = 0; i < o->nd && !rc; i++)
-        rc = incmig__bitmap_init(&snap[i], o->nblocks[i]);
+    /* the words mem changed since the last sync (file only changes here,
+     * under sync_lock): their blocks' data was written before this */
     pthread_mutex_lock(&o->lock);
     for (int i = 0; i < o->nd && !rc; i++)
-        incmig__bitmap_merge(&snap[i], &o->mem[i]);
+        for (uint64_t w = 0; w < nwords(o->nblocks[i]); w++) {
+            uint64_t v = o->file[i].words[w] & o->mem[i].words[w];
+            if (v == o->file[i].words[w])
+                continue;
+            if (n == cap) {
+                size_t nc = cap ? 2 * cap : 1024;
+                struct change *p = realloc(c, nc * sizeof *c);
+                if (!p) {
+                    rc = INCMIG_ENOMEM;
+                    break;
+                }
+                c = p;
+                cap = nc;
+            }
+            c[n++] = (struct change){ i, w, v };
+        }
     o->unsynced = 0;
     pthread_mutex_unlock(&o->lock);
-    /* the data of every block cleared in snap is written: durable first */
-    for (int i = 0; i < o->nd && !rc; i++)
+    /* durable data first, then the clears */
+    for (int i = 0; i < o->nd && !rc && n; i++)
         if (o->vol[i])
             rc = incmig__disk_flush(o->vol[i]);
-    bool wrote = false;
-    for (int i = 0; i < o->nd && !rc; i++)
-        for (uint64_t w = 0; w < nwords(o->nblocks[i]) && !rc; w++) {
-            uint64_t nw = o->file[i].words[w] & snap[i].words[w];
-            if (nw == o->file[i].words[w])
-                continue;
-            word_out(buf, nw);
-            rc = write_all(o->fd, buf, 8, o->off[i] + w * 8);
-            if (!rc)
-                o->file[i].words[w] = nw;
-            wrote = true;
-        }
-    if (!rc && wrote && fdatasync(o->fd) < 0)
+    if (!rc && n)
+        rc = write_changes(o, c, n);
+    if (!rc && n && fdatasync(o->fd) < 0)
         rc = INCMIG_EIO;
     if (rc)
         ERR("cannot update the state file %s: %s", o->path,
             incmig_strerror(rc));
     o->t_sync = incmig__now();
     pthread_mutex_unlock(&o->sync_lock);
-    for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++)
-        incmig__bitmap_dispose(&snap[i]);
+    free(c);
     return rc;
 }
 

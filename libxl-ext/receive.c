@@ -1504,6 +1504,39 @@ static int relink(struct recv *r)
     }
 }
 
+/* After DONE, while serving the domain: a source that missed COMPLETE (its
+ * link or its migrate died before it read it) comes back to learn it, as
+ * it would in PULL: HELLO, RESUME, an empty BITMAP, READY, COMPLETE, then
+ * its END.  Returns whether a connection was taken (then no sleep). */
+static bool late_source(struct recv *r)
+{
+    struct incmig__rec rec;
+    int fd, rc;
+
+    struct pollfd p = { .fd = r->lfd, .events = POLLIN };
+
+    if (r->lfd < 0 || poll(&p, 1, 100) <= 0 ||
+        accept_source(r, incmig__now() + timeout_s(r), &fd))
+        return false;
+    r->state = INCMIG_DST_WAIT_LINK;
+    rc = open_stream(r, fd, fd);
+    while (!rc && r->state != INCMIG_DST_DONE) {
+        rc = recv_record(r, &rec);
+        if (!rc)
+            rc = dispatch(r, &rec);
+    }
+    DBG("a source came back after the migration was complete: %s",
+        rc ? incmig_strerror(rc) : "told so");
+    pthread_mutex_lock(&r->slock);
+    r->link_ok = false;
+    if (r->st_open)
+        incmig__stream_dispose(&r->st);
+    r->st_open = false;
+    pthread_mutex_unlock(&r->slock);
+    r->state = INCMIG_DST_DONE;
+    return true;
+}
+
 void incmig_receive_opts_init(struct incmig_receive_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -1538,12 +1571,12 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
     }
     if (o->resume) {
         rc = resume_state(&r);
+        if (!rc && !incmig__owed_count(&r.owed)) {
+            INFO("nothing is owed any more: the migration is complete");
+            goto done;   /* a source that missed COMPLETE: late_source */
+        }
         if (!rc)
             rc = relink(&r);
-        if (rc == INCMIG_ELINK && !incmig__owed_count(&r.owed)) {
-            INFO("nothing was owed any more: the migration is complete");
-            goto done;   /* the source had its COMPLETE, and is gone */
-        }
         if (rc)
             goto out;
         goto pull;
@@ -1616,7 +1649,8 @@ done:
     /* keep serving the domain: this process is its disk now */
     double idle_since = incmig__now();
     while (!incmig__stop_requested) {
-        usleep(100 * 1000);
+        if (r.lfd < 0 || !late_source(&r))
+            usleep(100 * 1000);
         if (r.t->ops->in_use(r.t) > 0)
             idle_since = incmig__now();
         else if (o->exit_when_done && incmig__now() - idle_since > 1.0)

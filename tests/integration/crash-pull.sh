@@ -31,7 +31,7 @@ phase_now() {
 # (pullend, complete) to wait for first
 one_run() {
     local run=$1 victim=$2 sig=$3 when=$4
-    T=$BASE/run$run; mkdir -p "$T/state"
+    T=$BASE/run$run; mkdir -p "$T/state"; unset DST_SOCK
     local SD=$T/state
     mkimage "$T/src.img" 16 60
     start_serve "$T/src.img" --memory 256K
