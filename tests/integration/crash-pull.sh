@@ -39,15 +39,31 @@ one_run() {
     start_receiver --reconnect 60 --state-dir "$SD"
     bg_migrate --policy single --bandwidth 4M --reconnect 60 --state-dir "$SD" --debug
     wait_for "grep -q 'GO:' '$T/receive.log'" 60 || fail "run $run: never reached GO"
+    local pid=$RECV_PID other=$MIG frozen=""
+    [ "$victim" = migrate ] && { pid=$MIG; other=$RECV_PID; }
+    # The late phases are held still while the victim is stopped: the
+    # receiver frozen (SIGSTOP) a moment after GO, the source sends what
+    # fits in the sockets' buffers and, when the rest does, PULL_END, and
+    # waits for COMPLETE (pullend); for complete, the source is frozen
+    # then and the receiver thawed: it completes and waits for an END that
+    # cannot come.  Each victim is killed in that state.
     case $when in
-    pullend) wait_for "grep -q 'PULL_END sent' '$T/migrate.log'" 30 ;;
-    complete) wait_for "grep -q 'PULL complete' '$T/receive.log'" 30 ;;
+    pullend|complete)
+        sleep 0.3
+        kill -STOP "$RECV_PID"
+        wait_for "grep -q 'PULL_END sent' '$T/migrate.log'" 3 || true
+        frozen=$RECV_PID
+        if [ "$when" = complete ]; then
+            kill -STOP "$MIG"; kill -CONT "$RECV_PID"; frozen=$MIG
+            wait_for "grep -q 'PULL complete' '$T/receive.log'" 5 || true
+        fi ;;
     *) sleep "$when" ;;
     esac
     local phase; phase=$(phase_now)
-    local pid=$RECV_PID; [ "$victim" = migrate ] && pid=$MIG
     kill -"$sig" "$pid" 2>/dev/null || true
+    kill -CONT "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    [ -z "$frozen" ] || kill -CONT "$frozen" 2>/dev/null || true
     COUNT[$victim-$sig-$phase]=$(( ${COUNT[$victim-$sig-$phase]:-0} + 1 ))
     echo "$(date +%T) run $run: $victim killed ($sig) at $when after GO, phase $phase"
     local fin=""
@@ -112,7 +128,7 @@ else
         sig=9; [ $((RANDOM % 3)) = 0 ] && sig=TERM
         case $((RANDOM % 4)) in
         0) when=pullend ;; 1) when=complete ;;
-        *) when="$(( RANDOM % 3 )).$(( RANDOM % 10 ))" ;;
+        *) when="0.$(( RANDOM % 10 ))" ;;
         esac
         one_run $i $victim $sig "$when"
     done
