@@ -285,3 +285,40 @@ int incmig__loop_detach(const char *dev, char *msg, size_t cap)
     const char *argv[] = { "losetup", "-d", dev, NULL };
     return incmig__dm_run(argv, NULL, 0, msg, cap);
 }
+
+int incmig__dm_teardown(const char *path, char *msg, size_t cap)
+{
+    static const char pfx[] = "/dev/mapper/incmig-";
+    char out[512], sys[64], link[256], dev[64];
+    unsigned maj, min;
+    int rc;
+
+    msg[0] = '\0';
+    if (strncmp(path, pfx, sizeof pfx - 1))
+        return 0;                       /* not a device incmig made */
+    const char *name = path + strlen("/dev/mapper/");
+    const char *tbl[] = { "dmsetup", "table", name, NULL };
+    rc = incmig__dm_run(tbl, out, sizeof out, msg, cap);
+    if (rc)
+        return rc;
+    if (sscanf(out, "%*u %*u linear %u:%u", &maj, &min) != 2) {
+        snprintf(msg, cap, "%s: not one linear table ('%.100s'): left alone",
+                 name, out);
+        return INCMIG_EINVAL;
+    }
+    rc = incmig__dm_remove(name, msg, cap);
+    if (rc)
+        return rc;
+    /* the loop device under it, if that is what it was on */
+    snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u", maj, min);
+    ssize_t n = readlink(sys, link, sizeof link - 1);
+    if (n <= 0)
+        return 0;
+    link[n] = '\0';
+    const char *base = strrchr(link, '/');
+    base = base ? base + 1 : link;
+    if (strncmp(base, "loop", 4))
+        return 0;
+    snprintf(dev, sizeof dev, "/dev/%.50s", base);
+    return incmig__loop_detach(dev, msg, cap);
+}

@@ -40,4 +40,9 @@ int incmig__loop_attach(const char *path, char *dev_r, size_t devcap,
  * autoclear, and it goes when its last user does. */
 int incmig__loop_detach(const char *dev, char *msg, size_t cap);
 
+/* PATH a device incmig made (/dev/mapper/incmig-*, a linear table):
+ * remove it, then the loop device under it if it was on one.  0 at once
+ * for any other path (not incmig's to remove). */
+int incmig__dm_teardown(const char *path, char *msg, size_t cap);
+
 #endif

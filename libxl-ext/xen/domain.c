@@ -40,6 +40,7 @@
 #include <xentoollog.h>
 
 #include "../tracker-blkback.h"
+#include "dm.h"
 #include "xen.h"
 
 #define XEN_STATE_MAGIC "INCMIGXC"
@@ -60,36 +61,18 @@ struct xen_domain {
 
 static const struct incmig__domain_ops xen_ops;
 
-/* One libxl context and its logger (libxl's own messages at warnings). */
+/* libxl for the domain named in spec, or a clear error: without Xen only
+ * simulated domains can be migrated here. */
 static int ctx_open(libxl_ctx **ctx_r, xentoollog_logger_stdiostream **lg_r,
                     const char *what)
 {
-    /* Without Xen, libxl's own complaints would bury the one that helps. */
-    bool xen = access("/proc/xen/capabilities", R_OK) == 0;
-    *lg_r = xtl_createlogger_stdiostream(stderr,
-                                         incmig__verbosity > 1 ? XTL_DEBUG
-                                         : xen ? XTL_WARN : XTL_CRITICAL, 0);
-    if (!*lg_r)
-        return INCMIG_ENOMEM;
-    if (!xen || libxl_ctx_alloc(ctx_r, LIBXL_VERSION, 0,
-                                (xentoollog_logger *)*lg_r)) {
-        ERR("domain '%s': Xen domains are not supported on this machine: "
-            "libxl cannot reach Xen (not dom0 of a running Xen host, or "
-            "xencommons stopped); only sim:CONTROL_SOCKET domains (served "
-            "by `xl-incmig serve`) can be migrated here", what);
-        xtl_logger_destroy((xentoollog_logger *)*lg_r);
-        *lg_r = NULL;
-        return INCMIG_ENOTSUP;
-    }
-    return 0;
-}
-
-static void ctx_close(libxl_ctx *ctx, xentoollog_logger_stdiostream *lg)
-{
-    if (ctx)
-        libxl_ctx_free(ctx);
-    if (lg)
-        xtl_logger_destroy((xentoollog_logger *)lg);
+    char msg[256];
+    int rc = incmig__xen_ctx_open(ctx_r, lg_r, msg, sizeof msg);
+    if (rc)
+        ERR("domain '%s': Xen domains cannot be migrated from this machine: "
+            "%s; only sim:CONTROL_SOCKET domains (served by `xl-incmig "
+            "serve`) can be migrated here", what, msg);
+    return rc;
 }
 
 /* ---- disks ----------------------------------------------------------------- */
@@ -234,7 +217,7 @@ static void *watch_main(void *opaque)
         libxl_dominfo_dispose(&info);
         usleep(WATCH_PERIOD_US);
     }
-    ctx_close(ctx, lg);
+    incmig__xen_ctx_close(ctx, lg);
     return NULL;
 }
 
@@ -350,6 +333,19 @@ static int xen_release(struct incmig__domain *d)
     }
     INFO("domain %s--migratedaway destroyed: the destination owns it",
          x->xname);
+    /* A disk that came here by an earlier incmig migration sits on
+     * incmig's device-mapper device over a loop device: both go with the
+     * domain (the volume file stays, as any source disk does). */
+    for (int i = 0; i < x->d.ndisks; i++) {
+        char msg[512];
+        if (incmig__dm_teardown(x->d.disks[i].path, msg, sizeof msg))
+            ERR("disk %s: %s; remove it by hand (dmsetup remove, losetup "
+                 "-d)", x->d.disks[i].name, msg);
+        else if (msg[0] == '\0' && !strncmp(x->d.disks[i].path,
+                                            "/dev/mapper/incmig-", 19))
+            INFO("disk %s: %s and its loop device removed",
+                 x->d.disks[i].name, x->d.disks[i].path);
+    }
     return 0;
 }
 
@@ -364,7 +360,7 @@ static void xen_close(struct incmig__domain *d)
         }
     if (x->cfg_ok)
         libxl_domain_config_dispose(&x->cfg);
-    ctx_close(x->ctx, x->lg);
+    incmig__xen_ctx_close(x->ctx, x->lg);
     free(x);
 }
 

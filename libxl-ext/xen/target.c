@@ -120,49 +120,6 @@ static struct xen_target *xt(struct incmig__target *t)
     return (struct xen_target *)t;
 }
 
-static const libxl_childproc_hooks chld_hooks = {
-    .chldowner = libxl_sigchld_owner_libxl_always_selective_reap,
-};
-
-/* A libxl context and its logger; 0 or INCMIG_ENOTSUP with msg. */
-static int ctx_open(libxl_ctx **ctx_r, xentoollog_logger_stdiostream **lg_r,
-                    char *msg, size_t cap)
-{
-    *ctx_r = NULL;
-    *lg_r = NULL;
-    if (access("/proc/xen/capabilities", R_OK)) {
-        snprintf(msg, cap, "the xen target needs dom0 of a running Xen host "
-                 "(no /proc/xen/capabilities here): refused, nothing "
-                 "created");
-        return INCMIG_ENOTSUP;
-    }
-    *lg_r = xtl_createlogger_stdiostream(stderr, incmig__verbosity > 1
-                                                 ? XTL_DEBUG : XTL_WARN, 0);
-    if (!*lg_r) {
-        snprintf(msg, cap, "out of memory");
-        return INCMIG_ENOMEM;
-    }
-    if (libxl_ctx_alloc(ctx_r, LIBXL_VERSION, 0,
-                        (xentoollog_logger *)*lg_r)) {
-        snprintf(msg, cap, "libxl cannot reach Xen (xencommons stopped?): "
-                 "refused, nothing created");
-        xtl_logger_destroy((xentoollog_logger *)*lg_r);
-        *lg_r = NULL;
-        *ctx_r = NULL;
-        return INCMIG_ENOTSUP;
-    }
-    libxl_childproc_setmode(*ctx_r, &chld_hooks, NULL);
-    return 0;
-}
-
-static void ctx_close(libxl_ctx *ctx, xentoollog_logger_stdiostream *lg)
-{
-    if (ctx)
-        libxl_ctx_free(ctx);
-    if (lg)
-        xtl_logger_destroy((xentoollog_logger *)lg);
-}
-
 /* ---- prepare, stage ---------------------------------------------------------- */
 
 static int xen_prepare(struct incmig__target *t, int i,
@@ -322,7 +279,7 @@ static int xen_restore(struct incmig__target *t, int fd)
                                  "configuration holds a NUL byte", t->domain);
         goto out;
     }
-    rc = ctx_open(&ctx, &lg, msg, sizeof msg);
+    rc = incmig__xen_ctx_open(&ctx, &lg, msg, sizeof msg);
     if (rc) {
         rc = incmig__target_fail(t, rc, "domain %s: %s", t->domain, msg);
         goto out;
@@ -376,7 +333,7 @@ out:
         libxl_domain_restore_params_dispose(&params);
     if (cfg_init)
         libxl_domain_config_dispose(&cfg);
-    ctx_close(ctx, lg);
+    incmig__xen_ctx_close(ctx, lg);
     free(json);
     return rc;
 }
@@ -527,7 +484,7 @@ static void xen_close(struct incmig__target *t)
         incmig__volume_close(&s->vol[i], false);
     if (s->rundir[0] && rmdir(s->rundir) < 0)
         DBG("cannot remove %s: %s", s->rundir, strerror(errno));
-    ctx_close(s->ctx, s->lg);
+    incmig__xen_ctx_close(s->ctx, s->lg);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -639,7 +596,13 @@ int incmig__xen_target_open(struct incmig__target **t_r, const char *domain,
         incmig__volume_init(&s->vol[i]);
         incmig__nbdkern_init(&s->kern[i]);
     }
-    rc = ctx_open(&s->ctx, &s->lg, msg, cap);
+    rc = incmig__xen_ctx_open(&s->ctx, &s->lg, msg, cap);
+    if (rc) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", msg);
+        snprintf(msg, cap, "the xen target needs %s: refused, nothing "
+                 "created", why);
+    }
     if (!rc)
         rc = check_host(msg, cap);
     if (rc) {

@@ -5,6 +5,11 @@
 #ifndef INCMIG_XEN_H
 #define INCMIG_XEN_H
 
+#include <stddef.h>
+
+#include <libxl.h>
+#include <xentoollog.h>
+
 #include "../incmig-internal.h"
 
 #define INCMIG_XEN_STATE_VERSION 1u
@@ -12,5 +17,13 @@
 
 /* DOMAIN: a running domain's name or id. */
 int incmig__xen_domain_open(struct incmig__domain **d_r, const char *spec);
+
+/* A libxl context reaping only its own children, and its logger
+ * (libxl's messages at warnings, debug with --debug); 0, or
+ * INCMIG_ENOTSUP/ENOMEM with msg saying why (xen/ctx.c). */
+int incmig__xen_ctx_open(libxl_ctx **ctx_r,
+                         xentoollog_logger_stdiostream **lg_r,
+                         char *msg, size_t cap);
+void incmig__xen_ctx_close(libxl_ctx *ctx, xentoollog_logger_stdiostream *lg);
 
 #endif

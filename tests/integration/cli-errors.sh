@@ -51,7 +51,7 @@ x 2 'dest-image/--dest-nbd belong'         -- migrate -s "" --dest-image a sim:x
 x 2 'invalid option|unrecognized'          -- migrate --dest-image a --dest-nbd unix:b sim:x -oProxyCommand=x
 
 # ---- migrate: runtime failures -----------------------------------------------------
-x 1 'Xen domains are not supported.*sim:' -- migrate -s "" mydomain 127.0.0.1:1
+x 1 'Xen domains cannot be migrated from this machine.*sim:' -- migrate -s "" mydomain 127.0.0.1:1
 x 1 "$T/nope.ctl.*xl-incmig serve"        -- migrate -s "" sim:"$T/nope.ctl" 127.0.0.1:1
 
 # With a running simulated guest: bad hosts are refused, the guest keeps

@@ -136,10 +136,16 @@ deploy() {
 	local n=$1 top=$(cd "$LABSRC/../.." && pwd) B=$LAB/work/incmig
 	local deps="autoconf automake libtool pkg-config libaio-dev zlib1g-dev libnbd-dev libxen-dev"
 	HOST_PKGS=$deps host_deps
-	rm -rf "$B"; mkdir -p "$B/src" "$B/root"
-	(cd "$top" && git ls-files -co --exclude-standard | tar -cf - -T -) | tar -C "$B/src" -xf - || die "deploy: copy"
-	(cd "$B/src" && autoreconf -fi && ./configure --prefix=/usr/local && make -j"$(nproc)" && make install DESTDIR="$B/root") \
-		>"$LAB/logs/deploy-build.log" 2>&1 || { log "deploy: incmig build failed, see $LAB/logs/deploy-build.log"; return 1; }
+	# the same tree deploys the same build: the second host (and the next
+	# test) reuse it, anything changed in the tree builds again
+	local sum=$(cd "$top" && git ls-files -co --exclude-standard | LC_ALL=C sort | tar -cf - -T - --mtime=@0 --owner=0 --group=0 | sha256sum | cut -c1-16)
+	if [ "$(cat "$B/stamp" 2>/dev/null)" != "$sum" ] || [ ! -d "$B/root/usr" ]; then
+		rm -rf "$B"; mkdir -p "$B/src" "$B/root"
+		(cd "$top" && git ls-files -co --exclude-standard | tar -cf - -T -) | tar -C "$B/src" -xf - || die "deploy: copy"
+		(cd "$B/src" && autoreconf -fi && ./configure --prefix=/usr/local && make -j"$(nproc)" && make install DESTDIR="$B/root") \
+			>"$LAB/logs/deploy-build.log" 2>&1 || { log "deploy: incmig build failed, see $LAB/logs/deploy-build.log"; return 1; }
+		echo "$sum" >"$B/stamp"
+	fi
 	tar -C "$B/root" -cf - . | hssh "$n" 'tar -C / -xf - && ldconfig' || die "deploy: push to host $n"
 	log "deploy: incmig installed in dom0 $n ($(hssh "$n" 'ls /usr/local/bin /usr/local/sbin 2>/dev/null | tr "\n" " "'))"
 }
