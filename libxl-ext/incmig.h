@@ -46,9 +46,10 @@ enum {
 
 const char *incmig_strerror(int rc);
 
-/* Ask every running incmig_* call to end cleanly (each then returns
- * INCMIG_ECANCEL, or finishes what cannot be abandoned, such as PULL after
- * the point of no return).  Async-signal-safe: the caller's SIGINT/SIGTERM
+/* Ask every running incmig_* call to end cleanly: each then returns
+ * INCMIG_ECANCEL.  After the point of no return PULL is not abandoned:
+ * what is still owed stays in the state file, and the call logs the
+ * command that finishes (--resume).  Async-signal-safe: the caller's SIGINT/SIGTERM
  * handlers call it.  The library installs no signal handler and never
  * exits the process; callers should ignore SIGPIPE (a lost peer is then
  * an error return, INCMIG_ELINK). */

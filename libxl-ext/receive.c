@@ -28,6 +28,7 @@
  *               END             on_end        DONE (after COMPLETE only)
  *   WAIT_LINK   HELLO           on_hello      RESUMING (new connection)
  *   RESUMING    RESUME          on_resume     PULL
+ *   (--resume: resume_state, then WAIT_LINK)
  *   any         ERROR           on_error      (failure)
  *
  * What is done where: the target backend (incmig-internal.h, "target
@@ -44,7 +45,12 @@
  * --rendezvous, the receiver accepts the source's reconnection
  * (WAIT_LINK, RESUMING) and tells it what is still missing.  A stop
  * request (incmig_stop: the library installs no signal handler) fails the
- * migration before GO; from GO on it takes effect once PULL is complete.
+ * migration before GO; from GO on it ends the receiver with what is owed
+ * kept in the state file (owed.c, written before READY, marked at GO) and
+ * the command that finishes said (say_resume).  A receiver restarted on
+ * its state file (--resume: resume_state, RESTARTED in the spec) reopens
+ * the volumes, serves the disks again and waits in WAIT_LINK.  After
+ * COMPLETE a source that missed it may come back (late_source).
  */
 #include "config.h"
 

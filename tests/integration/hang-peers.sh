@@ -109,7 +109,11 @@ s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(120)' "$SR
 start_receiver --timeout 3
 squat "$PORT" silent
 squat "$PORT" trickle
-sleep 1
+# both squatters connected before the source (python may start slowly on
+# a loaded machine: a fixed sleep was not always enough)
+wait_for "[ \$(ss -Htn state established dst 127.0.0.1:$PORT | wc -l) -ge 2 ]" 20 ||
+    fail "the squatters did not connect"
+sleep 0.5
 t0=$(date +%s.%N)
 timeout 60 "$XL_INCMIG" migrate -s "" --no-progress --json "$T/report.json" --timeout 5 \
     "sim:$SRC_CTL" "127.0.0.1:$PORT" >"$T/migrate.out" 2>"$T/migrate.log" ||
