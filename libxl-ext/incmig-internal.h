@@ -384,9 +384,14 @@ int incmig__owed_path(const char *dir, const char *role, const uint8_t id[16],
                       char *buf, size_t cap);
 int incmig__owed_resolve(const char *dir, const char *role, const char *arg,
                          char *buf, size_t cap);
-/* Written whole (temporary file, fsync, rename, directory fsync). */
+/* Written whole (temporary file, fsync, rename, directory fsync), with
+ * the bitmaps `sets`; prepare: with every block owed, before the
+ * downtime; arm: then, in it, down to `sets` (one fdatasync). */
 int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
                         const struct incmig__bitmap *sets, const char *text);
+int incmig__owed_prepare(struct incmig__owed *o, const char *path, int nd,
+                         const uint64_t *nblocks, const char *text);
+int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets);
 /* Validated (magic, version, bounds, checksum, size); *text_r malloc'd. */
 int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r);
 /* The destination, at GO, before the domain runs: the file now stands for

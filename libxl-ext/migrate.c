@@ -12,8 +12,8 @@
  *              wait for the destination's READY               ->fail
  *   COMMIT     domain told it will not resume; GO sent.
  *              --- point of no return ---
- *              The state file (owed.c) is written before COMMIT:
- *              the owed set, and what a resume needs.
+ *              The state file (owed.c), prepared after DISKS, is
+ *              armed with the final bitmaps after our READY.
  *   PULL       background push of the marked blocks; demand
  *              requests answered first; PULL_END; wait for
  *              COMPLETE.  A lost link is re-established and
@@ -740,6 +740,8 @@ static int send_bitmaps(struct mig *m, uint8_t phase)
     return rc;
 }
 
+static int arm_state(struct mig *m);
+
 /* The domain is paused (state_precopy): what it wrote since the last
  * bitmap, plus what the last PUSH extents did not send, is the final set. */
 static int stop_and_copy(struct mig *m, double t_paused)
@@ -769,6 +771,9 @@ static int stop_and_copy(struct mig *m, double t_paused)
     rc = send_bitmaps(m, INCMIG_PHASE_STOPCOPY);
     if (!rc)
         rc = incmig__stream_send(&m->st, INCMIG_REC_READY, NULL, 0);
+    /* while the destination arms its own (two fdatasyncs side by side) */
+    if (!rc)
+        rc = arm_state(m);
     DBG("stop-and-copy sent %.1f ms after the pause", (incmig__now() - t_paused) * 1000);
     if (!rc)
         rc = recv_expect(m, &r, INCMIG_REC_READY);
@@ -1109,13 +1114,15 @@ out:
 
 /* ---- the state file (owed.c) ----------------------------------------------- */
 
-/* Before COMMIT: the final bitmaps (all the destination may lack after
- * GO) and what `migrate --resume` needs to finish PULL. */
-static int write_state(struct mig *m)
+/* What `migrate --resume` needs to finish PULL, prepared (every block
+ * owed) once the destination accepted the disks, before the downtime;
+ * armed with the final bitmaps (all the destination may lack after GO)
+ * before COMMIT (arm_state). */
+static int prepare_state(struct mig *m)
 {
     const struct incmig_migrate_opts *o = m->o;
     char path[4096], hex[33], k[32];
-    struct incmig__bitmap sets[INCMIG_MAX_DISKS];
+    uint64_t nb[INCMIG_MAX_DISKS];
     size_t n = 0;
     char *text = malloc(INCMIG_OWED_TEXT_MAX + 1);
     int rc;
@@ -1150,17 +1157,35 @@ static int write_state(struct mig *m)
     }
 #undef KV
     for (int i = 0; i < m->nd; i++)
-        sets[i] = m->d[i].dirty;
+        nb[i] = m->d[i].nblocks;
     if (rc)
         ERR("the state file's text does not fit");
     else
-        rc = incmig__owed_create(&m->owed, path, m->nd, sets, text);
+        rc = incmig__owed_prepare(&m->owed, path, m->nd, nb, text);
     free(text);
     if (rc)
         ERR("cannot write the state file %s that PULL needs to survive a "
             "crash: stopping before the point of no return", path);
     else
-        DBG("state file %s written in %.1f ms (in the downtime)", path,
+        DBG("state file %s prepared in %.1f ms", path,
+            (incmig__now() - t0) * 1000);
+    return rc;
+}
+
+static int arm_state(struct mig *m)
+{
+    struct incmig__bitmap sets[INCMIG_MAX_DISKS];
+    double t0 = incmig__now();
+    int rc;
+
+    for (int i = 0; i < m->nd; i++)
+        sets[i] = m->d[i].dirty;
+    rc = incmig__owed_arm(&m->owed, sets);
+    if (rc)
+        ERR("cannot update the state file %s: stopping before the point of "
+            "no return", m->owed.path);
+    else
+        DBG("state file armed in %.1f ms (in the downtime)",
             (incmig__now() - t0) * 1000);
     return rc;
 }
@@ -1426,6 +1451,8 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     rc = open_link(&m, false, false);
     if (!rc)
         rc = send_disks(&m);
+    if (!rc)
+        rc = prepare_state(&m);
     phase_add(&m, &rep->wire.control, w0);
     if (rc)
         goto failed_resume;
@@ -1461,9 +1488,7 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     }
     if (rc)
         goto failed_resume;
-    rc = write_state(&m);
-    if (!rc)
-        rc = m.dom->ops->commit(m.dom);
+    rc = m.dom->ops->commit(m.dom);
     if (rc)
         goto failed_resume;
     /* --- point of no return --- the guest will run on the destination. */

@@ -24,7 +24,11 @@
  *
  * The header and text are written once, to a temporary file that is
  * fsynced and renamed into place (then the directory fsynced): a file
- * that exists is whole.  Afterwards only bitmap words change, in place,
+ * that exists is whole.  That costs tens of milliseconds on a loaded
+ * disk, so a migration prepares its file before the downtime with every
+ * block owed (prepare: a superset is always safe) and, in the downtime,
+ * only arms it with the stop-and-copy bitmaps (words written in place,
+ * one fdatasync).  Afterwards only bitmap words change, in place,
  * and only from 1 to 0: a word torn by a kill is a mix of its old and new
  * bits, a superset of what is owed, so it is never wrong, at worst a
  * block is fetched again.  A bit is cleared in the file only after the
@@ -255,8 +259,10 @@ static int fsync_dir(const char *path)
     return r < 0 ? INCMIG_EIO : 0;
 }
 
-int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
-                        const struct incmig__bitmap *sets, const char *text)
+/* The file with the bitmaps `sets`, or every block owed (sets NULL). */
+static int create_file(struct incmig__owed *o, const char *path, int nd,
+                       const uint64_t *nblocks,
+                       const struct incmig__bitmap *sets, const char *text)
 {
     uint8_t *hdr = NULL, buf[65536];
     char tmp[4096 + 8];
@@ -270,7 +276,7 @@ int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
         return INCMIG_EINVAL;
     }
     for (int i = 0; i < nd; i++)
-        nb[i] = sets[i].nbits;
+        nb[i] = sets ? sets[i].nbits : nblocks[i];
     rc = init_common(o, nd, nb);
     if (rc)
         goto out;
@@ -298,12 +304,17 @@ int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
     }
     rc = write_all(fd, hdr, BITMAPS_OFF, 0);
     for (int i = 0; i < nd && !rc; i++) {
-        incmig__bitmap_merge(&o->file[i], &sets[i]);
-        incmig__bitmap_merge(&o->mem[i], &sets[i]);
+        if (sets) {
+            incmig__bitmap_merge(&o->file[i], &sets[i]);
+            incmig__bitmap_merge(&o->mem[i], &sets[i]);
+        } else {
+            incmig__bitmap_set_range(&o->file[i], 0, nb[i]);
+            incmig__bitmap_set_range(&o->mem[i], 0, nb[i]);
+        }
         for (uint64_t w = 0; w < nwords(nb[i]) && !rc;) {
             size_t k = 0;
             for (; w < nwords(nb[i]) && k < sizeof buf; w++, k += 8)
-                word_out(buf + k, sets[i].words[w]);
+                word_out(buf + k, o->file[i].words[w]);
             rc = write_all(fd, buf, k, o->off[i] + (w * 8 - k));
         }
     }
@@ -327,6 +338,27 @@ out:
         close(fd);
     free(hdr);
     return rc;
+}
+
+int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
+                        const struct incmig__bitmap *sets, const char *text)
+{
+    return create_file(o, path, nd, NULL, sets, text);
+}
+
+int incmig__owed_prepare(struct incmig__owed *o, const char *path, int nd,
+                         const uint64_t *nblocks, const char *text)
+{
+    return create_file(o, path, nd, nblocks, NULL, text);
+}
+
+int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets)
+{
+    int rc = 0;
+
+    for (int i = 0; i < o->nd && !rc; i++)
+        rc = incmig__owed_keep(o, i, &sets[i]);
+    return rc ? rc : incmig__owed_sync(o);
 }
 
 int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r)

@@ -322,6 +322,7 @@ static int refuse_disk(struct recv *r, int bad, int rc, const char *msg,
 
 /* Every DISK is in: validate them all, create nothing until then; then
  * prepare and stage every volume; then ack. */
+static int prepare_state(struct recv *r);
 static int take_disks(struct recv *r)
 {
     struct incmig__target_disk td[INCMIG_MAX_DISKS];
@@ -359,6 +360,9 @@ static int take_disks(struct recv *r)
         if (rc)
             return refuse_disk(r, i, rc, r->t->msg, true);
     }
+    rc = prepare_state(r);
+    if (rc)
+        return rc;
     if (r->caps & INCMIG_CAP_STATE) {
         rc = start_restore(r);
         if (rc)
@@ -781,14 +785,15 @@ static int on_bitmap(struct recv *r, const struct incmig__rec *rec)
     return 0;
 }
 
-/* The state file (owed.c) of this migration, from the stop-and-copy
- * bitmaps, written before READY: what a receiver restarted after GO
- * (--resume) needs to serve the domain's disks again and finish PULL. */
-static int write_state(struct recv *r)
+/* The state file (owed.c) of this migration: what a receiver restarted
+ * after GO (--resume) needs to serve the domain's disks again and finish
+ * PULL.  Prepared with every block owed once the disks are staged, armed
+ * with the stop-and-copy bitmaps before READY (arm_state). */
+static int prepare_state(struct recv *r)
 {
     const struct incmig_receive_opts *o = r->o;
     char path[4096], hex[33], k[32];
-    struct incmig__bitmap sets[INCMIG_MAX_DISKS];
+    uint64_t nb[INCMIG_MAX_DISKS];
     size_t n = 0;
     char *text = malloc(INCMIG_OWED_TEXT_MAX + 1);
     int rc;
@@ -830,21 +835,40 @@ static int write_state(struct recv *r)
     }
 #undef KV
     for (int i = 0; i < r->nd; i++)
-        sets[i] = r->d[i].final;
+        nb[i] = r->d[i].nblocks;
     if (rc)
         ERR("domain %s: its state file's text does not fit", r->domain);
     else
-        rc = incmig__owed_create(&r->owed, path, r->nd, sets, text);
+        rc = incmig__owed_prepare(&r->owed, path, r->nd, nb, text);
     free(text);
     if (rc)
         return send_error(r, rc, "domain %s: cannot write the state file "
-                          "%s that PULL needs to survive a crash: refused "
-                          "before GO", r->domain, path);
+                          "%s that PULL needs to survive a crash: refused",
+                          r->domain, path);
+    DBG("state file %s prepared in %.1f ms", path,
+        (incmig__now() - t0) * 1000);
+    return 0;
+}
+
+/* In the downtime, before READY: the owed set is the stop-and-copy
+ * bitmaps, durably; from here on the gates keep it in step. */
+static int arm_state(struct recv *r)
+{
+    struct incmig__bitmap sets[INCMIG_MAX_DISKS];
+    double t0 = incmig__now();
+    int rc;
+
+    for (int i = 0; i < r->nd; i++)
+        sets[i] = r->d[i].final;
+    rc = incmig__owed_arm(&r->owed, sets);
+    if (rc)
+        return send_error(r, rc, "domain %s: cannot update the state file "
+                          "%s: refused before GO", r->domain, r->owed.path);
     for (int i = 0; i < r->nd; i++) {
         r->owed.vol[i] = r->d[i].disk;
         incmig__gate_set_owed(r->d[i].gate, &r->owed);
     }
-    DBG("state file %s written in %.1f ms (in the downtime)", path,
+    DBG("state file armed in %.1f ms (in the downtime)",
         (incmig__now() - t0) * 1000);
     return 0;
 }
@@ -895,7 +919,7 @@ static int on_ready(struct recv *r, const struct incmig__rec *rec)
              r->recs[i].name);
     }
     if (!rc)
-        rc = write_state(r);
+        rc = arm_state(r);
     if (!rc)
         rc = incmig__stream_send(&r->st, INCMIG_REC_READY, NULL, 0);
     return rc;
