@@ -391,7 +391,8 @@ int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
                         const struct incmig__bitmap *sets, const char *text);
 int incmig__owed_prepare(struct incmig__owed *o, const char *path, int nd,
                          const uint64_t *nblocks, const char *text);
-int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets);
+int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets,
+                     bool mark);   /* mark: the GO mark (source) too */
 /* Validated (magic, version, bounds, checksum, size); *text_r malloc'd. */
 int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r);
 /* The destination, at GO, before the domain runs: the file now stands for

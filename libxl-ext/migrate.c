@@ -1180,7 +1180,7 @@ static int arm_state(struct mig *m)
 
     for (int i = 0; i < m->nd; i++)
         sets[i] = m->d[i].dirty;
-    rc = incmig__owed_arm(&m->owed, sets);
+    rc = incmig__owed_arm(&m->owed, sets, true);
     if (rc)
         ERR("cannot update the state file %s: stopping before the point of "
             "no return", m->owed.path);
@@ -1249,6 +1249,12 @@ static int resume_state(struct mig *m, const struct incmig_migrate_opts *o)
     m->ro = *o;
     if (incmig__kv_get(text, "role", v, sizeof v) || strcmp(v, "migrate")) {
         ERR("%s is not the state file of a migrate", path);
+        goto out;
+    }
+    if (!m->owed.go) {
+        ERR("%s: this migration stopped before the point of no return, so "
+            "the guest stayed on the source; nothing to resume (remove the "
+            "file)", path);
         goto out;
     }
     if (incmig__kv_get(text, "id", v, sizeof v) || strlen(v) != 32)

@@ -17,8 +17,8 @@
  *   20      4             CRC-32C of bytes 0..87 (this field zero) + text
  *   24      8 * 8         nblocks of each disk (unused ones 0)
  *   88      text_len      key/value lines (incmig__kv_put)
- *   65535   1             'G' once the destination acted on GO, else 0
- *                         (outside the checksum: written after)
+ *   65535   1             'G' once the destination acted on GO, or the
+ *                         source armed it (outside the checksum)
  *   65536   per disk      its bitmap, (nblocks + 63) / 64 * 8 bytes, bit b
  *                         in byte b / 8 (mask 1 << b % 8), disk after disk
  *
@@ -352,13 +352,20 @@ int incmig__owed_prepare(struct incmig__owed *o, const char *path, int nd,
     return create_file(o, path, nd, nblocks, NULL, text);
 }
 
-int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets)
+int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets,
+                     bool mark)
 {
     int rc = 0;
 
     for (int i = 0; i < o->nd && !rc; i++)
         rc = incmig__owed_keep(o, i, &sets[i]);
-    return rc ? rc : incmig__owed_sync(o);
+    if (!rc && mark)
+        rc = write_all(o->fd, "G", 1, BITMAPS_OFF - 1);   /* synced below */
+    if (!rc)
+        rc = incmig__owed_sync(o);
+    if (!rc && mark)
+        o->go = true;
+    return rc;
 }
 
 int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r)

@@ -860,7 +860,7 @@ static int arm_state(struct recv *r)
 
     for (int i = 0; i < r->nd; i++)
         sets[i] = r->d[i].final;
-    rc = incmig__owed_arm(&r->owed, sets);
+    rc = incmig__owed_arm(&r->owed, sets, false);   /* marked at GO */
     if (rc)
         return send_error(r, rc, "domain %s: cannot update the state file "
                           "%s: refused before GO", r->domain, r->owed.path);

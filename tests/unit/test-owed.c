@@ -1,6 +1,7 @@
 /* test-owed.c: unit tests of owed.c, the state file of a PULL: the owed
  * set and the text survive a reopen; a block is cleared in the file only
- * by sync, never by done alone; GO is marked; a second user of the file
+ * by sync, never by done alone; GO is marked; a file prepared with every
+ * block owed is armed down to the given sets; a second user of the file
  * is refused (flock); and open refuses, one check each, a damaged text, a
  * truncated file, bits past a disk's end, a bad magic; key/value values
  * with any byte round-trip; ids and paths resolve.
@@ -87,6 +88,33 @@ static void test_roundtrip(void **state)
     incmig__bitmap_dispose(&k);
     incmig__owed_close(&o, true);
     assert_int_not_equal(access(path, F_OK), 0);
+}
+
+/* prepare (every block owed) then arm: the file holds the armed sets */
+static void test_prepare_arm(void **state)
+{
+    struct incmig__owed o;
+    struct incmig__bitmap b[2] = {{0}};
+    uint64_t nb[2] = { 130, 7 };
+    char *text = NULL;
+
+    incmig__owed_init(&o);
+    assert_int_equal(incmig__owed_prepare(&o, path, 2, nb, "x y\n"), 0);
+    assert_int_equal(incmig__owed_count(&o), 137);
+    assert_false(o.go);
+    assert_int_equal(incmig__bitmap_init(&b[0], 130), 0);
+    assert_int_equal(incmig__bitmap_init(&b[1], 7), 0);
+    incmig__bitmap_set(&b[0], 129);
+    assert_int_equal(incmig__owed_arm(&o, b, true), 0);
+    incmig__owed_close(&o, false);
+    reopen(&o, &text);
+    free(text);
+    assert_true(o.go);
+    assert_int_equal(incmig__owed_count(&o), 1);
+    assert_true(incmig__bitmap_test(&o.file[0], 129));
+    incmig__owed_close(&o, true);
+    incmig__bitmap_dispose(&b[0]);
+    incmig__bitmap_dispose(&b[1]);
 }
 
 static void poke(off_t off, const void *b, size_t n)
@@ -182,6 +210,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_prepare_arm),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_kv),
         cmocka_unit_test(test_resolve),
