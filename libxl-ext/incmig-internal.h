@@ -437,6 +437,25 @@ int incmig__unix_connect(const char *path, int *fd_r);
 int incmig__write_state(int fd, const void *buf, size_t len);
 /* Host names and addresses we accept on a command line. */
 bool incmig__host_valid(const char *host);
+/* s in single quotes for /bin/sh; malloc'd (NULL: out of memory). */
+char *incmig__shell_quote(const char *s);
+
+/* ---- what the two commands share (command.c) ------------------------------ */
+
+/* "NAME: message" and where the help is, on stderr. */
+void incmig__usage_error(const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The signal dispositions a command runs with: SIGINT/SIGTERM call
+ * incmig_stop(), SIGPIPE ignored, SIGHUP ignored if hup; _restore puts
+ * back what was there before. */
+struct incmig__signals {
+    struct sigaction old_int, old_term, old_pipe, old_hup;
+    bool hup;
+};
+void incmig__signals_take(struct incmig__signals *s, bool hup);
+void incmig__signals_restore(const struct incmig__signals *s);
+/* The log's prefix, verbosity and file unchanged. */
+void incmig__log_name(const char *prefix);
 
 /* ---- PUSH (push.c) -------------------------------------------------------- */
 

@@ -15,9 +15,14 @@
  *   incmig_receive()  the destination: creates each disk's volume where
  *                     its own mapping says, writes the pushed blocks,
  *                     restores the domain through a target backend, then
- *                     runs it through the PULL gates.
+ *                     runs it through the PULL gates;
+ *   incmig_migrate_main(), incmig_receive_main()
+ *                     the two whole commands, options as argv strings, for
+ *                     a toolstack: xl-incmig, and xl with its
+ *                     --incremental-storage patch, run these.
  *
- * Every function returns 0 or a negative INCMIG_E* code.
+ * Every function returns 0 or a negative INCMIG_E* code, except the *_main
+ * commands, which return an exit status as main() does.
  */
 #ifndef INCMIG_H
 #define INCMIG_H
@@ -226,6 +231,32 @@ void incmig_receive_opts_dispose(struct incmig_receive_opts *o);
 /* With o->listen NULL the stream is on in_fd/out_fd (ssh's stdin/stdout). */
 int incmig_receive(const struct incmig_receive_opts *o, int in_fd,
                    int out_fd);
+
+/* ---- the commands, for a toolstack (xl-incmig; xl --incremental-storage) -- */
+
+/* `migrate [options] DOMAIN HOST`, argv as getopt sees it (argv[0] is the
+ * command's name, not an option).  The options are migrate's in
+ * xl-incmig(1): -s SSHCMD as xl's -s (default "ssh"; "" = plain TCP to
+ * HOST:PORT), the --dest-* mapping passed to the receiver, the policy and
+ * limits, --json; --incremental-storage is accepted and ignored (xl's
+ * switch).  DOMAIN is a Xen domain's name or id, or sim:CONTROL_SOCKET.
+ * `name` prefixes the messages and the usage line ("xl-incmig migrate");
+ * `receiver` is the receiver's command on HOST over ssh (-C overrides it).
+ * The report goes to stdout (verbosity >= 1), and as JSON with --json.
+ * While it runs SIGINT/SIGTERM call incmig_stop() and SIGPIPE is ignored;
+ * the previous dispositions are restored before it returns.
+ * Returns 0 (done, or --help), 1 (the migration failed, with the failure
+ * rules of incmig_migrate) or 2 (usage error, nothing was contacted). */
+int incmig_migrate_main(const char *name, const char *receiver, int argc,
+                        char **argv);
+
+/* `migrate-receive [options]`, options as in xl-incmig(1); the stream is on
+ * in_fd/out_fd (the ssh session's stdin/stdout) unless --listen.  Signals
+ * as incmig_migrate_main, and SIGHUP is ignored (the receiver outlives the
+ * ssh session that started it).  Returns 0, 1 or 2 as incmig_migrate_main;
+ * nothing is ever written to out_fd but the stream. */
+int incmig_receive_main(const char *name, int argc, char **argv, int in_fd,
+                        int out_fd);
 
 #ifdef __cplusplus
 }

@@ -24,7 +24,7 @@ void incmig_stop(void)
     incmig__stop_requested = 1;
 }
 static FILE *log_file;
-static char log_prefix[32] = "incmig";
+static char log_prefix[64] = "incmig";
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void incmig_log_setup(int verbosity, FILE *f, const char *prefix)
@@ -33,6 +33,13 @@ void incmig_log_setup(int verbosity, FILE *f, const char *prefix)
     log_file = f;
     if (prefix)
         snprintf(log_prefix, sizeof log_prefix, "%s", prefix);
+}
+
+void incmig__log_name(const char *prefix)
+{
+    pthread_mutex_lock(&log_lock);
+    snprintf(log_prefix, sizeof log_prefix, "%s", prefix);
+    pthread_mutex_unlock(&log_lock);
 }
 
 void incmig__log(int level, const char *file, int line, int err,

@@ -167,8 +167,7 @@ int incmig__tcp_accept(int lfd, double timeout_s, int *fd_r)
     }
 }
 
-/* s in single quotes for /bin/sh; malloc'd. */
-static char *quote(const char *s)
+char *incmig__shell_quote(const char *s)
 {
     size_t n = 3;
     for (const char *p = s; *p; p++)
@@ -203,7 +202,7 @@ int incmig__ssh_spawn(const char *ssh_cmd, const char *host,
     /* The local shell runs ssh; ssh hands the remote command to the remote
      * user's shell, which splits it again: so it travels as one quoted
      * word and keeps its own quoting for the far side. */
-    char *q = quote(remote_cmd);
+    char *q = incmig__shell_quote(remote_cmd);
     if (!q)
         return INCMIG_ENOMEM;
     int n = asprintf(&cmd, "exec %s %s %s", ssh_cmd, host, q);

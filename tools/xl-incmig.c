@@ -21,15 +21,17 @@ const char *xl_self = "xl-incmig";
 
 /* stop: SIGINT/SIGTERM ask the library to end cleanly (incmig_stop), for
  * the long-running commands whose library calls honour it; the others keep
- * the default action or install their own handlers. */
+ * the default action or install their own handlers.  migrate and
+ * migrate-receive are whole commands of the library, which takes the
+ * signals it needs itself (as it does under xl). */
 static const struct {
     const char *name;
     int (*fn)(int, char **);
     const char *summary;
     int stop;
 } cmds[] = {
-    { "migrate", cmd_migrate, "migrate a guest and its disks to another host", 1 },
-    { "migrate-receive", cmd_receive, "receive a migration (run by migrate)", 1 },
+    { "migrate", cmd_migrate, "migrate a guest and its disks to another host", 0 },
+    { "migrate-receive", cmd_receive, "receive a migration (run by migrate)", 0 },
     { "serve", cmd_serve, "serve a simulated domain's disks with write tracking", 1 },
     { "guest", cmd_guest, "run the simulated guest workload (an NBD client)", 0 },
     { "verify", cmd_verify, "check a disk image against a guest's journal", 0 },

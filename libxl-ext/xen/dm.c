@@ -319,6 +319,10 @@ int incmig__dm_teardown(const char *path, char *msg, size_t cap)
     base = base ? base + 1 : link;
     if (strncmp(base, "loop", 4))
         return 0;
+    /* a loop device set to clear itself at last close is gone already */
+    snprintf(sys, sizeof sys, "/sys/block/%.20s/loop/backing_file", base);
+    if (access(sys, F_OK))
+        return 0;
     snprintf(dev, sizeof dev, "/dev/%.50s", base);
     return incmig__loop_detach(dev, msg, cap);
 }

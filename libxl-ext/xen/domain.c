@@ -56,7 +56,7 @@ struct xen_domain {
     libxl_domain_config cfg;
     bool cfg_ok;
     struct incmig__tracker *trk[INCMIG_MAX_DISKS];
-    bool suspended, committed;
+    bool suspended, committed, released;
 };
 
 static const struct incmig__domain_ops xen_ops;
@@ -333,19 +333,7 @@ static int xen_release(struct incmig__domain *d)
     }
     INFO("domain %s--migratedaway destroyed: the destination owns it",
          x->xname);
-    /* A disk that came here by an earlier incmig migration sits on
-     * incmig's device-mapper device over a loop device: both go with the
-     * domain (the volume file stays, as any source disk does). */
-    for (int i = 0; i < x->d.ndisks; i++) {
-        char msg[512];
-        if (incmig__dm_teardown(x->d.disks[i].path, msg, sizeof msg))
-            ERR("disk %s: %s; remove it by hand (dmsetup remove, losetup "
-                 "-d)", x->d.disks[i].name, msg);
-        else if (msg[0] == '\0' && !strncmp(x->d.disks[i].path,
-                                            "/dev/mapper/incmig-", 19))
-            INFO("disk %s: %s and its loop device removed",
-                 x->d.disks[i].name, x->d.disks[i].path);
-    }
+    x->released = true;
     return 0;
 }
 
@@ -358,6 +346,23 @@ static void xen_close(struct incmig__domain *d)
             incmig__blkback_disable(x->trk[i]);
             x->trk[i]->ops->dispose(x->trk[i]);
         }
+    if (x->released) {
+        /* A disk that came here by an earlier incmig migration sits on
+         * incmig's device-mapper device over a loop device: both go with the
+         * domain (the volume file stays, as any source disk does).  Here, not
+         * in release: the engine's own O_DIRECT descriptors on the device are
+         * closed by now (dmsetup remove saw EBUSY while they were open). */
+        for (int i = 0; i < x->d.ndisks; i++) {
+            char msg[512];
+            if (incmig__dm_teardown(x->d.disks[i].path, msg, sizeof msg))
+                ERR("disk %s: %s; remove it by hand (dmsetup remove, losetup "
+                     "-d)", x->d.disks[i].name, msg);
+            else if (msg[0] == '\0' && !strncmp(x->d.disks[i].path,
+                                                "/dev/mapper/incmig-", 19))
+                INFO("disk %s: %s and its loop device removed",
+                     x->d.disks[i].name, x->d.disks[i].path);
+        }
+    }
     if (x->cfg_ok)
         libxl_domain_config_dispose(&x->cfg);
     incmig__xen_ctx_close(x->ctx, x->lg);

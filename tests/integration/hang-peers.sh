@@ -17,18 +17,21 @@ BADPEER=$TESTS_BUILDDIR/integration/badpeer
 [ -x "$BADPEER" ] || { echo "SKIP: $BADPEER not built"; exit 77; }
 requires python3
 
-# squat PORT MODE: a client holding a connection to the receiver
+# squat PORT MODE: a client holding a connection to the receiver; it
+# touches $T/squat-MODE once connected (python may take seconds to start on
+# a loaded machine: a fixed sleep let the source arrive first)
 squat() {
     bg python3 -c '
 import socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+open(sys.argv[3], "w").close()
 if sys.argv[2] == "trickle":
     for b in b"INCMIG\r\n\0\0\0\1\0\0\0\0":
         try: s.send(bytes([b]))
         except OSError: break
         time.sleep(1)
 time.sleep(60)
-' "$1" "$2"
+' "$1" "$2" "$T/squat-$2"
 }
 
 # ---- 2. a source silent after its handshake ------------------------------
@@ -55,7 +58,8 @@ bg "$XL_INCMIG" migrate-receive --listen "127.0.0.1:$port" --image "$T/d4.img" \
 pid=$LASTPID
 wait_for "grep -q 'waiting for the source' '$T/recv4.log'" 10 || fail "receiver 4 did not start"
 squat "$port" trickle
-sleep 2
+wait_for "[ -e '$T/squat-trickle' ]" 20 || fail "the squatter did not connect"
+sleep 1
 kill -TERM "$pid"
 wait_for "! kill -0 $pid" 3 || fail "the receiver ignored SIGTERM with a squatter connected"
 echo "SIGTERM with a squatter: receiver ended"
@@ -107,13 +111,10 @@ s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(120)' "$SR
 
 # ---- 1. squatters first, then the real source ----------------------------
 start_receiver --timeout 3
+rm -f "$T"/squat-*
 squat "$PORT" silent
 squat "$PORT" trickle
-# both squatters connected before the source (python may start slowly on
-# a loaded machine: a fixed sleep was not always enough)
-wait_for "[ \$(ss -Htn state established dst 127.0.0.1:$PORT | wc -l) -ge 2 ]" 20 ||
-    fail "the squatters did not connect"
-sleep 0.5
+wait_for "[ -e '$T/squat-silent' ] && [ -e '$T/squat-trickle' ]" 20 || fail "the squatters did not connect"
 t0=$(date +%s.%N)
 timeout 60 "$XL_INCMIG" migrate -s "" --no-progress --json "$T/report.json" --timeout 5 \
     "sim:$SRC_CTL" "127.0.0.1:$PORT" >"$T/migrate.out" 2>"$T/migrate.log" ||

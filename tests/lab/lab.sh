@@ -137,8 +137,9 @@ deploy() {
 	local deps="autoconf automake libtool pkg-config libaio-dev zlib1g-dev libnbd-dev libxen-dev"
 	HOST_PKGS=$deps host_deps
 	# the same tree deploys the same build: the second host (and the next
-	# test) reuse it, anything changed in the tree builds again
-	local sum=$(cd "$top" && git ls-files -co --exclude-standard | LC_ALL=C sort | tar -cf - -T - --mtime=@0 --owner=0 --group=0 | sha256sum | cut -c1-16)
+	# test) reuse it, anything changed in the tree (but the lab's own
+	# files) builds again
+	local sum=$(cd "$top" && git ls-files -co --exclude-standard | grep -v "^tests/lab/" | LC_ALL=C sort | tar -cf - -T - --mtime=@0 --owner=0 --group=0 | sha256sum | cut -c1-16)
 	if [ "$(cat "$B/stamp" 2>/dev/null)" != "$sum" ] || [ ! -d "$B/root/usr" ]; then
 		rm -rf "$B"; mkdir -p "$B/src" "$B/root"
 		(cd "$top" && git ls-files -co --exclude-standard | tar -cf - -T -) | tar -C "$B/src" -xf - || die "deploy: copy"

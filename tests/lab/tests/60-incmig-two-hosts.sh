@@ -36,6 +36,8 @@ cleanup() {
 }
 trap cleanup EXIT
 SIZE=67108864
+# --timeout 120: under TCG on a loaded machine the receiver's preparation
+# (volume, nbd and dm modules, libxl) took over the default 30 s
 hssh 1 "truncate -s $SIZE $D/src.img" || fail "source volume"
 hssh 1 "/root/lab/labguest.sh start $g $D/src.img" || fail "guest start"
 lg 2 watch $g
@@ -46,7 +48,7 @@ c=$(lg 1 check $g) || fail "before migrate: $c"
 trip() {
 	local from=$1 to=$2 vol=$3 out=$LAB/logs/60-migrate-$1to$2.out t0 t1
 	t0=$(now)
-	hssh $from "xl-incmig migrate --no-progress --json $D/report.json --dest-target xen \
+	hssh $from "xl-incmig migrate --no-progress --timeout 120 --json $D/report.json --dest-target xen \
 		--dest-root $D/dst --dest-disk xvda=$vol $g xen$to" >"$out" 2>&1 || {
 		rc=$?; cat "$out"; fail "xl-incmig migrate $from->$to ($(rcwhy $rc))"; }
 	t1=$(now)

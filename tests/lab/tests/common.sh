@@ -8,10 +8,20 @@
 # connection's key exchange and login cost dom0 seconds (2026-12-01, loaded
 # machine: 9-10 s per plain `hssh 1 true`, 0.5-1.2 s multiplexed).  lab.sh's
 # own hssh (boot, clock, push) keeps one connection per call.
+# The shared connection is made first, alone, with a patient timeout and up
+# to 3 tries (2026-12-01, machine at load 15-28: a new connection's banner
+# exchange took over 5 s, and a check after a 14-minute migration failed
+# for it); the command then runs over it, never twice.
 hssh() {
-	local n=$1; shift
-	ssh $SSHOPTS -o ControlMaster=auto -o ControlPath="$LAB/run/ssh-%p" -o ControlPersist=60 \
-		-i "$LAB/out/id_ed25519" -p $((PORTBASE + n)) root@127.0.0.1 "$@"
+	local n=$1 i; shift
+	local o=(-o ControlPath="$LAB/run/ssh-%p" -i "$LAB/out/id_ed25519" -p $((PORTBASE + n)))
+	for i in 1 2 3; do
+		ssh -o ConnectTimeout=5 "${o[@]}" -O check root@127.0.0.1 2>/dev/null && break
+		ssh -o ConnectTimeout=60 $SSHOPTS "${o[@]}" -o ControlMaster=yes -o ControlPersist=900 \
+			-fN root@127.0.0.1 2>/dev/null && break
+		sleep 2
+	done
+	ssh $SSHOPTS -o ControlMaster=auto -o ControlPersist=900 "${o[@]}" root@127.0.0.1 "$@"
 }
 fail() { log "FAIL: $*"; exit 1; }
 lg() { local n=$1; shift; hssh "$n" /root/lab/labguest.sh "$@"; }
