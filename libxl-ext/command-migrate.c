@@ -34,6 +34,7 @@ struct cmdline {
     const char *json, *dest_image, *dest_nbd, *receiver;
     const char *dash_c;     /* -C CMD, the receiver (not under xl) */
     bool xl_switch;         /* --incremental-storage: xl runs us */
+    bool receiver_given;    /* --receiver CMD */
     char *dest_args;        /* " --disk 'A=..' --root '..'", quoted */
     char *remote, *attach;  /* the ssh transport's two commands */
     struct incmig_security sec;
@@ -42,10 +43,11 @@ struct cmdline {
 static void help(const char *name, const char *receiver)
 {
     printf("usage: %s [options] DOMAIN HOST\n"
+           "       %s --resume STATEFILE|ID [options]\n"
            "Live-migrate DOMAIN and its local disks to HOST: PUSH rounds while\n"
            "it runs, stop-and-copy of the write bitmap only, then PULL.\n"
            "DOMAIN is a Xen domain's name or id, or sim:CONTROL_SOCKET for a\n"
-           "simulated domain served by `xl-incmig serve`.\n\n", name);
+           "simulated domain served by `xl-incmig serve`.\n\n", name, name);
     printf("  -s SSHCMD           transport command (default \"ssh\"); \"\" means\n"
            "                      plain TCP and HOST is HOST:PORT of a receiver\n"
            "                      started with --listen\n"
@@ -77,6 +79,11 @@ static void help(const char *name, const char *receiver)
            "  --timeout SECS      the handshake's deadline (30); the receiver\n"
            "                      may be silent 4 times as long before GO\n"
            "  --json FILE         also write the report as JSON (- = stdout)\n"
+           "  --state-dir DIR     where the state file of PULL goes (default\n"
+           "                      /run/incmig, or $XDG_RUNTIME_DIR/incmig)\n"
+           "  --resume STATEFILE|ID  finish the PULL of a migrate that stopped\n"
+           "                      or died after GO (from its state file; the\n"
+           "                      domain, host and transport are in it)\n"
            "  --no-progress       no progress line\n"
            "(plain TCP, -s \"\": TLS as below, required off loopback)\n%s",
            incmig_security_help());
@@ -174,7 +181,7 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
     switch (opt) {
     case 's': c->o.ssh_command = arg; return 0;
     case 'C': c->dash_c = arg; return 0;
-    case 'c': c->receiver = arg; return 0;
+    case 'c': c->receiver = arg; c->receiver_given = true; return 0;
     case 'p': return policy_opt(c, arg);
     case 'b': return bandwidth_opt(c, arg);
     case 'd':
@@ -202,6 +209,8 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
     case 'T': return add_dest_arg(c, "--target", arg);
     case 'g': incmig__verbosity = 2; return 0;
     case 'x': c->xl_switch = true; return 0;
+    case 'S': c->o.state_dir = arg; return 0;
+    case 'U': c->o.resume = arg; return 0;
     case 'h': help(c->name, c->receiver); return -1;
     default:
         switch (incmig_security_option(&c->sec, c->name, opt, arg)) {
@@ -233,6 +242,8 @@ static int parse(struct cmdline *c, int argc, char **argv)
         { "debug", no_argument, NULL, 'g' },
         { "receiver", required_argument, NULL, 'c' },
         { "incremental-storage", no_argument, NULL, 'x' },
+        { "state-dir", required_argument, NULL, 'S' },
+        { "resume", required_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         INCMIG_SECURITY_OPTIONS,
         { 0 },
@@ -253,6 +264,17 @@ static int parse(struct cmdline *c, int argc, char **argv)
     }
     if (c->dash_c)
         c->receiver = c->dash_c;
+    if (c->o.resume) {
+        if (optind != argc || c->o.ssh_command || c->dest_image ||
+            c->dest_nbd || c->dest_args || c->dash_c || c->receiver_given) {
+            incmig__usage_error(c->name, "--resume takes the domain, host "
+                                "and transport from its state file: no "
+                                "DOMAIN, HOST, -s, -C, --receiver or "
+                                "--dest-* with it");
+            return 2;
+        }
+        return 0;
+    }
     if (optind != argc - 2) {
         incmig__usage_error(c->name, "need DOMAIN and HOST");
         return 2;
@@ -358,7 +380,9 @@ int incmig_migrate_main(const char *name, const char *receiver, int argc,
     ret = parse(&c, argc, argv);
     if (ret)
         goto out;
-    if (!c.o.ssh_command || *c.o.ssh_command) {
+    if (c.o.resume) {
+        /* all from the state file */
+    } else if (!c.o.ssh_command || *c.o.ssh_command) {
         ret = ssh_commands(&c);
         if (ret)
             goto out;
@@ -379,7 +403,10 @@ int incmig_migrate_main(const char *name, const char *receiver, int argc,
     int rc = incmig_migrate(&c.o, &rep);
     incmig__signals_restore(&sigs);
     write_reports(&c, rc, &rep);
-    if (rc)
+    if (rc && c.o.resume)
+        fprintf(stderr, "%s: resume of %s failed: %s\n", c.name, c.o.resume,
+                incmig_strerror(rc));
+    else if (rc)
         fprintf(stderr, "%s: migration of %s to %s failed: %s\n", c.name,
                 c.o.domain, c.o.host, incmig_strerror(rc));
     ret = rc ? 1 : 0;

@@ -26,9 +26,10 @@
 static void help(const char *name)
 {
     printf("usage: %s [options]\n"
+           "       %s --resume STATEFILE|ID [options]\n"
            "Receive a migration: create each disk's volume where this side\n"
            "maps it, write the disks, restore the domain, and run it here\n"
-           "from the moment the source says GO.\n\n", name);
+           "from the moment the source says GO.\n\n", name, name);
     printf("  --disk NAME=PATH[,nbd=URI]\n"
            "                     where disk NAME (its name on the source) goes:\n"
            "                     a new file PATH, created by this migration\n"
@@ -62,7 +63,13 @@ static void help(const char *name)
            "                     $XDG_RUNTIME_DIR/incmig), or a PATH with '/'\n"
            "  --attach NAME      relay stdin/stdout to the receiver waiting on\n"
            "                     NAME (what the source runs over its new ssh\n"
-           "                     session to resume PULL)\n%s",
+           "                     session to resume PULL)\n"
+           "  --state-dir DIR    where the state file of PULL goes (default\n"
+           "                     /run/incmig, or $XDG_RUNTIME_DIR/incmig)\n"
+           "  --resume STATEFILE|ID  restart a receiver that stopped or died\n"
+           "                     after GO: serve the domain's disks again and\n"
+           "                     wait for the source to finish PULL (mapping,\n"
+           "                     target, --listen/--rendezvous from the file)\n%s",
            incmig_security_help());
 }
 
@@ -225,6 +232,8 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
     case 'x': o->exit_when_done = 1; return 0;
     case 'R': o->rendezvous = arg; return 0;
     case 'A': c->attach = arg; return 0;
+    case 'S': o->state_dir = arg; return 0;
+    case 'U': o->resume = arg; return 0;
     case 'T': return seconds_opt(c, arg, &o->timeout_s, "--timeout");
     case 'r': return seconds_opt(c, arg, &o->reconnect_s, "--reconnect");
     case 'X': return 0;             /* --incremental-storage: xl's switch */
@@ -251,6 +260,8 @@ static int parse(struct cmdline *c, int argc, char **argv)
         { "timeout", required_argument, NULL, 'T' },
         { "rendezvous", required_argument, NULL, 'R' },
         { "attach", required_argument, NULL, 'A' },
+        { "state-dir", required_argument, NULL, 'S' },
+        { "resume", required_argument, NULL, 'U' },
         { "incremental-storage", no_argument, NULL, 'X' },
         { "help", no_argument, NULL, 'h' },
         INCMIG_SECURITY_OPTIONS,
@@ -273,6 +284,19 @@ static int parse(struct cmdline *c, int argc, char **argv)
     if (optind != argc) {
         incmig__usage_error(c->name, "unexpected argument '%s'", argv[optind]);
         return 2;
+    }
+    if (c->o.resume) {
+        const struct incmig_receive_opts *o = &c->o;
+        if (o->ndisks || o->image || o->nbd_uri || o->nroots || o->target ||
+            o->listen || o->rendezvous) {
+            incmig__usage_error(c->name, "--resume takes the mapping, the "
+                                "target and where to wait for the source "
+                                "from its state file: no --disk, --image, "
+                                "--nbd, --root, --target, --listen or "
+                                "--rendezvous with it");
+            return 2;
+        }
+        return 0;
     }
     if (c->o.ndisks && (c->o.image || c->o.nbd_uri)) {
         incmig__usage_error(c->name, "--image/--nbd map a one-disk domain; "

@@ -44,6 +44,13 @@
  * incmig__gate_relink, which re-requests what the listed waiters need.
  * Meanwhile waiters stall, as ARCHITECTURE.md's failure rules want.
  *
+ * Crash safety (with a state file, incmig__gate_set_owed): a block's data
+ * written by fill is reported done to the owed set, which clears it in
+ * the file in batches once the volume is flushed; a guest modification is
+ * acknowledged only once no block it touched is still owed in the file
+ * (else a restarted receiver would fetch the source's older copy over
+ * the guest's data): it syncs the owed set first when needed.
+ *
  * Fill data holds n * block size bytes; for the last block of a disk whose
  * size is not a multiple of the block size only the part inside the disk
  * is written.  The gate must be freed only when no guest request is in
@@ -87,6 +94,7 @@ struct incmig__gate {
     bool aborted;                 /* the source is gone for good */
     uint64_t link_gen;            /* bumped by relink */
     struct incmig__gate_stats st;
+    struct incmig__owed *owed;    /* the state file's owed set, or NULL */
 };
 
 static const uint8_t zeroes[65536];
@@ -447,6 +455,8 @@ int incmig__gate_fill(struct incmig__gate *g, uint64_t first, uint32_t n,
                                      len, off);
         else
             rc = incmig__disk_punch(g->d, off, len);
+        if (!rc && g->owed)
+            incmig__owed_done(g->owed, (int)g->disk, pos, cnt);
 
         pthread_mutex_lock(&g->lock);
         incmig__bitmap_clear_range(&g->busy, pos, cnt);
@@ -628,11 +638,34 @@ static int modify_begin(struct incmig__gate *g, uint32_t count,
     return gate_modify(g, count, offset, wait_partial, wf_r, wn_r) ? -EIO : 0;
 }
 
-static int modify_end(struct incmig__gate *g, int rc, bool fua)
+/* After a guest modification's I/O, before its answer: the whole blocks
+ * it made current [wf, wf+wn) are done, and blocks [cf, cf+cn) it wrote
+ * must not stay owed in the state file (see "Crash safety"). */
+static int modify_end(struct incmig__gate *g, int rc, bool fua, uint64_t wf,
+                      uint64_t wn, uint64_t cf, uint64_t cn)
 {
     if (!rc && fua)
         rc = incmig__disk_flush(g->d);
+    if (!rc && g->owed) {
+        if (wn)
+            incmig__owed_done(g->owed, (int)g->disk, wf, wn);
+        if (cn && incmig__owed_durable(g->owed, (int)g->disk, cf, cn))
+            rc = incmig__owed_sync(g->owed);
+    }
     return to_errno(rc);
+}
+
+/* Blocks [*cf_r, *cf_r + return) that [offset, offset+count) touches. */
+static uint64_t touched(const struct incmig__gate *g, uint32_t count,
+                        uint64_t offset, uint64_t *cf_r)
+{
+    *cf_r = offset / g->bs;
+    return (offset + count - 1) / g->bs - *cf_r + 1;
+}
+
+void incmig__gate_set_owed(struct incmig__gate *g, struct incmig__owed *o)
+{
+    g->owed = o;
 }
 
 static int gate_pwrite(void *opaque, const void *buf, uint32_t count,
@@ -644,7 +677,9 @@ static int gate_pwrite(void *opaque, const void *buf, uint32_t count,
 
     if (r)
         return r < 0 ? r : 0;
-    return modify_end(g, incmig__disk_pwrite(g->d, buf, count, offset), fua);
+    uint64_t cf, cn = touched(g, count, offset, &cf);
+    return modify_end(g, incmig__disk_pwrite(g->d, buf, count, offset), fua,
+                      wf, wn, cf, cn);
 }
 
 static int gate_flush(void *opaque)
@@ -665,7 +700,8 @@ static int gate_trim(void *opaque, uint32_t count, uint64_t offset, bool fua)
     if (!wn)
         return 0;
     len = blocks_len(g, wf, wn, &off);
-    return modify_end(g, incmig__disk_punch(g->d, off, len), fua);
+    return modify_end(g, incmig__disk_punch(g->d, off, len), fua, wf, wn, wf,
+                      wn);
 }
 
 static int gate_zero(void *opaque, uint32_t count, uint64_t offset,
@@ -688,7 +724,8 @@ static int gate_zero(void *opaque, uint32_t count, uint64_t offset,
             pos += n;
         }
     }
-    return modify_end(g, rc, fua);
+    uint64_t cf, cn = touched(g, count, offset, &cf);
+    return modify_end(g, rc, fua, wf, wn, cf, cn);
 }
 
 const struct incmig__nbd_ops incmig__gate_nbd_ops = {

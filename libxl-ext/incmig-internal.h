@@ -479,6 +479,69 @@ int incmig__dec_empty(const struct incmig__rec *r);
 int incmig__dec_resume(const struct incmig__rec *r, uint8_t mig_id[16]);
 const char *incmig__rec_name(uint32_t type);
 
+/* ---- the owed set on disk (owed.c, spec "Crash-safe PULL") ------------------- */
+
+/* The blocks still owed after GO, per disk, in a state file that survives
+ * kill -9 at any instant, with the migration's key/value text (what a
+ * resume needs).  `file` is what the file says, `mem` that minus the
+ * blocks written since (done); sync makes mem durable, flushing `vol`
+ * (the destination's volumes, when set) first.  Bits only ever clear. */
+#define INCMIG_OWED_TEXT_MAX 60000u
+struct incmig__owed {
+    int fd;                                  /* -1: no file */
+    char path[4096];
+    int nd;
+    uint64_t nblocks[INCMIG_MAX_DISKS];
+    uint64_t off[INCMIG_MAX_DISKS];          /* each bitmap's offset */
+    struct incmig__bitmap file[INCMIG_MAX_DISKS];   /* under sync_lock */
+    struct incmig__bitmap mem[INCMIG_MAX_DISKS];    /* under lock */
+    struct incmig__disk *vol[INCMIG_MAX_DISKS];
+    pthread_mutex_t lock, sync_lock;
+    bool lock_ok;
+    bool go;                                 /* GO was acted on (mark_go) */
+    double t_sync;
+    uint64_t unsynced;
+};
+void incmig__owed_init(struct incmig__owed *o);
+bool incmig__owed_active(const struct incmig__owed *o);
+/* DIR/ROLE-ID.state (DIR NULL: the runtime directory); resolve takes a
+ * path (with a '/') or a migration id (32 hex digits). */
+int incmig__owed_path(const char *dir, const char *role, const uint8_t id[16],
+                      char *buf, size_t cap);
+int incmig__owed_resolve(const char *dir, const char *role, const char *arg,
+                         char *buf, size_t cap);
+/* Written whole (temporary file, fsync, rename, directory fsync), with
+ * the bitmaps `sets`; prepare: with every block owed, before the
+ * downtime; arm: then, in it, down to `sets` (one fdatasync). */
+int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
+                        const struct incmig__bitmap *sets, const char *text);
+int incmig__owed_prepare(struct incmig__owed *o, const char *path, int nd,
+                         const uint64_t *nblocks, const char *text);
+int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets,
+                     bool mark);   /* mark: the GO mark (source) too */
+/* Validated (magic, version, bounds, checksum, size); *text_r malloc'd. */
+int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r);
+/* The destination, at GO, before the domain runs: the file now stands for
+ * a PULL in progress (a file without the mark is never resumed). */
+int incmig__owed_mark_go(struct incmig__owed *o);
+void incmig__owed_done(struct incmig__owed *o, int disk, uint64_t first,
+                       uint64_t n);
+bool incmig__owed_durable(struct incmig__owed *o, int disk, uint64_t first,
+                          uint64_t n);
+int incmig__owed_sync(struct incmig__owed *o);
+int incmig__owed_sync_maybe(struct incmig__owed *o);   /* every 0.2 s */
+/* mem &= still (the source, after the destination said what it lacks). */
+int incmig__owed_keep(struct incmig__owed *o, int disk,
+                      const struct incmig__bitmap *still);
+int incmig__owed_get(struct incmig__owed *o, int disk,
+                     struct incmig__bitmap *out);
+uint64_t incmig__owed_count(struct incmig__owed *o);
+void incmig__owed_close(struct incmig__owed *o, bool remove);
+/* "key value" lines, values %XX-escaped; get: INCMIG_EINVAL if absent. */
+int incmig__kv_put(char *buf, size_t cap, size_t *len, const char *key,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int incmig__kv_get(const char *text, const char *key, char *out, size_t cap);
+
 /* ---- transports (transport.c) -------------------------------------------- */
 
 /* "HOST:PORT" (HOST may be a name, an IPv4 address or [IPv6]). */
@@ -761,6 +824,9 @@ int incmig__gate_mark_missing(struct incmig__gate *g,
  * the disk, or zeroed: then the gate sets it up). */
 int incmig__gate_get_missing(struct incmig__gate *g, struct incmig__bitmap *out);
 uint64_t incmig__gate_missing_count(struct incmig__gate *g);
+/* Keep the state file's owed set in step (gate.c, "Crash safety"): set
+ * before the guest's I/O starts; NULL: none. */
+void incmig__gate_set_owed(struct incmig__gate *g, struct incmig__owed *o);
 /* Blocks arriving from the source; data NULL means all zeroes.  Blocks no
  * longer missing are skipped.  INCMIG_EIO/ENOSPC on write failure. */
 int incmig__gate_fill(struct incmig__gate *g, uint64_t first, uint32_t n,
@@ -963,6 +1029,11 @@ int incmig__simstate_restore(int fd, struct incmig__simstate_info *info);
  *              runs: read the domain's state stream from fd to EOF
  *              (fd stays the caller's); the domain then exists, paused
  *   unpause    at GO: the domain runs, its disks through the gates
+ *   reopen(i)  instead of prepare, when a receiver restarts on its state
+ *              file after GO (migrate-receive --resume): open disk i's
+ *              existing volume (never create one); then stage and unpause
+ *              as at GO, the domain being already there.  NULL: the
+ *              target cannot resume
  *   disk_done(i) after GO, once disk i has nothing missing: the PULL path
  *              may be left (Xen: swap the dm table to the volume)
  *   in_use     polled after the migration is done: > 0 while the domain
@@ -997,6 +1068,8 @@ struct incmig__target_ops {
     int (*stage)(struct incmig__target *t, int i, struct incmig__gate *g);
     int (*restore)(struct incmig__target *t, int fd);
     int (*unpause)(struct incmig__target *t);
+    int (*reopen)(struct incmig__target *t, int i,
+                  struct incmig__disk **disk_r);
     int (*disk_done)(struct incmig__target *t, int i);
     int (*in_use)(struct incmig__target *t);
     void (*stop)(struct incmig__target *t);
@@ -1064,6 +1137,11 @@ void incmig__volume_close(struct incmig__volume *v, bool remove);
 int incmig__target_prepare_volume(struct incmig__target *t, int i,
                                   struct incmig__volume *v,
                                   struct incmig__disk **disk_r);
+/* A target's reopen(i): disk i's existing volume, a regular file (not a
+ * symbolic link) of the disk's size; it is never removed. */
+int incmig__target_reopen_volume(struct incmig__target *t, int i,
+                                 struct incmig__volume *v,
+                                 struct incmig__disk **disk_r);
 
 /* The destination's state machine (receive.c, spec "Destination states"):
  * which source record each state takes, and the state it leads to. */

@@ -51,9 +51,10 @@ enum {
 
 const char *incmig_strerror(int rc);
 
-/* Ask every running incmig_* call to end cleanly (each then returns
- * INCMIG_ECANCEL, or finishes what cannot be abandoned, such as PULL after
- * the point of no return).  Async-signal-safe: the caller's SIGINT/SIGTERM
+/* Ask every running incmig_* call to end cleanly: each then returns
+ * INCMIG_ECANCEL.  After the point of no return PULL is not abandoned:
+ * what is still owed stays in the state file, and the call logs the
+ * command that finishes (--resume).  Async-signal-safe: the caller's SIGINT/SIGTERM
  * handlers call it.  The library installs no signal handler and never
  * exits the process; callers should ignore SIGPIPE (a lost peer is then
  * an error return, INCMIG_ELINK). */
@@ -164,6 +165,14 @@ struct incmig_migrate_opts {
     int no_yield;             /* without a cap, PUSH yields to the guest's
                                * I/O (its latency at the export) unless
                                * this is set (--bandwidth max) */
+    const char *state_dir;    /* where the state file of a PULL goes
+                               * (NULL: /run/incmig, or
+                               * $XDG_RUNTIME_DIR/incmig for non-root) */
+    const char *resume;       /* finish the PULL of this state file (a
+                               * path, or a migration id in state_dir):
+                               * domain, host and transport come from it;
+                               * reconnect_s, timeout_s, progress from here
+                               * when set */
 };
 
 /* Change the cap of the migration whose control socket is control_path
@@ -295,6 +304,12 @@ struct incmig_receive_opts {
                                * source's next ssh session reattaches
                                * (migrate-receive --attach) after a lost
                                * link during PULL */
+    const char *state_dir;    /* as incmig_migrate_opts' */
+    const char *resume;       /* restart on this state file (path or
+                               * migration id) after this receiver died in
+                               * PULL: serves the domain's disks again and
+                               * waits for the source; mapping, target,
+                               * --listen/--rendezvous come from the file */
 };
 
 void incmig_receive_opts_init(struct incmig_receive_opts *o);

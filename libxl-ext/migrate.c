@@ -15,12 +15,24 @@
  *              wait for the destination's READY               ->fail
  *   COMMIT     domain told it will not resume; GO sent.
  *              --- point of no return ---
+ *              The state file (owed.c), prepared after DISKS, is
+ *              armed with the final bitmaps after our READY.
  *   PULL       background push of the marked blocks; demand
  *              requests answered first; PULL_END; wait for
  *              COMPLETE.  A lost link is re-established and
  *              resumed (RESUME), never abandoned, until
- *              reconnect_s passes                              ->stuck
- *   RELEASE    source disk let go, END sent, report.
+ *              reconnect_s passes; a stop request, or that,
+ *              ends this process and keeps the state file and
+ *              the source's disk: `migrate --resume` finishes  ->stuck
+ *   RELEASE    source disk let go, END sent, state file
+ *              removed, report.
+ *
+ * The owed set in the state file only shrinks when the destination
+ * confirms durably, i.e. at COMPLETE (it is sent once the destination's
+ * own state file says nothing is owed): a RESUME's bitmap is what the
+ * destination lacks in memory, and a crash of it could bring back blocks
+ * written but not yet durable there.  incmig_migrate with o->resume starts at PULL with a RESUME
+ * on a new connection, from the state file of a migrate that died.
  *
  * Threads: the main thread sends everything.  With --control, a thread
  * answers the control socket (control.c) and changes the link's cap.  During PULL a reader thread
@@ -73,8 +85,11 @@ struct mig {
 
     uint64_t caps;                   /* negotiated: INCMIG_CAP_* of both */
     int sstate;                      /* enum incmig__src_state */
-    bool stop_noted;
     int state_rfd;                   /* the domain's state stream, or -1 */
+    struct incmig__owed owed;        /* the state file, from COMMIT on */
+    struct incmig_migrate_opts ro;   /* resume: what the state file says */
+    char *ro_text;                   /* resume: the state file's text */
+    char ro_domain[4200], ro_host[1024], ro_ssh[4096], ro_attach[16384];
 
     /* PULL, under lock */
     pthread_mutex_t lock;
@@ -981,6 +996,8 @@ static int send_bitmaps(struct mig *m, uint8_t phase)
     return rc;
 }
 
+static int arm_state(struct mig *m);
+
 /* The domain is paused (state_precopy): what it wrote since the last
  * bitmap, plus what the last PUSH extents did not send, is the final set. */
 static int stop_and_copy(struct mig *m, double t_paused)
@@ -1010,6 +1027,9 @@ static int stop_and_copy(struct mig *m, double t_paused)
     rc = send_bitmaps(m, INCMIG_PHASE_STOPCOPY);
     if (!rc)
         rc = incmig__stream_send(&m->st, INCMIG_REC_READY, NULL, 0);
+    /* while the destination arms its own (two fdatasyncs side by side) */
+    if (!rc)
+        rc = arm_state(m);
     DBG("stop-and-copy sent %.1f ms after the pause", (incmig__now() - t_paused) * 1000);
     if (!rc)
         rc = recv_expect(m, &r, INCMIG_REC_READY);
@@ -1145,6 +1165,8 @@ static int serve_demand(void *opaque)
 
     for (;;) {
         struct incmig__pull_req p;
+        if (incmig__stop_requested)
+            return INCMIG_ECANCEL;
         pthread_mutex_lock(&m->lock);
         if (m->complete) {
             pthread_mutex_unlock(&m->lock);
@@ -1233,12 +1255,12 @@ static int resume_link(struct mig *m)
             rc == INCMIG_EVERSION || rc == INCMIG_ENOTSUP)
             return rc;
         if (incmig__now() > end) {
-            ERR("could not re-establish the link within %d s; the guest runs "
-                "on the destination and its missing blocks are still here: "
-                "keep this host's disk and run the migration's resume",
-                m->o->reconnect_s);
+            ERR("could not re-establish the link within %d s",
+                m->o->reconnect_s > 0 ? m->o->reconnect_s : 600);
             return INCMIG_ELINK;
         }
+        if (incmig__stop_requested)
+            return INCMIG_ECANCEL;
         if (!said) {
             ERR("link to the destination lost during PULL: the guest's reads "
                 "of missing blocks wait; retrying");
@@ -1248,19 +1270,20 @@ static int resume_link(struct mig *m)
     }
 }
 
-static int pull(struct mig *m)
+/* PULL until COMPLETE; with `reconnect`, on a new connection first (a
+ * resume).  A stop request ends it with INCMIG_ECANCEL (say_resume). */
+static int pull(struct mig *m, bool reconnect)
 {
-    small_send_buffer(m);
-    int rc = start_reader(m);
+    int rc;
     bool end_sent = false;
 
+    if (reconnect) {
+        rc = resume_link(m);
+    } else {
+        small_send_buffer(m);
+        rc = start_reader(m);
+    }
     while (!rc) {
-        if (incmig__stop_requested && !m->stop_noted) {
-            ERR("stop requested during PULL: the guest runs on the "
-                "destination and its missing blocks are here, so PULL "
-                "completes first");
-            m->stop_noted = true;
-        }
         /* background push of everything still marked */
         for (int i = 0; i < m->nd && !rc; i++) {
             uint64_t before = m->d[i].snd.blocks, w0 = wire_now(m);
@@ -1276,23 +1299,36 @@ static int pull(struct mig *m)
         if (!rc && !end_sent) {
             rc = incmig__stream_send(&m->st, INCMIG_REC_PULL_END, NULL, 0);
             end_sent = !rc;
+            if (end_sent)
+                DBG("PULL_END sent: every owed block is on its way");
         }
         /* wait for COMPLETE, answering late demand requests; once every
          * block was sent the destination owes COMPLETE: silence for
          * reconnect_s means the link is gone (then reconnect) */
         double quiet = m->o->reconnect_s > 0 ? m->o->reconnect_s : 600;
+        double quiet_end = incmig__now() + quiet;
         while (!rc) {
-            struct timespec ts;
             bool silent = false;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += (time_t)quiet;
             pthread_mutex_lock(&m->lock);
-            while (!complete_now(m) && !m->link_down && !m->q_len && !silent)
-                silent = pthread_cond_timedwait(&m->cond, &m->lock, &ts) ==
-                         ETIMEDOUT;
+            while (!complete_now(m) && !m->link_down && !m->q_len &&
+                   !silent && !incmig__stop_requested) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 250 * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&m->cond, &m->lock, &ts);
+                silent = incmig__now() >= quiet_end;
+            }
             bool done = complete_now(m) || (m->complete && m->link_down);
             bool down = m->link_down;
             pthread_mutex_unlock(&m->lock);
+            if (!done && incmig__stop_requested) {
+                rc = INCMIG_ECANCEL;
+                break;
+            }
             if (!done && !down && silent) {
                 ERR("no word from the destination for %.0f s after every "
                     "block was sent: the link is considered lost", quiet);
@@ -1310,6 +1346,8 @@ static int pull(struct mig *m)
                 rc = 0;
                 goto out;
             }
+            if (!rc)
+                quiet_end = incmig__now() + quiet;
         }
         if (rc == INCMIG_ELINK && !m->peer_rc) {
             rc = resume_link(m);
@@ -1348,6 +1386,229 @@ static void adopt(struct mig *m)
                 "the next migration back copies it in full",
                 m->dom->disks[i].name);
     }
+}
+
+/* ---- the state file (owed.c) ----------------------------------------------- */
+
+/* What `migrate --resume` needs to finish PULL, prepared (every block
+ * owed) once the destination accepted the disks, before the downtime;
+ * armed with the final bitmaps (all the destination may lack after GO)
+ * before COMMIT (arm_state). */
+static int prepare_state(struct mig *m)
+{
+    const struct incmig_migrate_opts *o = m->o;
+    char path[4096], hex[33], k[32];
+    uint64_t nb[INCMIG_MAX_DISKS];
+    size_t n = 0;
+    char *text = malloc(INCMIG_OWED_TEXT_MAX + 1);
+    int rc;
+
+    double t0 = incmig__now();
+
+    if (!text)
+        return INCMIG_ENOMEM;
+    for (int i = 0; i < 16; i++)
+        sprintf(hex + 2 * i, "%02x", m->mig_id[i]);
+    rc = incmig__owed_path(o->state_dir, "migrate", m->mig_id, path,
+                           sizeof path);
+#define KV(key, ...) \
+    if (!rc) rc = incmig__kv_put(text, INCMIG_OWED_TEXT_MAX + 1, &n, key, \
+                                 __VA_ARGS__)
+    KV("role", "migrate");
+    KV("id", "%s", hex);
+    KV("domain", "%s", o->domain);
+    KV("host", "%s", o->host);
+    KV("ssh", "%s", o->ssh_command ? o->ssh_command : "ssh");
+    KV("attach", "%s", o->attach_command ? o->attach_command : "");
+    KV("bandwidth", "%" PRIu64, o->bandwidth);
+    KV("compress", "%d", o->compress ? 1 : 0);
+    KV("reconnect", "%d", o->reconnect_s);
+    KV("timeout", "%d", o->timeout_s);
+    KV("disks", "%d", m->nd);
+    for (int i = 0; i < m->nd; i++) {
+        snprintf(k, sizeof k, "disk%d.name", i);
+        KV(k, "%s", m->dom->disks[i].name);
+        snprintf(k, sizeof k, "disk%d.size", i);
+        KV(k, "%" PRIu64, m->dom->disks[i].size);
+    }
+#undef KV
+    for (int i = 0; i < m->nd; i++)
+        nb[i] = m->d[i].nblocks;
+    if (rc)
+        ERR("the state file's text does not fit");
+    else
+        rc = incmig__owed_prepare(&m->owed, path, m->nd, nb, text);
+    free(text);
+    if (rc)
+        ERR("cannot write the state file %s that PULL needs to survive a "
+            "crash: stopping before the point of no return", path);
+    else
+        DBG("state file %s prepared in %.1f ms", path,
+            (incmig__now() - t0) * 1000);
+    return rc;
+}
+
+static int arm_state(struct mig *m)
+{
+    struct incmig__bitmap sets[INCMIG_MAX_DISKS];
+    double t0 = incmig__now();
+    int rc;
+
+    for (int i = 0; i < m->nd; i++)
+        sets[i] = m->d[i].dirty;
+    rc = incmig__owed_arm(&m->owed, sets, true);
+    if (rc)
+        ERR("cannot update the state file %s: stopping before the point of "
+            "no return", m->owed.path);
+    else
+        DBG("state file armed in %.1f ms (in the downtime)",
+            (incmig__now() - t0) * 1000);
+    return rc;
+}
+
+/* After GO, when this process stops before COMPLETE: what is owed, and
+ * the command that finishes. */
+static void say_resume(struct mig *m)
+{
+    if (!incmig__owed_active(&m->owed))
+        return;
+    incmig__owed_sync(&m->owed);
+    ERR("the guest runs on the destination; up to %" PRIu64 " of its "
+        "blocks are only on this host, whose disk is kept until they are "
+        "delivered.  Finish with: xl-incmig migrate --resume %s",
+        incmig__owed_count(&m->owed), m->owed.path);
+}
+
+/* After COMPLETE: nothing is owed (a resume would only release). */
+static int state_complete(struct mig *m)
+{
+    int rc = 0;
+
+    for (int i = 0; i < m->nd && !rc; i++) {
+        incmig__bitmap_clear_all(&m->d[i].dirty);
+        rc = incmig__owed_keep(&m->owed, i, &m->d[i].dirty);
+    }
+    return rc ? rc : incmig__owed_sync(&m->owed);
+}
+
+static int kv_num(const char *path, const char *text, const char *key,
+                  uint64_t max, uint64_t *v_r)
+{
+    char v[32], *end;
+
+    if (incmig__kv_get(text, key, v, sizeof v) || !v[0])
+        goto bad;
+    errno = 0;
+    *v_r = strtoull(v, &end, 10);
+    if (!errno && !*end && *v_r <= max)
+        return 0;
+bad:
+    ERR("state file %s: missing or bad %s", path, key);
+    return INCMIG_EINVAL;
+}
+
+/* migrate --resume: the options of the migration, from its state file;
+ * reconnect_s, timeout_s and progress of the caller's options win. */
+static int resume_state(struct mig *m, const struct incmig_migrate_opts *o)
+{
+    char path[4096], v[64], *text = NULL;
+    uint64_t x;
+    int rc;
+
+    rc = incmig__owed_resolve(o->state_dir, "migrate", o->resume, path,
+                              sizeof path);
+    if (!rc)
+        rc = incmig__owed_open(&m->owed, path, &text);
+    if (rc)
+        return rc;
+    rc = INCMIG_EINVAL;
+    m->ro = *o;
+    if (incmig__kv_get(text, "role", v, sizeof v) || strcmp(v, "migrate")) {
+        ERR("%s is not the state file of a migrate", path);
+        goto out;
+    }
+    if (!m->owed.go) {
+        ERR("%s: this migration stopped before the point of no return, so "
+            "the guest stayed on the source; nothing to resume (remove the "
+            "file)", path);
+        goto out;
+    }
+    if (incmig__kv_get(text, "id", v, sizeof v) || strlen(v) != 32)
+        goto bad;
+    for (int i = 0; i < 16; i++) {
+        unsigned b;
+        if (sscanf(v + 2 * i, "%2x", &b) != 1)
+            goto bad;
+        m->mig_id[i] = (uint8_t)b;
+    }
+    if (incmig__kv_get(text, "domain", m->ro_domain, sizeof m->ro_domain) ||
+        incmig__kv_get(text, "host", m->ro_host, sizeof m->ro_host) ||
+        incmig__kv_get(text, "ssh", m->ro_ssh, sizeof m->ro_ssh) ||
+        incmig__kv_get(text, "attach", m->ro_attach, sizeof m->ro_attach) ||
+        kv_num(path, text, "bandwidth", UINT64_MAX, &m->ro.bandwidth) ||
+        kv_num(path, text, "compress", 1, &x))
+        goto bad;
+    m->ro.compress = (int)x;
+    m->ro.domain = m->ro_domain;
+    m->ro.host = m->ro_host;
+    m->ro.ssh_command = m->ro_ssh;
+    m->ro.attach_command = m->ro_attach[0] ? m->ro_attach : NULL;
+    if (!m->ro.reconnect_s && !kv_num(path, text, "reconnect", INT32_MAX, &x))
+        m->ro.reconnect_s = (int)x;
+    if (!m->ro.timeout_s && !kv_num(path, text, "timeout", INT32_MAX, &x))
+        m->ro.timeout_s = (int)x;
+    if (kv_num(path, text, "disks", INCMIG_MAX_DISKS, &x) ||
+        (int)x != m->owed.nd)
+        goto bad;
+    m->o = &m->ro;
+    rc = 0;
+    goto out;
+bad:
+    ERR("state file %s: missing or malformed fields", path);
+    rc = INCMIG_EINVAL;
+out:
+    if (!rc) {
+        /* checked against the domain once it is open (resume_check) */
+        free(m->ro_text);
+        m->ro_text = text;
+        text = NULL;
+    }
+    free(text);
+    return rc;
+}
+
+/* The domain opened for a resume is the one of the state file. */
+static int resume_check(struct mig *m)
+{
+    const char *text = m->ro_text;
+    char k[32], v[INCMIG_NAME_MAX + 1];
+    uint64_t size;
+
+    if (m->dom->ndisks != m->owed.nd) {
+        ERR("domain %s has %d disks, the state file %s %d", m->dom->name,
+            m->dom->ndisks, m->owed.path, m->owed.nd);
+        return INCMIG_EINVAL;
+    }
+    for (int i = 0; i < m->nd; i++) {
+        struct mdisk *d = &m->d[i];
+        snprintf(k, sizeof k, "disk%d.name", i);
+        if (incmig__kv_get(text, k, v, sizeof v))
+            return INCMIG_EINVAL;
+        snprintf(k, sizeof k, "disk%d.size", i);
+        if (kv_num(m->owed.path, text, k, INCMIG_DISK_MAX, &size))
+            return INCMIG_EINVAL;
+        if (strcmp(v, m->dom->disks[i].name) || size != m->dom->disks[i].size ||
+            d->nblocks != m->owed.nblocks[i]) {
+            ERR("disk %d of domain %s is not the one of the state file %s "
+                "(%s, %" PRIu64 " bytes)", i, m->dom->name, m->owed.path, v,
+                size);
+            return INCMIG_EINVAL;
+        }
+        int rc = incmig__owed_get(&m->owed, i, &d->dirty);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- the whole migration ---------------------------------------------------- */
@@ -1407,14 +1668,22 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     m.t0 = incmig__now();
     pthread_mutex_init(&m.lock, NULL);
     pthread_cond_init(&m.cond, NULL);
+    incmig__owed_init(&m.owed);
     for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++)
         m.d[i].disk.fd = m.d[i].disk.dfd = -1;
+    if (o->resume) {
+        rc = resume_state(&m, o);
+        if (rc)
+            goto out;
+        o = m.o;
+    }
     snprintf(rep->policy, sizeof rep->policy, "%s",
              o->policy == INCMIG_POLICY_PRECOPY ? "precopy"
              : o->policy == INCMIG_POLICY_SINGLE ? "single" : "default");
     if (!incmig__host_valid(o->host)) {
         ERR("'%s' is not a valid host name", o->host ? o->host : "");
-        return INCMIG_EINVAL;
+        rc = INCMIG_EINVAL;
+        goto out;
     }
     m.bandwidth = o->bandwidth;
     m.buf = malloc(INCMIG_REC_MAX);
@@ -1429,13 +1698,22 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
             return rc;
         }
     }
-    int ufd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (ufd < 0 || read(ufd, m.mig_id, 16) != 16)
-        memcpy(m.mig_id, &m.t0, sizeof m.t0);
-    if (ufd >= 0)
-        close(ufd);
+    if (!o->resume) {
+        int ufd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        if (ufd < 0 || read(ufd, m.mig_id, 16) != 16)
+            memcpy(m.mig_id, &m.t0, sizeof m.t0);
+        if (ufd >= 0)
+            close(ufd);
+    }
 
     rc = incmig__domain_open(o->domain, &m.dom);
+    if (rc && o->resume && incmig__owed_count(&m.owed) == 0) {
+        INFO("the PULL of this migration was complete and its source "
+             "released: nothing is left to do");
+        incmig__owed_close(&m.owed, true);
+        rc = 0;
+        goto out;
+    }
     if (rc)
         goto out;
     m.nd = m.dom->ndisks;
@@ -1446,8 +1724,24 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
         INFO("domain %s: its backend does not report the guest's I/O, so "
              "PUSH runs uncapped (as with --bandwidth max)", m.dom->name);
     rc = open_disks(&m);
+    if (!rc && o->resume)
+        rc = resume_check(&m);
+    if (rc && o->resume)
+        goto failed_badly;
     if (rc)
         goto failed_resume;
+    if (o->resume) {
+        uint64_t owed = incmig__owed_count(&m.owed);
+        if (!owed)
+            goto release;
+        INFO("resuming the PULL of %s to %s from %s: up to %" PRIu64
+             " blocks still owed", m.dom->name, o->host, m.owed.path, owed);
+        set_state(&m, INCMIG_SRC_PULL);
+        rc = pull(&m, true);
+        if (rc)
+            goto failed_badly;
+        goto pulled;
+    }
     uint64_t w0 = 0;
     rc = read_lineage(&m);
     if (!rc)
@@ -1456,6 +1750,8 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
         rc = send_disks(&m);
     if (!rc)
         rc = base_exchange(&m);
+    if (!rc)
+        rc = prepare_state(&m);
     phase_add(&m, &rep->wire.control, w0);
     if (rc)
         goto failed_resume;
@@ -1513,21 +1809,29 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     double tpull = incmig__now();
     w0 = wire_now(&m);
     set_state(&m, INCMIG_SRC_PULL);
-    rc = pull(&m);
+    rc = pull(&m, false);
     rep->pull_s = incmig__now() - tpull;
     if (rc)
         goto failed_badly;
+pulled:
     set_state(&m, INCMIG_SRC_DONE);
+    if (state_complete(&m))
+        ERR("the state file %s could not be marked complete", m.owed.path);
+release:
     rc = m.dom->ops->release(m.dom);
     if (rc)
         ERR("the source disk could not be released (migration itself is "
             "complete)");
-    w0 = wire_now(&m);
-    incmig__stream_send(&m.st, INCMIG_REC_END, NULL, 0);
-    phase_add(&m, &rep->wire.control, w0);
+    if (m.st_open) {
+        uint64_t w1 = wire_now(&m);
+        incmig__stream_send(&m.st, INCMIG_REC_END, NULL, 0);
+        phase_add(&m, &rep->wire.control, w1);
+    }
+    incmig__owed_close(&m.owed, true);
     goto out;
 
 failed_resume:
+    incmig__owed_close(&m.owed, true);
     if (rc == INCMIG_ELINK && m.st_open)
         rc = peer_reason(&m, rc);
     set_state(&m, INCMIG_SRC_FAILED);
@@ -1550,8 +1854,12 @@ failed_resume:
     }
     goto out;
 failed_badly:
-    ERR("migration failed after the point of no return: %s",
-        incmig_strerror(rc));
+    if (rc == INCMIG_ECANCEL)
+        ERR("stopped during PULL");
+    else
+        ERR("migration failed after the point of no return: %s",
+            incmig_strerror(rc));
+    say_resume(&m);
 out:
     stop_reader(&m);
     incmig__mctl_stop(m.ctl);
@@ -1576,6 +1884,8 @@ out:
     close_link(&m);
     if (m.dom)
         m.dom->ops->close(m.dom);
+    incmig__owed_close(&m.owed, false);
+    free(m.ro_text);
     free(m.buf);
     pthread_mutex_destroy(&m.lock);
     pthread_cond_destroy(&m.cond);

@@ -33,6 +33,7 @@
  *               END             on_end        DONE (after COMPLETE only)
  *   WAIT_LINK   HELLO           on_hello      RESUMING (new connection)
  *   RESUMING    RESUME          on_resume     PULL
+ *   (--resume: resume_state, then WAIT_LINK)
  *   any         ERROR           on_error      (failure)
  *
  * What is done where: the target backend (incmig-internal.h, "target
@@ -49,7 +50,12 @@
  * --rendezvous, the receiver accepts the source's reconnection
  * (WAIT_LINK, RESUMING) and tells it what is still missing.  A stop
  * request (incmig_stop: the library installs no signal handler) fails the
- * migration before GO; from GO on it takes effect once PULL is complete.
+ * migration before GO; from GO on it ends the receiver with what is owed
+ * kept in the state file (owed.c, written before READY, marked at GO) and
+ * the command that finishes said (say_resume).  A receiver restarted on
+ * its state file (--resume: resume_state, RESTARTED in the spec) reopens
+ * the volumes, serves the disks again and waits in WAIT_LINK.  After
+ * COMPLETE a source that missed it may come back (late_source).
  */
 #include "config.h"
 
@@ -110,10 +116,12 @@ struct recv {
     uint8_t *ebuf;             /* record encoding */
     int state;                 /* enum incmig__dst_state */
     bool complete_sent;
-    bool stop_noted;           /* a stop request came during PULL */
     bool error_sent;           /* an ERROR went out: say nothing more */
     double t_go;
     double serve_ms;           /* GO received to the guest's I/O accepted */
+    struct incmig__owed owed;  /* the state file, from READY on */
+    struct incmig_receive_opts ro;   /* o, or what the state file says */
+    char ro_listen[512], ro_rv[4096], ro_target[64];
 
     /* the domain's state stream: XEN_STREAM bodies -> pipe -> restore */
     int state_wfd, state_rfd;
@@ -440,6 +448,7 @@ static int take_lineage(struct recv *r, struct incmig__target_disk *td)
 
 /* Every DISK is in: validate them all, create nothing until then; then
  * prepare and stage every volume; then ack. */
+static int prepare_state(struct recv *r);
 static int take_disks(struct recv *r)
 {
     struct incmig__target_disk td[INCMIG_MAX_DISKS];
@@ -480,6 +489,9 @@ static int take_disks(struct recv *r)
         if (rc)
             return refuse_disk(r, i, rc, r->t->msg, true);
     }
+    rc = prepare_state(r);
+    if (rc)
+        return rc;
     if (r->caps & INCMIG_CAP_STATE) {
         rc = start_restore(r);
         if (rc)
@@ -705,6 +717,11 @@ static void maybe_complete(struct recv *r)
     }
     if (!all)
         return;
+    /* every volume flushed (disk_done): the file says nothing is owed */
+    if (incmig__owed_sync(&r->owed)) {
+        send_msg(r, INCMIG_EIO, "cannot update the destination's state file");
+        return;
+    }
     pthread_mutex_lock(&r->slock);
     if (r->link_ok &&
         incmig__stream_send(&r->st, INCMIG_REC_COMPLETE, NULL, 0) == 0) {
@@ -806,6 +823,8 @@ static int on_blocks(struct recv *r, const struct incmig__rec *rec)
     }
     d->pull_blocks += b.nblocks;
     rc = incmig__gate_fill(d->gate, b.first, b.nblocks, data);
+    if (!rc)
+        rc = incmig__owed_sync_maybe(&r->owed);
     if (rc)
         return send_error(r, rc, "writing pulled blocks %" PRIu64 "+%u of %s "
                           "failed: %s", b.first, b.nblocks, d->disk->path,
@@ -912,6 +931,107 @@ static int on_bitmap(struct recv *r, const struct incmig__rec *rec)
     return 0;
 }
 
+/* The state file (owed.c) of this migration: what a receiver restarted
+ * after GO (--resume) needs to serve the domain's disks again and finish
+ * PULL.  Prepared with every block owed once the disks are staged, armed
+ * with the stop-and-copy bitmaps before READY (arm_state). */
+static int prepare_state(struct recv *r)
+{
+    const struct incmig_receive_opts *o = r->o;
+    char path[4096], hex[33], k[32];
+    uint64_t nb[INCMIG_MAX_DISKS];
+    size_t n = 0;
+    char *text = malloc(INCMIG_OWED_TEXT_MAX + 1);
+    int rc;
+
+    double t0 = incmig__now();
+
+    if (!text)
+        return INCMIG_ENOMEM;
+    for (int i = 0; i < 16; i++)
+        sprintf(hex + 2 * i, "%02x", r->mig_id[i]);
+    rc = incmig__owed_path(o->state_dir, "receive", r->mig_id, path,
+                           sizeof path);
+#define KV(key, ...) \
+    if (!rc) rc = incmig__kv_put(text, INCMIG_OWED_TEXT_MAX + 1, &n, key, \
+                                 __VA_ARGS__)
+    KV("role", "receive");
+    KV("id", "%s", hex);
+    KV("domain", "%s", r->domain);
+    KV("target", "%s", r->kind->name);
+    KV("caps", "%" PRIu64, r->caps);
+    KV("listen", "%s", o->listen ? o->listen : "");
+    KV("rendezvous", "%s", !o->listen && o->rendezvous ? o->rendezvous : "");
+    KV("exit_when_done", "%d", o->exit_when_done);
+    KV("reconnect", "%d", o->reconnect_s);
+    KV("timeout", "%d", o->timeout_s);
+    KV("disks", "%d", r->nd);
+    for (int i = 0; i < r->nd; i++) {
+        const struct incmig__target_disk *td = &r->t->disks[i];
+        snprintf(k, sizeof k, "disk%d.name", i);
+        KV(k, "%s", td->name);
+        snprintf(k, sizeof k, "disk%d.size", i);
+        KV(k, "%" PRIu64, td->size);
+        snprintf(k, sizeof k, "disk%d.bs", i);
+        KV(k, "%u", td->block_size);
+        snprintf(k, sizeof k, "disk%d.path", i);
+        KV(k, "%s", td->path);
+        snprintf(k, sizeof k, "disk%d.nbd", i);
+        KV(k, "%s", td->nbd_uri);
+    }
+#undef KV
+    for (int i = 0; i < r->nd; i++)
+        nb[i] = r->d[i].nblocks;
+    if (rc)
+        ERR("domain %s: its state file's text does not fit", r->domain);
+    else
+        rc = incmig__owed_prepare(&r->owed, path, r->nd, nb, text);
+    free(text);
+    if (rc)
+        return send_error(r, rc, "domain %s: cannot write the state file "
+                          "%s that PULL needs to survive a crash: refused",
+                          r->domain, path);
+    DBG("state file %s prepared in %.1f ms", path,
+        (incmig__now() - t0) * 1000);
+    return 0;
+}
+
+/* In the downtime, before READY: the owed set is the stop-and-copy
+ * bitmaps, durably; from here on the gates keep it in step. */
+static int arm_state(struct recv *r)
+{
+    struct incmig__bitmap sets[INCMIG_MAX_DISKS];
+    double t0 = incmig__now();
+    int rc;
+
+    for (int i = 0; i < r->nd; i++)
+        sets[i] = r->d[i].final;
+    rc = incmig__owed_arm(&r->owed, sets, false);   /* marked at GO */
+    if (rc)
+        return send_error(r, rc, "domain %s: cannot update the state file "
+                          "%s: refused before GO", r->domain, r->owed.path);
+    for (int i = 0; i < r->nd; i++) {
+        r->owed.vol[i] = r->d[i].disk;
+        incmig__gate_set_owed(r->d[i].gate, &r->owed);
+    }
+    DBG("state file armed in %.1f ms (in the downtime)",
+        (incmig__now() - t0) * 1000);
+    return 0;
+}
+
+/* What a stop or a lost source leaves: what is owed, and how to finish. */
+static void say_resume(struct recv *r)
+{
+    if (!incmig__owed_active(&r->owed))
+        return;
+    incmig__owed_sync(&r->owed);
+    ERR("domain %s: %" PRIu64 " blocks are still owed by the source; they "
+        "are kept in %s.  Restart this receiver with: xl-incmig "
+        "migrate-receive --resume %s (the source finishes with `xl-incmig "
+        "migrate --resume` if its migrate is gone too)", r->domain,
+        incmig__owed_count(&r->owed), r->owed.path, r->owed.path);
+}
+
 /* The source's READY: the stop-and-copy data is complete.  Answer READY
  * only once every bitmap covered its disk and the domain is restored. */
 static int on_ready(struct recv *r, const struct incmig__rec *rec)
@@ -945,6 +1065,8 @@ static int on_ready(struct recv *r, const struct incmig__rec *rec)
              r->recs[i].name);
     }
     if (!rc)
+        rc = arm_state(r);
+    if (!rc)
         rc = incmig__stream_send(&r->st, INCMIG_REC_READY, NULL, 0);
     return rc;
 }
@@ -957,6 +1079,11 @@ static int on_go(struct recv *r, const struct incmig__rec *rec)
         return rc;
     r->t_go = incmig__now();
     r->state = INCMIG_DST_PULL;   /* past the point of no return */
+    /* Before the domain runs: from here on the state file is what a
+     * restarted receiver finishes PULL from. */
+    if (incmig__owed_mark_go(&r->owed))
+        ERR("domain %s: PULL goes on, but a crash of this receiver before "
+            "it completes could not be recovered from", r->domain);
     rc = r->t->ops->unpause(r->t);
     if (rc)
         return send_msg(r, rc, r->t->msg);
@@ -1179,6 +1306,170 @@ static int dispatch(struct recv *r, const struct incmig__rec *rec)
     return 0;
 }
 
+/* ---- restarting on the state file ------------------------------------------ */
+
+static int kv_num(struct recv *r, const char *text, const char *key,
+                  uint64_t max, uint64_t *v_r)
+{
+    char v[32], *end;
+
+    if (incmig__kv_get(text, key, v, sizeof v) || !v[0]) {
+        ERR("state file %s: no %s", r->owed.path, key);
+        return INCMIG_EINVAL;
+    }
+    errno = 0;
+    *v_r = strtoull(v, &end, 10);
+    if (errno || *end || *v_r > max) {
+        ERR("state file %s: bad %s '%s'", r->owed.path, key, v);
+        return INCMIG_EINVAL;
+    }
+    return 0;
+}
+
+/* migrate-receive --resume: this receiver died after GO; its state file
+ * says what it served and what is still owed.  The volumes are opened
+ * again (never created), the gates armed with the owed set, the domain's
+ * disks served again, and the receiver waits for the source (WAIT_LINK),
+ * on the --listen address or --rendezvous socket it had. */
+static int resume_state(struct recv *r)
+{
+    struct incmig__target_disk td[INCMIG_MAX_DISKS];
+    char path[4096], v[4096], k[32], *text = NULL, msg[INCMIG_MSG_MAX] = "";
+    uint64_t n, caps;
+    int rc, bad = -1;
+
+    memset(td, 0, sizeof td);
+    rc = incmig__owed_resolve(r->o->state_dir, "receive", r->o->resume, path,
+                              sizeof path);
+    if (!rc)
+        rc = incmig__owed_open(&r->owed, path, &text);
+    if (rc)
+        goto out;
+    rc = INCMIG_EINVAL;
+    if (incmig__kv_get(text, "role", v, sizeof v) || strcmp(v, "receive")) {
+        ERR("%s is not a receiver's state file", path);
+        goto out;
+    }
+    if (!r->owed.go) {
+        ERR("%s: this migration never reached GO here, so the guest stayed "
+            "on the source; nothing to resume (remove the file)", path);
+        goto out;
+    }
+    if (incmig__kv_get(text, "id", v, sizeof v) || strlen(v) != 32)
+        goto bad;
+    for (int i = 0; i < 16; i++) {
+        unsigned x;
+        if (sscanf(v + 2 * i, "%2x", &x) != 1)
+            goto bad;
+        r->mig_id[i] = (uint8_t)x;
+    }
+    if (incmig__kv_get(text, "domain", r->domain, sizeof r->domain) ||
+        incmig__kv_get(text, "target", r->ro_target, sizeof r->ro_target) ||
+        incmig__kv_get(text, "listen", r->ro_listen, sizeof r->ro_listen) ||
+        incmig__kv_get(text, "rendezvous", r->ro_rv, sizeof r->ro_rv) ||
+        kv_num(r, text, "caps", UINT64_MAX, &caps) ||
+        kv_num(r, text, "exit_when_done", 1, &n))
+        goto bad;
+    r->caps = caps;
+    r->ro.exit_when_done = (int)n;
+    r->ro.target = r->ro_target;
+    r->ro.listen = r->ro_listen[0] ? r->ro_listen : NULL;
+    r->ro.rendezvous = r->ro_rv[0] ? r->ro_rv : NULL;
+    if (!r->ro.reconnect_s && !kv_num(r, text, "reconnect", INT32_MAX, &n))
+        r->ro.reconnect_s = (int)n;
+    if (!r->ro.timeout_s && !kv_num(r, text, "timeout", INT32_MAX, &n))
+        r->ro.timeout_s = (int)n;
+    if (kv_num(r, text, "disks", (uint64_t)r->owed.nd, &n) ||
+        (int)n != r->owed.nd)
+        goto bad;
+    r->nd = r->nrecs = (int)n;
+    for (int i = 0; i < r->nd; i++) {
+        uint64_t size, bs;
+        snprintf(k, sizeof k, "disk%d.size", i);
+        if (kv_num(r, text, k, INCMIG_DISK_MAX, &size))
+            goto bad;
+        snprintf(k, sizeof k, "disk%d.bs", i);
+        if (kv_num(r, text, k, INCMIG_BS_MAX, &bs) ||
+            !incmig__block_size_valid(bs) ||
+            (size + bs - 1) / bs != r->owed.nblocks[i])
+            goto bad;
+        td[i].size = r->recs[i].size = size;
+        td[i].block_size = r->recs[i].block_size = (uint32_t)bs;
+        r->recs[i].index = (uint32_t)i;
+        snprintf(k, sizeof k, "disk%d.name", i);
+        if (incmig__kv_get(text, k, td[i].name, sizeof td[i].name))
+            goto bad;
+        snprintf(r->recs[i].name, sizeof r->recs[i].name, "%s", td[i].name);
+        snprintf(k, sizeof k, "disk%d.path", i);
+        if (incmig__kv_get(text, k, td[i].path, sizeof td[i].path))
+            goto bad;
+        snprintf(k, sizeof k, "disk%d.nbd", i);
+        if (incmig__kv_get(text, k, td[i].nbd_uri, sizeof td[i].nbd_uri))
+            goto bad;
+    }
+    r->kind = incmig__target_find(r->ro.target);
+    if (!r->kind)
+        goto out;
+    rc = r->kind->open(&r->t, r->domain, r->nd, td, &bad, msg, sizeof msg);
+    if (rc) {
+        ERR("%s", msg);
+        goto out;
+    }
+    if (!r->t->ops->reopen) {
+        ERR("the %s target cannot restart a PULL after a crash yet",
+            r->kind->name);
+        rc = INCMIG_ENOTSUP;
+        goto out;
+    }
+    for (int i = 0; i < r->nd && !rc; i++) {
+        struct rdisk *d = &r->d[i];
+        d->bs = td[i].block_size;
+        d->nblocks = r->owed.nblocks[i];
+        d->bm_next = d->nblocks;
+        rc = r->t->ops->reopen(r->t, i, &d->disk);
+        if (!rc)
+            rc = incmig__bitmap_init(&d->final, d->nblocks);
+        if (!rc)
+            rc = incmig__owed_get(&r->owed, i, &d->final);
+        if (!rc)
+            rc = incmig__gate_new(&d->gate, d->disk, (uint32_t)i, d->bs,
+                                  request_blocks, r);
+        if (!rc)
+            rc = incmig__gate_mark_missing(d->gate, &d->final);
+        if (!rc) {
+            r->owed.vol[i] = d->disk;
+            incmig__gate_set_owed(d->gate, &r->owed);
+            rc = r->t->ops->stage(r->t, i, d->gate);
+        }
+    }
+    if (!rc)
+        rc = r->t->ops->unpause(r->t);
+    if (rc)
+        goto out;
+    if (r->ro.listen)
+        rc = incmig__tcp_listen(r->ro.listen, &r->lfd);
+    else if (r->ro.rendezvous) {
+        rc = incmig_rendezvous_path(r->ro.rendezvous, r->rv_path,
+                                    sizeof r->rv_path);
+        if (!rc)
+            rc = incmig__unix_listen(r->rv_path, &r->lfd);
+    }
+    if (rc)
+        goto out;
+    r->t_go = incmig__now();
+    r->state = INCMIG_DST_PULL;
+    INFO("domain %s: restarted on %s, %" PRIu64 " blocks still owed by the "
+         "source; its disks are served again", r->domain, path,
+         incmig__owed_count(&r->owed));
+    goto out;
+bad:
+    ERR("state file %s: missing or malformed fields", path);
+    rc = INCMIG_EINVAL;
+out:
+    free(text);
+    return rc;
+}
+
 /* ---- link ----------------------------------------------------------------- */
 
 static void set_deadlines(struct recv *r);
@@ -1357,22 +1648,16 @@ static int accept_source(struct recv *r, double end, int *fd_r)
 }
 
 /* The next record from the source.  A stop request (incmig_stop) ends
- * the wait before GO (INCMIG_ECANCEL: the guest stays on the source);
- * from GO on the domain's data is split between the hosts, so PULL is
- * finished first and the stop takes effect after it. */
+ * the wait with INCMIG_ECANCEL: before GO the guest stays on the source;
+ * from GO on the state file keeps what is owed, and the receiver says how
+ * to finish (say_resume). */
 static int recv_record(struct recv *r, struct incmig__rec *rec)
 {
     double since = incmig__now();
 
     for (;;) {
-        if (incmig__stop_requested) {
-            if (r->state < INCMIG_DST_PULL)
-                return INCMIG_ECANCEL;   /* said at failed_discard */
-            if (!r->stop_noted)
-                ERR("stop requested during PULL: the domain's disks are "
-                    "split between the hosts, so PULL completes first");
-            r->stop_noted = true;
-        }
+        if (incmig__stop_requested)
+            return INCMIG_ECANCEL;   /* said by the caller */
         set_deadlines(r);
         if (r->st.idle_s > 0 && incmig__now() - since >= r->st.idle_s) {
             ERR("no record from the source for %.0f s in state %s: the link "
@@ -1418,6 +1703,8 @@ static int relink(struct recv *r)
     for (;;) {
         int fd, rc;
         double left = end - incmig__now();
+        if (incmig__stop_requested)
+            return INCMIG_ECANCEL;
         if (left <= 0) {
             ERR("the source did not come back within %.0f s", t);
             return INCMIG_ELINK;
@@ -1440,6 +1727,39 @@ static int relink(struct recv *r)
     }
 }
 
+/* After DONE, while serving the domain: a source that missed COMPLETE (its
+ * link or its migrate died before it read it) comes back to learn it, as
+ * it would in PULL: HELLO, RESUME, an empty BITMAP, READY, COMPLETE, then
+ * its END.  Returns whether a connection was taken (then no sleep). */
+static bool late_source(struct recv *r)
+{
+    struct incmig__rec rec;
+    int fd, rc;
+
+    struct pollfd p = { .fd = r->lfd, .events = POLLIN };
+
+    if (r->lfd < 0 || poll(&p, 1, 100) <= 0 ||
+        accept_source(r, incmig__now() + timeout_s(r), &fd))
+        return false;
+    r->state = INCMIG_DST_WAIT_LINK;
+    rc = open_stream(r, fd, fd);
+    while (!rc && r->state != INCMIG_DST_DONE) {
+        rc = recv_record(r, &rec);
+        if (!rc)
+            rc = dispatch(r, &rec);
+    }
+    DBG("a source came back after the migration was complete: %s",
+        rc ? incmig_strerror(rc) : "told so");
+    pthread_mutex_lock(&r->slock);
+    r->link_ok = false;
+    if (r->st_open)
+        incmig__stream_dispose(&r->st);
+    r->st_open = false;
+    pthread_mutex_unlock(&r->slock);
+    r->state = INCMIG_DST_DONE;
+    return true;
+}
+
 void incmig_receive_opts_init(struct incmig_receive_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -1454,28 +1774,42 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
 {
     struct recv r;
     struct incmig__rec rec;
-    bool discard = false;
+    bool discard = false, complete = false;
     int rc;
 
     memset(&r, 0, sizeof r);
-    r.o = o;
+    r.ro = *o;
+    r.o = o = &r.ro;
     r.lfd = -1;
     r.state_wfd = r.state_rfd = -1;
     r.state = INCMIG_DST_HELLO;
+    incmig__owed_init(&r.owed);
     pthread_mutex_init(&r.slock, NULL);
     pthread_mutex_init(&r.rlock, NULL);
+    r.zbuf = malloc(INCMIG_BLOCKS_MAX);
+    r.ebuf = malloc(INCMIG_REC_MAX);
+    if (!r.zbuf || !r.ebuf) {
+        rc = INCMIG_ENOMEM;
+        goto out;
+    }
+    if (o->resume) {
+        rc = resume_state(&r);
+        if (!rc && !incmig__owed_count(&r.owed)) {
+            INFO("nothing is owed any more: the migration is complete");
+            goto done;   /* a source that missed COMPLETE: late_source */
+        }
+        if (!rc)
+            rc = relink(&r);
+        if (rc)
+            goto out;
+        goto pull;
+    }
     rc = incmig__volume_check_opts(o);
     if (rc)
         goto out;
     r.kind = incmig__target_find(o->target);
     if (!r.kind) {
         rc = INCMIG_EINVAL;
-        goto out;
-    }
-    r.zbuf = malloc(INCMIG_BLOCKS_MAX);
-    r.ebuf = malloc(INCMIG_REC_MAX);
-    if (!r.zbuf || !r.ebuf) {
-        rc = INCMIG_ENOMEM;
         goto out;
     }
     if (o->listen) {
@@ -1506,6 +1840,7 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
     if (rc)
         goto failed_discard;
 
+pull:
     while (r.state != INCMIG_DST_DONE) {
         rc = recv_record(&r, &rec);
         if (!rc)
@@ -1514,12 +1849,20 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
             continue;
         if (r.state != INCMIG_DST_PULL)
             goto failed_discard;
+        if (r.complete_sent && (rc == INCMIG_ELINK || rc == INCMIG_ECANCEL))
+            break;     /* the source has what it needs: done */
+        if (rc == INCMIG_ECANCEL)
+            ERR("stopped during PULL");
         if (rc != INCMIG_ELINK)
             goto out;
         rc = relink(&r);
+        if (rc == INCMIG_ECANCEL)
+            ERR("stopped while waiting for the source to reconnect");
         if (rc)
             goto out;
     }
+done:
+    complete = true;
     INFO("migration complete; %s", o->exit_when_done
          ? "serving the domain until it is done with this receiver"
          : "serving the domain until stopped");
@@ -1532,7 +1875,8 @@ int incmig_receive(const struct incmig_receive_opts *o, int in_fd, int out_fd)
     /* keep serving the domain: this process is its disk now */
     double idle_since = incmig__now();
     while (!incmig__stop_requested) {
-        usleep(100 * 1000);
+        if (r.lfd < 0 || !late_source(&r))
+            usleep(100 * 1000);
         if (r.t->ops->in_use(r.t) > 0)
             idle_since = incmig__now();
         else if (o->exit_when_done && incmig__now() - idle_since > 1.0)
@@ -1556,6 +1900,8 @@ failed_discard:
     keep_claims(&r);
     discard = true;
 out:
+    if (!discard && !complete && r.owed.go && r.state >= INCMIG_DST_PULL)
+        say_resume(&r);
     finish_restore(&r);
     for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++)
         if (r.d[i].gate)
@@ -1582,6 +1928,7 @@ out:
             r.t->ops->abort(r.t);
         r.t->ops->close(r.t);
     }
+    incmig__owed_close(&r.owed, discard || complete);
     if (r.state_rfd >= 0)
         close(r.state_rfd);
     if (r.lfd >= 0) {

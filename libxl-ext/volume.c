@@ -508,3 +508,33 @@ int incmig__target_prepare_volume(struct incmig__target *t, int i,
     *disk_r = &v->disk;
     return 0;
 }
+
+int incmig__target_reopen_volume(struct incmig__target *t, int i,
+                                 struct incmig__volume *v,
+                                 struct incmig__disk **disk_r)
+{
+    const struct incmig__target_disk *td = &t->disks[i];
+    struct stat a, b;
+    int rc;
+
+    if (lstat(td->path, &a) < 0 || !S_ISREG(a.st_mode))
+        return incmig__target_fail(t, INCMIG_EINVAL, "disk %s: %s is %s",
+                                   td->name, td->path, errno == ENOENT ?
+                                   "gone" : "not a regular file");
+    rc = incmig__disk_open(&v->disk, td->path, INCMIG_DISK_WRITE, 0);
+    if (rc)
+        return incmig__target_fail(t, rc, "disk %s: cannot open %s",
+                                   td->name, td->path);
+    if (fstat(v->disk.fd, &b) < 0 || b.st_dev != a.st_dev ||
+        b.st_ino != a.st_ino || v->disk.size != td->size) {
+        incmig__disk_close(&v->disk);
+        return incmig__target_fail(t, INCMIG_ESIZE, "disk %s: %s is not the "
+                                   "volume of this migration (%" PRIu64
+                                   " bytes expected)", td->name, td->path,
+                                   td->size);
+    }
+    snprintf(v->path, sizeof v->path, "%s", td->path);
+    v->created = false;
+    *disk_r = &v->disk;
+    return 0;
+}

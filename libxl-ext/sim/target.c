@@ -8,6 +8,7 @@
  *   op          what the simulated target does
  *   open        every disk needs an NBD URI (--disk NAME=PATH,nbd=URI)
  *   prepare(i)  creates disk i's volume file (incmig__volume_create)
+ *   reopen(i)   opens it again (a receiver restarted after GO)
  *   stage(i)    binds the NBD export of disk i's gate on its URI and
  *               starts its threads held (incmig__nbd_hold): the guest
  *               connects and shakes hands before GO, its requests wait
@@ -108,6 +109,12 @@ static int sim_prepare(struct incmig__target *t, int i,
                        struct incmig__disk **disk_r)
 {
     return incmig__target_prepare_volume(t, i, &sim(t)->vol[i], disk_r);
+}
+
+static int sim_reopen(struct incmig__target *t, int i,
+                      struct incmig__disk **disk_r)
+{
+    return incmig__target_reopen_volume(t, i, &sim(t)->vol[i], disk_r);
 }
 
 static int sim_stage(struct incmig__target *t, int i, struct incmig__gate *g)
@@ -252,6 +259,7 @@ static const struct incmig__target_ops sim_ops = {
     .stage = sim_stage,
     .restore = sim_restore,
     .unpause = sim_unpause,
+    .reopen = sim_reopen,
     .disk_done = sim_disk_done,
     .in_use = sim_in_use,
     .stop = sim_stop,

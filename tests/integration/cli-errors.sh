@@ -101,6 +101,18 @@ x 1 "root $T/nodir is not a directory" -- migrate-receive --root "$T/nodir" --di
 x 1 "unknown target 'qemu'"           -- migrate-receive --target qemu --image "$T/r.img" --nbd "unix:$T/r.sock"
 [ -e "$T/r.img" ] || [ -e "$T/r.sock" ] || [ -e "$T/r2.img" ] || [ -e "$T/nodir" ] && bad "migrate-receive usage errors created files"
 
+# ---- --resume (crash-safe PULL) ----------------------------------------------------
+x 2 'no DOMAIN, HOST'                     -- migrate --resume x sim:a h:1
+x 2 'no DOMAIN, HOST'                     -- migrate --resume x -s ""
+x 1 'neither a state file.*32 hexadecimal' -- migrate --resume 0123
+x 1 "cannot open the state file $T/none"  -- migrate --resume "$T/none.state"
+printf 'not a state file' >"$T/junk.state"
+x 1 'is not an incmig state file'         -- migrate --resume "$T/junk.state"
+x 2 'no --disk, --image'                  -- migrate-receive --resume x --image "$T/r.img"
+x 1 'is not an incmig state file'         -- migrate-receive --resume "$T/junk.state"
+x 1 'neither a state file'                -- migrate-receive --resume zz --state-dir "$T"
+rm -f "$T/junk.state"
+
 # ---- serve ------------------------------------------------------------------------
 x 2 'need IMAGE and --nbd URI'  -- serve "$T/disk.img"
 x 2 'need IMAGE and --nbd URI'  -- serve --nbd "unix:$T/s2.sock"

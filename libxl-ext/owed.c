@@ -1,0 +1,676 @@
+/* owed.c: the set of blocks still owed after GO, kept on disk so that a
+ * PULL survives the death of either process (kill -9 at any instant).
+ *
+ * Entry points: incmig__owed_path/resolve (where a migration's file is),
+ * create (before GO), open (to resume), done (blocks written), sync
+ * (make those clears durable), keep (the source: shrink to what the
+ * destination confirmed it still lacks), count, close; incmig__kv_put/get
+ * for the file's key/value text.
+ *
+ * File layout (host-local, never on the wire; spec: "Crash-safe PULL"):
+ *
+ *   offset  size          field
+ *   0       8             magic "INCMIGST"
+ *   8       4             version, 1 (big-endian, as every integer here)
+ *   12      4             ndisks, 1..INCMIG_MAX_DISKS
+ *   16      4             text_len, <= INCMIG_OWED_TEXT_MAX
+ *   20      4             CRC-32C of bytes 0..87 (this field zero) + text
+ *   24      8 * 8         nblocks of each disk (unused ones 0)
+ *   88      text_len      key/value lines (incmig__kv_put)
+ *   65535   1             'G' once the destination acted on GO, or the
+ *                         source armed it (outside the checksum)
+ *   65536   per disk      its bitmap, (nblocks + 63) / 64 * 8 bytes, bit b
+ *                         in byte b / 8 (mask 1 << b % 8), disk after disk
+ *
+ * The header and text are written once, to a temporary file that is
+ * fsynced and renamed into place (then the directory fsynced): a file
+ * that exists is whole.  That costs tens of milliseconds on a loaded
+ * disk, so a migration prepares its file before the downtime with every
+ * block owed (prepare: a superset is always safe) and, in the downtime,
+ * only arms it with the stop-and-copy bitmaps (words written in place,
+ * one fdatasync).  Afterwards only bitmap words change, in place,
+ * and only from 1 to 0: a word torn by a kill is a mix of its old and new
+ * bits, a superset of what is owed, so it is never wrong, at worst a
+ * block is fetched again.  A bit is cleared in the file only after the
+ * block's data is durable: `done` clears it in memory (`mem`) once the
+ * data is written; `sync` fdatasyncs the volumes first (destination),
+ * then writes the words that changed and fdatasyncs the file (`file`
+ * then equals mem).  The process using a file holds an exclusive flock
+ * on it (released by the kernel however the process ends), so a second
+ * `--resume` of a migration still running is refused.  Thread safe:
+ * `lock` guards mem, `sync_lock` makes syncs one at a time (and guards
+ * file).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "incmig-internal.h"
+
+#define MAGIC "INCMIGST"
+#define HDR 88
+#define BITMAPS_OFF 65536u
+#define SYNC_EVERY_S 0.2
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+static void put64(uint8_t *p, uint64_t v)
+{
+    put32(p, (uint32_t)(v >> 32));
+    put32(p + 4, (uint32_t)v);
+}
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+           p[3];
+}
+static uint64_t get64(const uint8_t *p)
+{
+    return (uint64_t)get32(p) << 32 | get32(p + 4);
+}
+static uint64_t nwords(uint64_t nbits)
+{
+    return (nbits + 63) / 64;
+}
+static void word_out(uint8_t *p, uint64_t w)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(w >> (8 * i));
+}
+static uint64_t word_in(const uint8_t *p)
+{
+    uint64_t w = 0;
+    for (int i = 0; i < 8; i++)
+        w |= (uint64_t)p[i] << (8 * i);
+    return w;
+}
+
+/* ---- key/value text ------------------------------------------------------ */
+
+/* One line "key value\n"; the value is %XX-escaped where it holds '%',
+ * white space or a control character, so any string survives. */
+int incmig__kv_put(char *buf, size_t cap, size_t *len, const char *key,
+                   const char *fmt, ...)
+{
+    char val[8192];
+    va_list ap;
+    size_t n = *len;
+
+    va_start(ap, fmt);
+    int k = vsnprintf(val, sizeof val, fmt, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= sizeof val)
+        return INCMIG_EINVAL;
+    k = snprintf(buf + n, cap - n, "%s ", key);
+    if (k < 0 || (size_t)k >= cap - n)
+        return INCMIG_EINVAL;
+    n += (size_t)k;
+    for (const unsigned char *p = (const unsigned char *)val; *p; p++) {
+        bool esc = *p <= ' ' || *p == '%' || *p >= 0x7f;
+        if (n + (esc ? 3 : 1) + 2 > cap)
+            return INCMIG_EINVAL;
+        n += esc ? (size_t)sprintf(buf + n, "%%%02X", *p) : 1;
+        if (!esc)
+            buf[n - 1] = (char)*p;
+    }
+    buf[n++] = '\n';
+    buf[n] = '\0';
+    *len = n;
+    return 0;
+}
+
+/* The value of `key` (its first line), unescaped: 0, or INCMIG_EINVAL
+ * when missing, malformed or longer than cap - 1. */
+int incmig__kv_get(const char *text, const char *key, char *out, size_t cap)
+{
+    size_t kl = strlen(key);
+
+    for (const char *l = text; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1
+                                                       : l + strlen(l)) {
+        if (strncmp(l, key, kl) || l[kl] != ' ')
+            continue;
+        size_t n = 0;
+        for (const char *p = l + kl + 1; *p && *p != '\n'; p++) {
+            unsigned v = (unsigned char)*p;
+            if (*p == '%') {
+                if (sscanf(p + 1, "%2X", &v) != 1 || !p[1] || !p[2])
+                    return INCMIG_EINVAL;
+                p += 2;
+            }
+            if (n + 1 >= cap || v == 0)
+                return INCMIG_EINVAL;
+            out[n++] = (char)v;
+        }
+        out[n] = '\0';
+        return 0;
+    }
+    return INCMIG_EINVAL;
+}
+
+/* ---- where the files are ------------------------------------------------- */
+
+int incmig__owed_path(const char *dir, const char *role, const uint8_t id[16],
+                      char *buf, size_t cap)
+{
+    char rd[4096], hex[33];
+    int rc;
+
+    if (!dir) {
+        rc = incmig__runtime_dir(rd, sizeof rd);
+        if (rc)
+            return rc;
+        dir = rd;
+    }
+    for (int i = 0; i < 16; i++)
+        sprintf(hex + 2 * i, "%02x", id[i]);
+    if ((size_t)snprintf(buf, cap, "%s/%s-%s.state", dir, role, hex) >= cap) {
+        ERR("state file path in %s too long", dir);
+        return INCMIG_EINVAL;
+    }
+    return 0;
+}
+
+int incmig__owed_resolve(const char *dir, const char *role, const char *arg,
+                         char *buf, size_t cap)
+{
+    uint8_t id[16];
+
+    if (strchr(arg, '/')) {
+        if ((size_t)snprintf(buf, cap, "%s", arg) >= cap)
+            return INCMIG_EINVAL;
+        return 0;
+    }
+    for (int i = 0; i < 16; i++) {
+        unsigned v;
+        if (strlen(arg) != 32 || strspn(arg, "0123456789abcdefABCDEF") != 32 ||
+            sscanf(arg + 2 * i, "%2x", &v) != 1) {
+            ERR("'%s' is neither a state file (a path) nor a migration id "
+                "(32 hexadecimal digits)", arg);
+            return INCMIG_EINVAL;
+        }
+        id[i] = (uint8_t)v;
+    }
+    return incmig__owed_path(dir, role, id, buf, cap);
+}
+
+/* ---- the file ------------------------------------------------------------ */
+
+static int init_common(struct incmig__owed *o, int nd, const uint64_t *nb)
+{
+    uint64_t off = BITMAPS_OFF;
+    int rc = 0;
+
+    o->nd = nd;
+    for (int i = 0; i < nd && !rc; i++) {
+        o->nblocks[i] = nb[i];
+        o->off[i] = off;
+        off += nwords(nb[i]) * 8;
+        rc = incmig__bitmap_init(&o->file[i], nb[i]);
+        if (!rc)
+            rc = incmig__bitmap_init(&o->mem[i], nb[i]);
+    }
+    if (!rc && !o->lock_ok) {
+        pthread_mutex_init(&o->lock, NULL);
+        pthread_mutex_init(&o->sync_lock, NULL);
+        o->lock_ok = true;
+    }
+    return rc;
+}
+
+static int write_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return errno == ENOSPC || errno == EDQUOT ? INCMIG_ENOSPC
+                                                      : INCMIG_EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int fsync_dir(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    int fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return INCMIG_EIO;
+    int r = fsync(fd);
+    close(fd);
+    return r < 0 ? INCMIG_EIO : 0;
+}
+
+/* The file with the bitmaps `sets`, or every block owed (sets NULL). */
+static int create_file(struct incmig__owed *o, const char *path, int nd,
+                       const uint64_t *nblocks,
+                       const struct incmig__bitmap *sets, const char *text)
+{
+    uint8_t *hdr = NULL, buf[65536];
+    char tmp[4096 + 8];
+    size_t tl = strlen(text);
+    uint64_t nb[INCMIG_MAX_DISKS] = {0};
+    int fd = -1, rc;
+
+    if (nd < 1 || nd > (int)INCMIG_MAX_DISKS || tl > INCMIG_OWED_TEXT_MAX ||
+        strlen(path) >= sizeof o->path) {
+        ERR("state file %s: bad arguments", path);
+        return INCMIG_EINVAL;
+    }
+    for (int i = 0; i < nd; i++)
+        nb[i] = sets ? sets[i].nbits : nblocks[i];
+    rc = init_common(o, nd, nb);
+    if (rc)
+        goto out;
+    hdr = calloc(1, BITMAPS_OFF);
+    if (!hdr) {
+        rc = INCMIG_ENOMEM;
+        goto out;
+    }
+    memcpy(hdr, MAGIC, 8);
+    put32(hdr + 8, 1);
+    put32(hdr + 12, (uint32_t)nd);
+    put32(hdr + 16, (uint32_t)tl);
+    for (int i = 0; i < nd; i++)
+        put64(hdr + 24 + 8 * i, nb[i]);
+    memcpy(hdr + HDR, text, tl);
+    put32(hdr + 20, incmig__crc32c(0, hdr, HDR + tl));
+
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unlink(tmp);
+    fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        LOGE("cannot create the state file %s", tmp);
+        rc = INCMIG_EIO;
+        goto out;
+    }
+    rc = write_all(fd, hdr, BITMAPS_OFF, 0);
+    for (int i = 0; i < nd && !rc; i++) {
+        if (sets) {
+            incmig__bitmap_merge(&o->file[i], &sets[i]);
+            incmig__bitmap_merge(&o->mem[i], &sets[i]);
+        } else {
+            incmig__bitmap_set_range(&o->file[i], 0, nb[i]);
+            incmig__bitmap_set_range(&o->mem[i], 0, nb[i]);
+        }
+        for (uint64_t w = 0; w < nwords(nb[i]) && !rc;) {
+            size_t k = 0;
+            for (; w < nwords(nb[i]) && k < sizeof buf; w++, k += 8)
+                word_out(buf + k, o->file[i].words[w]);
+            rc = write_all(fd, buf, k, o->off[i] + (w * 8 - k));
+        }
+    }
+    if (!rc && fsync(fd) < 0)
+        rc = INCMIG_EIO;
+    if (!rc && rename(tmp, path) < 0)
+        rc = INCMIG_EIO;
+    if (!rc)
+        rc = fsync_dir(path);
+    if (rc) {
+        ERR("cannot write the state file %s: %s", path, strerror(errno));
+        unlink(tmp);
+        goto out;
+    }
+    snprintf(o->path, sizeof o->path, "%s", path);
+    o->fd = fd;
+    fd = -1;
+    o->t_sync = incmig__now();
+out:
+    if (fd >= 0)
+        close(fd);
+    free(hdr);
+    return rc;
+}
+
+int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
+                        const struct incmig__bitmap *sets, const char *text)
+{
+    return create_file(o, path, nd, NULL, sets, text);
+}
+
+int incmig__owed_prepare(struct incmig__owed *o, const char *path, int nd,
+                         const uint64_t *nblocks, const char *text)
+{
+    return create_file(o, path, nd, nblocks, NULL, text);
+}
+
+int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets,
+                     bool mark)
+{
+    int rc = 0;
+
+    for (int i = 0; i < o->nd && !rc; i++)
+        rc = incmig__owed_keep(o, i, &sets[i]);
+    if (!rc && mark)
+        rc = write_all(o->fd, "G", 1, BITMAPS_OFF - 1);   /* synced below */
+    if (!rc)
+        rc = incmig__owed_sync(o);
+    if (!rc && mark)
+        o->go = true;
+    return rc;
+}
+
+int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r)
+{
+    uint8_t *hdr = NULL;
+    uint64_t nb[INCMIG_MAX_DISKS] = {0};
+    char *text = NULL;
+    int fd, rc = INCMIG_EINVAL;
+    struct stat st;
+
+    *text_r = NULL;
+    fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        LOGE("cannot open the state file %s", path);
+        return INCMIG_EINVAL;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        ERR("the state file %s is in use by another process (a migrate or "
+            "receiver still running this migration)", path);
+        goto out;
+    }
+    hdr = malloc(BITMAPS_OFF);
+    if (!hdr) {
+        rc = INCMIG_ENOMEM;
+        goto out;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+        pread(fd, hdr, BITMAPS_OFF, 0) != BITMAPS_OFF ||
+        memcmp(hdr, MAGIC, 8)) {
+        ERR("%s is not an incmig state file", path);
+        goto out;
+    }
+    uint32_t nd = get32(hdr + 12), tl = get32(hdr + 16), crc = get32(hdr + 20);
+    if (get32(hdr + 8) != 1 || nd < 1 || nd > INCMIG_MAX_DISKS ||
+        tl > INCMIG_OWED_TEXT_MAX) {
+        ERR("state file %s: unknown version or bad header", path);
+        goto out;
+    }
+    put32(hdr + 20, 0);
+    if (incmig__crc32c(0, hdr, HDR + tl) != crc) {
+        ERR("state file %s: header checksum mismatch (damaged)", path);
+        goto out;
+    }
+    uint64_t end = BITMAPS_OFF;
+    for (uint32_t i = 0; i < nd; i++) {
+        nb[i] = get64(hdr + 24 + 8 * i);
+        if (nb[i] < 1 || nb[i] > INCMIG_DISK_MAX / INCMIG_BS_MIN) {
+            ERR("state file %s: disk %u has %" PRIu64 " blocks", path, i,
+                nb[i]);
+            goto out;
+        }
+        end += nwords(nb[i]) * 8;
+    }
+    if ((uint64_t)st.st_size != end) {
+        ERR("state file %s: %" PRIu64 " bytes, its header says %" PRIu64,
+            path, (uint64_t)st.st_size, end);
+        goto out;
+    }
+    text = malloc(tl + 1);
+    if (!text) {
+        rc = INCMIG_ENOMEM;
+        goto out;
+    }
+    memcpy(text, hdr + HDR, tl);
+    text[tl] = '\0';
+    if (strlen(text) != tl) {
+        ERR("state file %s: NUL in its text", path);
+        goto out;
+    }
+    o->go = hdr[BITMAPS_OFF - 1] == 'G';
+    rc = init_common(o, (int)nd, nb);
+    for (uint32_t i = 0; i < nd && !rc; i++) {
+        for (uint64_t w = 0; w < nwords(nb[i]) && !rc;) {
+            size_t k = 0, want = (size_t)(nwords(nb[i]) - w) * 8;
+            if (want > BITMAPS_OFF)
+                want = BITMAPS_OFF;
+            if (pread(fd, hdr, want, (off_t)(o->off[i] + w * 8)) !=
+                (ssize_t)want) {
+                ERR("state file %s: cannot read disk %u's bitmap", path, i);
+                rc = INCMIG_EIO;
+                break;
+            }
+            for (; k < want; k += 8, w++)
+                o->file[i].words[w] = word_in(hdr + k);
+        }
+        if (!rc && nb[i] % 64 &&
+            o->file[i].words[nwords(nb[i]) - 1] >> (nb[i] % 64)) {
+            ERR("state file %s: disk %u's bitmap has bits past its end", path,
+                i);
+            rc = INCMIG_EINVAL;
+        }
+        if (!rc)
+            incmig__bitmap_merge(&o->mem[i], &o->file[i]);
+    }
+    if (rc)
+        goto out;
+    snprintf(o->path, sizeof o->path, "%s", path);
+    o->fd = fd;
+    fd = -1;
+    o->t_sync = incmig__now();
+    *text_r = text;
+    text = NULL;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(hdr);
+    free(text);
+    return rc;
+}
+
+int incmig__owed_mark_go(struct incmig__owed *o)
+{
+    int rc = write_all(o->fd, "G", 1, BITMAPS_OFF - 1);
+
+    if (!rc && fdatasync(o->fd) < 0)
+        rc = INCMIG_EIO;
+    if (rc)
+        ERR("cannot mark GO in the state file %s", o->path);
+    o->go = !rc;
+    return rc;
+}
+
+void incmig__owed_init(struct incmig__owed *o)
+{
+    memset(o, 0, sizeof *o);
+    o->fd = -1;
+}
+
+bool incmig__owed_active(const struct incmig__owed *o)
+{
+    return o->fd >= 0;
+}
+
+void incmig__owed_done(struct incmig__owed *o, int disk, uint64_t first,
+                       uint64_t n)
+{
+    if (o->fd < 0 || disk < 0 || disk >= o->nd || first >= o->nblocks[disk])
+        return;
+    if (n > o->nblocks[disk] - first)
+        n = o->nblocks[disk] - first;
+    pthread_mutex_lock(&o->lock);
+    incmig__bitmap_clear_range(&o->mem[disk], first, n);
+    o->unsynced += n;
+    pthread_mutex_unlock(&o->lock);
+}
+
+/* Is any of the blocks still owed in the file (the durable state)? */
+bool incmig__owed_durable(struct incmig__owed *o, int disk, uint64_t first,
+                          uint64_t n)
+{
+    bool any = false;
+
+    if (o->fd < 0 || disk < 0 || disk >= o->nd || first >= o->nblocks[disk])
+        return false;
+    pthread_mutex_lock(&o->sync_lock);
+    uint64_t s = incmig__bitmap_next_set(&o->file[disk], first);
+    any = s < o->nblocks[disk] && s - first < n;
+    pthread_mutex_unlock(&o->sync_lock);
+    return any;
+}
+
+/* One word of the file to change. */
+struct change {
+    int disk;
+    uint64_t w, val;
+};
+
+/* Write the changes, runs of consecutive words in one pwrite each. */
+static int write_changes(struct incmig__owed *o, const struct change *c,
+                         size_t n)
+{
+    uint8_t buf[8192];
+    int rc = 0;
+
+    for (size_t i = 0; i < n && !rc;) {
+        size_t k = 0;
+        do {
+            word_out(buf + 8 * k, c[i + k].val);
+            k++;
+        } while (i + k < n && k < sizeof buf / 8 &&
+                 c[i + k].disk == c[i].disk && c[i + k].w == c[i].w + k);
+        rc = write_all(o->fd, buf, 8 * k, o->off[c[i].disk] + c[i].w * 8);
+        for (size_t j = 0; j < k && !rc; j++)
+            o->file[c[i].disk].words[c[i].w + j] = c[i + j].val;
+        i += k;
+    }
+    return rc;
+}
+
+int incmig__owed_sync(struct incmig__owed *o)
+{
+    struct change *c = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+
+    if (o->fd < 0)
+        return 0;
+    pthread_mutex_lock(&o->sync_lock);
+    /* the words mem changed since the last sync (file only changes here,
+     * under sync_lock): their blocks' data was written before this */
+    pthread_mutex_lock(&o->lock);
+    for (int i = 0; i < o->nd && !rc; i++)
+        for (uint64_t w = 0; w < nwords(o->nblocks[i]); w++) {
+            uint64_t v = o->file[i].words[w] & o->mem[i].words[w];
+            if (v == o->file[i].words[w])
+                continue;
+            if (n == cap) {
+                size_t nc = cap ? 2 * cap : 1024;
+                struct change *p = realloc(c, nc * sizeof *c);
+                if (!p) {
+                    rc = INCMIG_ENOMEM;
+                    break;
+                }
+                c = p;
+                cap = nc;
+            }
+            c[n++] = (struct change){ i, w, v };
+        }
+    o->unsynced = 0;
+    pthread_mutex_unlock(&o->lock);
+    /* durable data first, then the clears */
+    for (int i = 0; i < o->nd && !rc && n; i++)
+        if (o->vol[i])
+            rc = incmig__disk_flush(o->vol[i]);
+    if (!rc && n)
+        rc = write_changes(o, c, n);
+    if (!rc && n && fdatasync(o->fd) < 0)
+        rc = INCMIG_EIO;
+    if (rc)
+        ERR("cannot update the state file %s: %s", o->path,
+            incmig_strerror(rc));
+    o->t_sync = incmig__now();
+    pthread_mutex_unlock(&o->sync_lock);
+    free(c);
+    return rc;
+}
+
+int incmig__owed_sync_maybe(struct incmig__owed *o)
+{
+    bool due;
+
+    if (o->fd < 0)
+        return 0;
+    pthread_mutex_lock(&o->lock);
+    due = o->unsynced && incmig__now() - o->t_sync >= SYNC_EVERY_S;
+    pthread_mutex_unlock(&o->lock);
+    return due ? incmig__owed_sync(o) : 0;
+}
+
+int incmig__owed_keep(struct incmig__owed *o, int disk,
+                      const struct incmig__bitmap *still)
+{
+    if (o->fd < 0)
+        return 0;
+    if (disk < 0 || disk >= o->nd || still->nbits != o->nblocks[disk])
+        return INCMIG_EINVAL;
+    pthread_mutex_lock(&o->lock);
+    for (uint64_t w = 0; w < nwords(o->nblocks[disk]); w++)
+        o->mem[disk].words[w] &= still->words[w];
+    o->unsynced++;
+    pthread_mutex_unlock(&o->lock);
+    return 0;
+}
+
+int incmig__owed_get(struct incmig__owed *o, int disk,
+                     struct incmig__bitmap *out)
+{
+    if (!o->lock_ok || disk < 0 || disk >= o->nd ||
+        out->nbits != o->nblocks[disk])
+        return INCMIG_EINVAL;
+    incmig__bitmap_clear_all(out);
+    pthread_mutex_lock(&o->lock);
+    int rc = incmig__bitmap_merge(out, &o->mem[disk]);
+    pthread_mutex_unlock(&o->lock);
+    return rc;
+}
+
+uint64_t incmig__owed_count(struct incmig__owed *o)
+{
+    uint64_t n = 0;
+
+    if (!o->lock_ok)
+        return 0;
+    pthread_mutex_lock(&o->lock);
+    for (int i = 0; i < o->nd; i++)
+        n += incmig__bitmap_count(&o->mem[i]);
+    pthread_mutex_unlock(&o->lock);
+    return n;
+}
+
+void incmig__owed_close(struct incmig__owed *o, bool remove)
+{
+    if (o->fd >= 0) {
+        close(o->fd);
+        if (remove && unlink(o->path) == 0)
+            fsync_dir(o->path);
+    }
+    o->fd = -1;
+    for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++) {
+        incmig__bitmap_dispose(&o->file[i]);
+        incmig__bitmap_dispose(&o->mem[i]);
+    }
+    if (o->lock_ok) {
+        pthread_mutex_destroy(&o->lock);
+        pthread_mutex_destroy(&o->sync_lock);
+        o->lock_ok = false;
+    }
+}

@@ -1,0 +1,226 @@
+/* test-owed.c: unit tests of owed.c, the state file of a PULL: the owed
+ * set and the text survive a reopen; a block is cleared in the file only
+ * by sync, never by done alone; GO is marked; a file prepared with every
+ * block owed is armed down to the given sets; a second user of the file
+ * is refused (flock); and open refuses, one check each, a damaged text, a
+ * truncated file, bits past a disk's end, a bad magic; key/value values
+ * with any byte round-trip; ids and paths resolve.
+ */
+#include "config.h"
+
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "incmig-internal.h"
+
+static char dir[] = "/tmp/test-owed.XXXXXX";
+static char path[4096];
+
+static void make(struct incmig__owed *o, uint64_t nb0, uint64_t nb1)
+{
+    struct incmig__bitmap b[2] = {{0}};
+    assert_int_equal(incmig__bitmap_init(&b[0], nb0), 0);
+    assert_int_equal(incmig__bitmap_init(&b[1], nb1), 0);
+    incmig__bitmap_set_range(&b[0], 3, 100);
+    incmig__bitmap_set(&b[1], nb1 - 1);
+    incmig__owed_init(o);
+    assert_int_equal(incmig__owed_create(o, path, 2, b, "role test\n"), 0);
+    incmig__bitmap_dispose(&b[0]);
+    incmig__bitmap_dispose(&b[1]);
+}
+
+static void reopen(struct incmig__owed *o, char **text)
+{
+    incmig__owed_init(o);
+    assert_int_equal(incmig__owed_open(o, path, text), 0);
+}
+
+static void test_roundtrip(void **state)
+{
+    struct incmig__owed o, p;
+    char *text = NULL;
+
+    make(&o, 1000, 65);
+    assert_int_equal(incmig__owed_count(&o), 101);
+    assert_false(o.go);
+    /* a second user is refused while the first holds the file */
+    incmig__owed_init(&p);
+    assert_int_equal(incmig__owed_open(&p, path, &text), INCMIG_EINVAL);
+    incmig__owed_close(&p, false);
+    /* done alone changes nothing durable; sync does */
+    incmig__owed_done(&o, 0, 3, 50);
+    assert_true(incmig__owed_durable(&o, 0, 10, 1));
+    incmig__owed_close(&o, false);
+    reopen(&o, &text);
+    assert_string_equal(text, "role test\n");
+    free(text);
+    assert_int_equal(incmig__owed_count(&o), 101);
+    incmig__owed_done(&o, 0, 3, 50);
+    incmig__owed_done(&o, 1, 64, 1);
+    assert_int_equal(incmig__owed_sync(&o), 0);
+    assert_false(incmig__owed_durable(&o, 0, 3, 50));
+    assert_true(incmig__owed_durable(&o, 0, 53, 1));
+    assert_int_equal(incmig__owed_mark_go(&o), 0);
+    incmig__owed_close(&o, false);
+    reopen(&o, &text);
+    free(text);
+    assert_true(o.go);
+    assert_int_equal(incmig__owed_count(&o), 50);
+    assert_false(incmig__bitmap_test(&o.file[0], 52));
+    assert_true(incmig__bitmap_test(&o.file[0], 53));
+    assert_false(incmig__bitmap_test(&o.file[1], 64));
+    /* keep: only shrinks */
+    struct incmig__bitmap k = {0};
+    assert_int_equal(incmig__bitmap_init(&k, 1000), 0);
+    incmig__bitmap_set_range(&k, 0, 60);
+    assert_int_equal(incmig__owed_keep(&o, 0, &k), 0);
+    assert_int_equal(incmig__owed_sync(&o), 0);
+    assert_int_equal(incmig__owed_count(&o), 7);   /* 53..59 */
+    incmig__bitmap_dispose(&k);
+    incmig__owed_close(&o, true);
+    assert_int_not_equal(access(path, F_OK), 0);
+}
+
+/* prepare (every block owed) then arm: the file holds the armed sets */
+static void test_prepare_arm(void **state)
+{
+    struct incmig__owed o;
+    struct incmig__bitmap b[2] = {{0}};
+    uint64_t nb[2] = { 130, 7 };
+    char *text = NULL;
+
+    incmig__owed_init(&o);
+    assert_int_equal(incmig__owed_prepare(&o, path, 2, nb, "x y\n"), 0);
+    assert_int_equal(incmig__owed_count(&o), 137);
+    assert_false(o.go);
+    assert_int_equal(incmig__bitmap_init(&b[0], 130), 0);
+    assert_int_equal(incmig__bitmap_init(&b[1], 7), 0);
+    incmig__bitmap_set(&b[0], 129);
+    assert_int_equal(incmig__owed_arm(&o, b, true), 0);
+    incmig__owed_close(&o, false);
+    reopen(&o, &text);
+    free(text);
+    assert_true(o.go);
+    assert_int_equal(incmig__owed_count(&o), 1);
+    assert_true(incmig__bitmap_test(&o.file[0], 129));
+    incmig__owed_close(&o, true);
+    incmig__bitmap_dispose(&b[0]);
+    incmig__bitmap_dispose(&b[1]);
+}
+
+static void poke(off_t off, const void *b, size_t n)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, b, n, off), (ssize_t)n);
+    close(fd);
+}
+
+static void refused(void)
+{
+    struct incmig__owed o;
+    char *text = NULL;
+    incmig__owed_init(&o);
+    assert_int_not_equal(incmig__owed_open(&o, path, &text), 0);
+    assert_null(text);
+    incmig__owed_close(&o, false);
+}
+
+static void test_refusals(void **state)
+{
+    struct incmig__owed o;
+
+    make(&o, 1000, 65);
+    incmig__owed_close(&o, false);
+    poke(90, "X", 1);                          /* the text */
+    refused();
+
+    make(&o, 1000, 65);
+    incmig__owed_close(&o, false);
+    assert_int_equal(truncate(path, 65536 + 8), 0);
+    refused();
+
+    make(&o, 1000, 65);
+    incmig__owed_close(&o, false);
+    poke(65536 + 128 + 15, "\xff", 1);         /* disk 1, bits 120..127 */
+    refused();
+
+    make(&o, 1000, 65);
+    incmig__owed_close(&o, false);
+    poke(0, "INCMIGXX", 8);
+    refused();
+    unlink(path);
+}
+
+static void test_kv(void **state)
+{
+    char buf[256], v[64];
+    size_t n = 0;
+
+    assert_int_equal(incmig__kv_put(buf, sizeof buf, &n, "a", "x y%%z\n\t"), 0);
+    assert_int_equal(incmig__kv_put(buf, sizeof buf, &n, "empty", "%s", ""), 0);
+    assert_int_equal(incmig__kv_put(buf, sizeof buf, &n, "ab", "2"), 0);
+    assert_int_equal(incmig__kv_get(buf, "a", v, sizeof v), 0);
+    assert_string_equal(v, "x y%z\n\t");
+    assert_int_equal(incmig__kv_get(buf, "empty", v, sizeof v), 0);
+    assert_string_equal(v, "");
+    assert_int_equal(incmig__kv_get(buf, "ab", v, sizeof v), 0);
+    assert_string_equal(v, "2");
+    assert_int_equal(incmig__kv_get(buf, "b", v, sizeof v), INCMIG_EINVAL);
+    assert_int_equal(incmig__kv_get("a %4", "a", v, sizeof v), INCMIG_EINVAL);
+    assert_int_equal(incmig__kv_get("a x%00y", "a", v, sizeof v),
+                     INCMIG_EINVAL);
+    n = 0;
+    assert_int_equal(incmig__kv_put(buf, 8, &n, "key", "longer value"),
+                     INCMIG_EINVAL);
+}
+
+static void test_resolve(void **state)
+{
+    char p[4096];
+    uint8_t id[16];
+
+    for (int i = 0; i < 16; i++)
+        id[i] = (uint8_t)(i * 17);
+    assert_int_equal(incmig__owed_path("/d", "migrate", id, p, sizeof p), 0);
+    assert_string_equal(p, "/d/migrate-00112233445566778899aabbccddeeff.state");
+    assert_int_equal(incmig__owed_resolve("/d", "receive",
+                     "00112233445566778899aabbccddeeff", p, sizeof p), 0);
+    assert_string_equal(p, "/d/receive-00112233445566778899aabbccddeeff.state");
+    assert_int_equal(incmig__owed_resolve("/d", "receive", "./x", p, sizeof p),
+                     0);
+    assert_string_equal(p, "./x");
+    assert_int_equal(incmig__owed_resolve("/d", "receive", "0011", p,
+                                          sizeof p), INCMIG_EINVAL);
+    assert_int_equal(incmig__owed_resolve("/d", "receive",
+                     "0011223344556677889900112233445g", p, sizeof p),
+                     INCMIG_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_prepare_arm),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_kv),
+        cmocka_unit_test(test_resolve),
+    };
+    incmig_log_setup(0, stderr, "test-owed");
+    if (!mkdtemp(dir))
+        return 1;
+    snprintf(path, sizeof path, "%s/x.state", dir);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    unlink(path);
+    rmdir(dir);
+    return rc;
+}
