@@ -17,21 +17,24 @@ KO=$LAB/out/xen-blkback-incmig.ko
 [ -f "$LAB/out/blkback.failed" ] && fail "incmig's xen-blkback was not built: $(cat "$LAB/out/blkback.failed")"
 [ -f "$KO" ] || fail "$KO missing: the lab's blkback step did not run (lab.sh build)"
 g=im3 D=/root/lab/incmig
+# scrub H: no domain, receiver, incmig dm or loop device, volume left on H
+scrub() {
+	hssh $1 "for d in \$(xl list | awk 'NR > 2 { print \$1 }'); do xl destroy \$d; done
+		pkill -f '[x]l-incmig migrate' ; sleep 1
+		for m in \$(dmsetup ls 2>/dev/null | awk '/^incmig-/ { print \$1 }'); do dmsetup remove \$m; done
+		losetup -D; rm -rf $D" >/dev/null 2>&1
+}
 for h in 1 2; do
+	scrub $h
 	"$LABSRC/lab.sh" deploy $h || fail "deploy: incmig could not be built or installed in dom0 $h"
-	left=$(hssh $h "xl list | awk 'NR > 2 { print \$1 }'" | tr '\n' ' ')
-	[ -n "$left" ] && { log "host $h: destroying leftovers: $left"; hssh $h "for d in $left; do xl destroy \$d; done"; }
 	hssh $h 'cat >/root/lab/xen-blkback-incmig.ko' <"$KO" || fail "push module to host $h"
 	m=$(hssh $h /root/lab/blkbitmap.sh load-module /root/lab/xen-blkback-incmig.ko) || fail "load module on host $h: $m"
 	hssh $h "rm -rf $D && mkdir -p $D/dst" || fail "host $h: $D"
 done
 cleanup() {
-	hssh 2 "umount $D/small 2>/dev/null" >/dev/null 2>&1
+	hssh 2 "umount $D/dst 2>/dev/null" >/dev/null 2>&1
 	for h in 1 2; do
-		hssh $h "for d in \$(xl list | awk 'NR > 2 { print \$1 }'); do xl destroy \$d; done
-			pkill -f '[x]l-incmig migrate' ; sleep 1
-			for m in \$(dmsetup ls 2>/dev/null | awk '/^incmig-/ { print \$1 }'); do dmsetup remove \$m; done
-			losetup -D; rm -rf $D" >/dev/null 2>&1
+		scrub $h
 		hssh $h /root/lab/blkbitmap.sh stock-module >&2
 	done
 }
