@@ -35,6 +35,7 @@
 
 #include <xxhash.h>
 
+#include "be.h"
 #include "incmig-internal.h"
 
 #define LIN_MAGIC "INCMIGLN"
@@ -43,26 +44,6 @@
 #define BM_HDR 44
 #define BM_DATA_MAX (INCMIG_REC_MAX - 48)
 #define FLAG_OPEN 1u
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    put32(p, (uint32_t)(v >> 32));
-    put32(p + 4, (uint32_t)v);
-}
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
-           p[3];
-}
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
 
 /* ---- generations ---------------------------------------------------------- */
 

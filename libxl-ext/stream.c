@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "be.h"
 #include "incmig-internal.h"
 
 #define STREAM_HDR_LEN 16        /* magic(8) version(4) flags(4) */
@@ -52,42 +53,6 @@
 #define FRAME_CRC_LEN 4
 
 /* ---- big-endian helpers -------------------------------------------------- */
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = v >> 8;
-    p[1] = v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = v >> 24;
-    p[1] = v >> 16;
-    p[2] = v >> 8;
-    p[3] = v;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    put32(p, v >> 32);
-    put32(p + 4, (uint32_t)v);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
 
 /* ---- CRC-32C ------------------------------------------------------------- */
 
