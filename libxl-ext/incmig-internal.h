@@ -186,6 +186,7 @@ int incmig__aioq_drain(struct incmig__aioq *q);
  * claim is void or the bitmap missing (or "no lineage metadata"). */
 struct incmig__lineage {
     bool found;               /* PATH.incmig exists */
+    bool open;                /* intact, OPEN: held by a tracker (gen set) */
     bool valid;
     bool has_bitmap;
     uint8_t gen[16];

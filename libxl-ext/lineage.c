@@ -330,6 +330,7 @@ int incmig__lineage_load(const char *path, int fd, uint32_t bs,
     }
     memcpy(l->gen, b + 16, 16);
     if (get32(b + 12) & FLAG_OPEN) {
+        l->open = true;
         say(l, "the tracker that held %s did not "
                  "close it (a crash?): writes may be untracked", path);
         return 0;

@@ -5,6 +5,10 @@
  *   xenstore, backend dir    incmig-track-block-size  we write N / 0
  *                            incmig-tracking          blkback: N, 0, "error: ..."
  *                            incmig-track-key         optional, we write
+ *                            incmig-track-volume      optional, we write
+ *                            incmig-track-gen         lineage proof (spec
+ *                                                     "Xen: blkback is the
+ *                                                     tracker"), we write
  *                            sectors                  VBD size (blkback)
  *   sysfs, vbd-D-N/          incmig_control           "snapshot" | "load"
  *                            incmig_bitmap            the snapshot, bytes
@@ -40,6 +44,8 @@ struct bbtracker {
     const struct incmig__blkback_xs_ops *xs;
     void *xs_opaque;
     uint64_t nbytes;               /* bitmap size in bytes */
+    bool was_on;                   /* tracking on before open asked */
+    char prior_gen[33];            /* incmig-track-gen before open */
 };
 
 static const struct incmig__tracker_ops bb_ops;
@@ -431,17 +437,32 @@ int incmig__blkback_tracker_open(struct incmig__tracker **t_r, uint32_t domid,
         goto out;
     }
     r = xs_node(b, "sectors", &v);
-    if (r != 0) {
+    if (r < 0 || (r == 1 && (opts->size == 0 || opts->size % 512))) {
         ERR("%s: cannot read %s/sectors: is the VBD connected?", b->name,
             b->bepath);
         rc = r < 0 ? r : INCMIG_EINVAL;
         goto out;
     }
-    errno = 0;
-    sectors = strtoull(v, &end, 10);
-    if (errno || end == v || *end || sectors == 0 ||
-        sectors > INCMIG_DISK_MAX / 512) {
-        ERR("%s: bad size \"%s\" in %s/sectors", b->name, v, b->bepath);
+    if (r == 1) {
+        sectors = opts->size / 512;
+    } else {
+        errno = 0;
+        sectors = strtoull(v, &end, 10);
+        if (errno || end == v || *end || sectors == 0) {
+            ERR("%s: bad size \"%s\" in %s/sectors", b->name, v, b->bepath);
+            rc = INCMIG_EINVAL;
+            goto out;
+        }
+        if (opts->size && sectors != opts->size / 512) {
+            ERR("%s: the VBD has %" PRIu64 " sectors, its volume %" PRIu64
+                " bytes", b->name, sectors, opts->size);
+            rc = INCMIG_ESIZE;
+            goto out;
+        }
+    }
+    if (sectors == 0 || sectors > INCMIG_DISK_MAX / 512) {
+        ERR("%s: %" PRIu64 " sectors: not a disk incmig tracks", b->name,
+            sectors);
         rc = INCMIG_EINVAL;
         goto out;
     }
@@ -449,12 +470,36 @@ int incmig__blkback_tracker_open(struct incmig__tracker **t_r, uint32_t domid,
     b->t.nblocks = (sectors * 512 + block_size - 1) / block_size;
     b->nbytes = (b->t.nblocks + 7) / 8;
 
+    snprintf(bs, sizeof bs, "%u", block_size);
+    /* what was there before we ask: the lineage's proof (spec "Xen:
+     * blkback is the tracker") needs tracking that was never off */
+    free(v);
+    v = NULL;
+    r = xs_node(b, "incmig-tracking", &v);
+    if (r < 0) {
+        rc = r;
+        goto out;
+    }
+    b->was_on = r == 0 && !strcmp(v, bs);
+    free(v);
+    v = NULL;
+    r = xs_node(b, "incmig-track-gen", &v);
+    if (r < 0) {
+        rc = r;
+        goto out;
+    }
+    if (r == 0 && strlen(v) == 32)
+        snprintf(b->prior_gen, sizeof b->prior_gen, "%s", v);
     if (opts->key) {
         rc = xs_set(b, "incmig-track-key", opts->key);
         if (rc)
             goto out;
     }
-    snprintf(bs, sizeof bs, "%u", block_size);
+    if (opts->volume) {
+        rc = xs_set(b, "incmig-track-volume", opts->volume);
+        if (rc)
+            goto out;
+    }
     rc = xs_set(b, "incmig-track-block-size", bs);
     if (rc)
         goto out;
@@ -508,10 +553,32 @@ int incmig__blkback_drain_wait(struct incmig__tracker *t, double timeout_s)
     return INCMIG_ECANCEL;
 }
 
+void incmig__blkback_prior(struct incmig__tracker *t, bool *was_on_r,
+                           char gen_hex_r[33])
+{
+    struct bbtracker *b = (struct bbtracker *)t;
+    *was_on_r = b->was_on;
+    snprintf(gen_hex_r, 33, "%s", b->prior_gen);
+}
+
+int incmig__blkback_set_gen(struct incmig__tracker *t, const uint8_t *gen)
+{
+    struct bbtracker *b = (struct bbtracker *)t;
+    char hex[33] = "";
+
+    if (gen)
+        incmig__gen_hex(gen, hex);
+    return xs_set(b, "incmig-track-gen", hex);
+}
+
 int incmig__blkback_disable(struct incmig__tracker *t)
 {
     struct bbtracker *b = (struct bbtracker *)t;
-    int rc = xs_set(b, "incmig-track-block-size", "0");
+    int rc = incmig__blkback_set_gen(t, NULL);
+
+    if (rc)
+        return rc;
+    rc = xs_set(b, "incmig-track-block-size", "0");
 
     if (rc)
         return rc;

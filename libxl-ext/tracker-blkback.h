@@ -13,6 +13,7 @@
 #ifndef INCMIG_TRACKER_BLKBACK_H
 #define INCMIG_TRACKER_BLKBACK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "incmig-internal.h"
@@ -34,6 +35,13 @@ struct incmig__blkback_opts {
     /* incmig-track-key (parks the bitmap when the VBD goes away); NULL:
      * none.  [A-Za-z0-9._-], at most 64 characters. */
     const char *key;
+    /* incmig-track-volume, written with the key: the volume's resolved
+     * path (the hook stats it when it saves a parked bitmap); NULL: none. */
+    const char *volume;
+    /* The VBD's size in bytes, when known: a VBD whose frontend has not
+     * connected yet (a domain restored, still paused) has no sectors node
+     * yet; with one, the two must agree.  0: sectors is required. */
+    uint64_t size;
     /* NULL: libxenstore (xs_open).  Called on dispose: close(opaque). */
     const struct incmig__blkback_xs_ops *xs;
     void *xs_opaque;
@@ -51,7 +59,17 @@ int incmig__blkback_tracker_open(struct incmig__tracker **t, uint32_t domid,
  * suspended, before the final get_and_clear).  INCMIG_ECANCEL on
  * timeout. */
 int incmig__blkback_drain_wait(struct incmig__tracker *t, double timeout_s);
-/* Stop tracking (the kernel frees the bitmap). */
+/* Stop tracking (the kernel frees the bitmap); incmig-track-gen is
+ * emptied first, the bitmap it spoke for being gone. */
 int incmig__blkback_disable(struct incmig__tracker *t);
+
+/* What the VBD said before open asked for tracking (spec "Xen: blkback is
+ * the tracker"): *was_on_r, tracking was already on at this block size
+ * (blkback's bitmap then runs from an earlier enable); gen_hex_r, the
+ * value of incmig-track-gen then ("" when absent or empty). */
+void incmig__blkback_prior(struct incmig__tracker *t, bool *was_on_r,
+                           char gen_hex_r[33]);
+/* incmig-track-gen := gen (hex); NULL empties it (no proof). */
+int incmig__blkback_set_gen(struct incmig__tracker *t, const uint8_t *gen);
 
 #endif

@@ -286,10 +286,83 @@ int incmig__loop_detach(const char *dev, char *msg, size_t cap)
     return incmig__dm_run(argv, NULL, 0, msg, cap);
 }
 
+/* The device under incmig's linear device NAME: *maj_r:*min_r, and in
+ * loop (cap 64) "loopN" when it is a loop device still set up, else "". */
+static int dm_lower(const char *name, unsigned *maj_r, unsigned *min_r,
+                    char *loop, char *msg, size_t cap)
+{
+    char out[512], sys[64], link[256];
+    const char *tbl[] = { "dmsetup", "table", name, NULL };
+    int rc = incmig__dm_run(tbl, out, sizeof out, msg, cap);
+
+    loop[0] = '\0';
+    if (rc)
+        return rc;
+    if (sscanf(out, "%*u %*u linear %u:%u", maj_r, min_r) != 2) {
+        snprintf(msg, cap, "%s: not one linear table ('%.100s'): left alone",
+                 name, out);
+        return INCMIG_EINVAL;
+    }
+    snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u", *maj_r, *min_r);
+    ssize_t n = readlink(sys, link, sizeof link - 1);
+    if (n <= 0)
+        return 0;
+    link[n] = '\0';
+    const char *base = strrchr(link, '/');
+    base = base ? base + 1 : link;
+    if (strncmp(base, "loop", 4) || strlen(base) > 20)
+        return 0;
+    /* a loop device set to clear itself at last close is gone already */
+    snprintf(sys, sizeof sys, "/sys/block/%s/loop/backing_file", base);
+    if (access(sys, F_OK) == 0)
+        snprintf(loop, 64, "%s", base);
+    return 0;
+}
+
+int incmig__dm_backing_file(const char *path, char *out, size_t outcap,
+                            char *msg, size_t cap)
+{
+    static const char pfx[] = "/dev/mapper/incmig-";
+    char loop[64], sys[96];
+    unsigned maj, min;
+    int rc;
+
+    if (strncmp(path, pfx, sizeof pfx - 1)) {
+        snprintf(msg, cap, "%s is not a device incmig made", path);
+        return INCMIG_EINVAL;
+    }
+    rc = dm_lower(path + strlen("/dev/mapper/"), &maj, &min, loop, msg, cap);
+    if (rc)
+        return rc;
+    if (!loop[0]) {
+        snprintf(msg, cap, "%s is not on a loop device (%u:%u): its PULL "
+                 "is not complete, or it is on a block device", path, maj,
+                 min);
+        return INCMIG_EINVAL;
+    }
+    snprintf(sys, sizeof sys, "/sys/block/%s/loop/backing_file", loop);
+    FILE *f = fopen(sys, "r");
+    if (!f || !fgets(out, (int)outcap, f)) {
+        snprintf(msg, cap, "cannot read %s", sys);
+        if (f)
+            fclose(f);
+        return INCMIG_EIO;
+    }
+    fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+    size_t n = strlen(out);
+    if (out[0] != '/' || (n > 10 && !strcmp(out + n - 10, " (deleted)"))) {
+        snprintf(msg, cap, "%s's backing file \"%.200s\" is not a file in "
+                 "place", loop, out);
+        return INCMIG_EINVAL;
+    }
+    return 0;
+}
+
 int incmig__dm_teardown(const char *path, char *msg, size_t cap)
 {
     static const char pfx[] = "/dev/mapper/incmig-";
-    char out[512], sys[64], link[256], dev[64];
+    char loop[64], dev[128];
     unsigned maj, min;
     int rc;
 
@@ -297,32 +370,18 @@ int incmig__dm_teardown(const char *path, char *msg, size_t cap)
     if (strncmp(path, pfx, sizeof pfx - 1))
         return 0;                       /* not a device incmig made */
     const char *name = path + strlen("/dev/mapper/");
-    const char *tbl[] = { "dmsetup", "table", name, NULL };
-    rc = incmig__dm_run(tbl, out, sizeof out, msg, cap);
+    rc = dm_lower(name, &maj, &min, loop, msg, cap);
     if (rc)
         return rc;
-    if (sscanf(out, "%*u %*u linear %u:%u", &maj, &min) != 2) {
-        snprintf(msg, cap, "%s: not one linear table ('%.100s'): left alone",
-                 name, out);
-        return INCMIG_EINVAL;
-    }
     rc = incmig__dm_remove(name, msg, cap);
     if (rc)
         return rc;
     /* the loop device under it, if that is what it was on */
-    snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u", maj, min);
-    ssize_t n = readlink(sys, link, sizeof link - 1);
-    if (n <= 0)
+    if (!loop[0])
         return 0;
-    link[n] = '\0';
-    const char *base = strrchr(link, '/');
-    base = base ? base + 1 : link;
-    if (strncmp(base, "loop", 4))
+    snprintf(dev, sizeof dev, "/sys/block/%s/loop/backing_file", loop);
+    if (access(dev, F_OK))
         return 0;
-    /* a loop device set to clear itself at last close is gone already */
-    snprintf(sys, sizeof sys, "/sys/block/%.20s/loop/backing_file", base);
-    if (access(sys, F_OK))
-        return 0;
-    snprintf(dev, sizeof dev, "/dev/%.50s", base);
+    snprintf(dev, sizeof dev, "/dev/%s", loop);
     return incmig__loop_detach(dev, msg, cap);
 }

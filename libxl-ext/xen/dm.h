@@ -44,5 +44,10 @@ int incmig__loop_detach(const char *dev, char *msg, size_t cap);
  * remove it, then the loop device under it if it was on one.  0 at once
  * for any other path (not incmig's to remove). */
 int incmig__dm_teardown(const char *path, char *msg, size_t cap);
+/* PATH /dev/mapper/incmig-* on a loop device (a disk whose PULL is
+ * complete): the loop device's backing file, as the kernel names it.
+ * INCMIG_EINVAL with msg for anything else. */
+int incmig__dm_backing_file(const char *path, char *out, size_t outcap,
+                            char *msg, size_t cap);
 
 #endif

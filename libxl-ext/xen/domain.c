@@ -24,14 +24,28 @@
  * (commit); release destroys it.  Before that, resume =
  * libxl_domain_resume(suspend_cancel=1), with tracking still on and the
  * disks untouched.
+ *
+ * Lineage (spec "Xen: blkback is the tracker"; xen/claim.c): a disk on a
+ * file volume (the file itself, or incmig's dm device over a loop device
+ * of it) claims its volume's OPEN generation when blkback has tracked it
+ * without a break since (incmig-track-gen).  The claim is taken at open,
+ * before the first snapshot: the node is emptied, every snapshot is also
+ * ORed into `since` (the writes since the generation), and a migration
+ * that fails before the point of no return loads `since` back into
+ * blkback and writes the node again, so the domain keeps its history.
+ * After release the volume records the migration's generation (adopt)
+ * with an empty bitmap, once the domain is destroyed.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,6 +54,7 @@
 #include <xentoollog.h>
 
 #include "../tracker-blkback.h"
+#include "claim.h"
 #include "dm.h"
 #include "xen.h"
 
@@ -57,6 +72,16 @@ struct xen_domain {
     bool cfg_ok;
     struct incmig__tracker *trk[INCMIG_MAX_DISKS];
     bool suspended, committed, released;
+    struct xen_lineage {
+        char vol[PATH_MAX];       /* the file volume, "" if none */
+        uint8_t gen[16];          /* the claimed one, or a fresh one */
+        bool claim;               /* gen proven, `since` complete */
+        char why[512];            /* otherwise why */
+        struct incmig__bitmap since;   /* every snapshot taken */
+        struct incmig__bitmap snap;    /* scratch */
+        bool adopt;
+        uint8_t adopted[16];
+    } lin[INCMIG_MAX_DISKS];
 };
 
 static const struct incmig__domain_ops xen_ops;
@@ -76,6 +101,70 @@ static int ctx_open(libxl_ctx **ctx_r, xentoollog_logger_stdiostream **lg_r,
 }
 
 /* ---- disks ----------------------------------------------------------------- */
+
+/* The file volume under a disk's path: the file itself, or the backing
+ * file of incmig's dm device (a disk that came here by migration). */
+static void volume_of(struct incmig__dom_disk *dd, struct xen_lineage *l)
+{
+    char file[PATH_MAX], msg[512];
+    struct stat sb;
+
+    l->vol[0] = '\0';
+    if (stat(dd->path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        snprintf(file, sizeof file, "%s", dd->path);
+    } else if (incmig__dm_backing_file(dd->path, file, sizeof file, msg,
+                                       sizeof msg)) {
+        snprintf(l->why, sizeof l->why, "%.150s is not a file volume "
+                 "(%.250s): lineage is kept for file volumes only", dd->path,
+                 msg);
+        return;
+    }
+    if (!realpath(file, l->vol) || stat(l->vol, &sb) < 0 ||
+        !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != dd->size) {
+        snprintf(l->why, sizeof l->why, "%.150s's volume %.250s is not a "
+                 "regular file of %" PRIu64 " bytes", dd->path, file, dd->size);
+        l->vol[0] = '\0';
+    }
+}
+
+/* Before the first snapshot: the disk's claim (xen/claim.c), and the
+ * VBD's proof emptied while this migration holds the bitmap. */
+static int take_claim(struct xen_domain *x, int i)
+{
+    struct incmig__dom_disk *dd = &x->d.disks[i];
+    struct xen_lineage *l = &x->lin[i];
+    char prior[33], hex[33];
+    bool was_on;
+    int rc;
+
+    rc = incmig__bitmap_init(&l->since, x->trk[i]->nblocks);
+    if (!rc)
+        rc = incmig__bitmap_init(&l->snap, x->trk[i]->nblocks);
+    if (rc)
+        return rc;
+    incmig__gen_random(l->gen);
+    incmig__blkback_prior(x->trk[i], &was_on, prior);
+    volume_of(dd, l);
+    if (l->vol[0])
+        l->claim = incmig__xen_claim(l->vol, dd->block_size, was_on, prior,
+                                     l->gen, l->why, sizeof l->why);
+    if (prior[0] && incmig__blkback_set_gen(x->trk[i], NULL)) {
+        snprintf(l->why, sizeof l->why, "the VBD's incmig-track-gen could "
+                 "not be emptied before the first snapshot");
+        l->claim = false;
+    }
+    if (l->claim) {
+        INFO("disk %s: %s holds generation %s, every write since in "
+             "blkback's bitmap", dd->name, l->vol, incmig__gen_hex(l->gen, hex));
+    } else {
+        incmig__gen_random(l->gen);
+        INFO("disk %s: %s: new generation %s", dd->name, l->why,
+             incmig__gen_hex(l->gen, hex));
+    }
+    if (!l->vol[0])
+        memset(l->gen, 0, 16);     /* no lineage kept: none to adopt */
+    return 0;
+}
 
 static int add_disk(struct xen_domain *x, libxl_device_disk *dk)
 {
@@ -151,7 +240,7 @@ static int add_disk(struct xen_domain *x, libxl_device_disk *dk)
     INFO("disk %s: %s, %" PRIu64 " bytes, blkback tracking on (vbd %u/%u)",
          dd->name, dd->path, dd->size, x->domid, devid);
     x->d.ndisks++;
-    return 0;
+    return take_claim(x, x->d.ndisks - 1);
 }
 
 /* ---- the state stream -------------------------------------------------------- */
@@ -267,9 +356,47 @@ static int xen_get_and_clear(struct incmig__domain *d, int disk,
                              struct incmig__bitmap *out)
 {
     struct xen_domain *x = (struct xen_domain *)d;
+    struct xen_lineage *l;
+    int rc;
+
+    if (disk < 0 || disk >= x->d.ndisks || !x->trk[disk])
+        return INCMIG_EINVAL;
+    l = &x->lin[disk];
+    incmig__bitmap_clear_all(&l->snap);
+    rc = x->trk[disk]->ops->get_and_clear(x->trk[disk], &l->snap);
+    if (!rc)
+        rc = incmig__bitmap_merge(out, &l->snap);
+    if (!rc)
+        rc = incmig__bitmap_merge(&l->since, &l->snap);
+    return rc;
+}
+
+static int xen_lineage(struct incmig__domain *d, int disk, uint8_t gen[16],
+                       bool *bitmap_r, struct incmig__bitmap *out, char *why,
+                       size_t cap)
+{
+    struct xen_domain *x = (struct xen_domain *)d;
+    struct xen_lineage *l;
+
     if (disk < 0 || disk >= x->d.ndisks)
         return INCMIG_EINVAL;
-    return x->trk[disk]->ops->get_and_clear(x->trk[disk], out);
+    l = &x->lin[disk];
+    memcpy(gen, l->gen, 16);
+    *bitmap_r = l->claim;
+    snprintf(why, cap, "%s", l->claim ? "" : l->why);
+    return l->claim ? incmig__bitmap_merge(out, &l->since) : 0;
+}
+
+static int xen_adopt(struct incmig__domain *d, int disk, const uint8_t gen[16])
+{
+    struct xen_domain *x = (struct xen_domain *)d;
+
+    if (disk < 0 || disk >= x->d.ndisks || !x->committed ||
+        !x->lin[disk].vol[0])
+        return INCMIG_EINVAL;
+    memcpy(x->lin[disk].adopted, gen, 16);
+    x->lin[disk].adopt = true;
+    return 0;
 }
 
 static int xen_resume(struct incmig__domain *d)
@@ -337,13 +464,70 @@ static int xen_release(struct incmig__domain *d)
     return 0;
 }
 
+/* The domain runs on here (a failure before the point of no return): a
+ * disk whose claim this migration took gets its history back (every
+ * snapshot ORed into blkback again, then the proof) and keeps tracking;
+ * any other disk's tracking ends, as before incmig knew lineage. */
+static void give_back(struct xen_domain *x, int i)
+{
+    struct xen_lineage *l = &x->lin[i];
+    struct incmig__tracker *t = x->trk[i];
+
+    if (l->claim && !x->committed) {
+        if (!t->ops->load(t, &l->since) &&
+            !incmig__blkback_set_gen(t, l->gen)) {
+            INFO("disk %s: blkback's bitmap has its %" PRIu64 " block(s) "
+                 "written since the generation back: the next migration can "
+                 "still be incremental", x->d.disks[i].name,
+                 incmig__bitmap_count(&l->since));
+            return;
+        }
+        ERR("disk %s: its writes since the generation could not be given "
+            "back to blkback: the next migration copies it in full",
+            x->d.disks[i].name);
+    }
+    /* committed and not released: the copy here is the past; no claim */
+    incmig__blkback_disable(t);
+}
+
+/* Released, the domain destroyed: the volume is exactly what the
+ * destination got at the pause; it records the shared generation. */
+static void save_released(struct xen_domain *x, int i)
+{
+    struct xen_lineage *l = &x->lin[i];
+    struct incmig__bitmap none = {0};
+    char hex[33];
+    struct stat sb;
+    int fd, rc;
+
+    if (!l->adopt)
+        return;
+    fd = open(l->vol, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    rc = fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) ||
+         (uint64_t)sb.st_size != x->d.disks[i].size ? INCMIG_EIO : 0;
+    if (!rc)
+        rc = incmig__bitmap_init(&none, x->lin[i].since.nbits);
+    if (!rc)
+        rc = incmig__lineage_close(l->vol, fd, l->adopted,
+                                   x->d.disks[i].block_size, &none);
+    if (rc)
+        ERR("disk %s: %s could not record generation %s: the next migration "
+            "back copies it in full", x->d.disks[i].name, l->vol,
+            incmig__gen_hex(l->adopted, hex));
+    else
+        INFO("disk %s: %s recorded as generation %s", x->d.disks[i].name,
+             l->vol, incmig__gen_hex(l->adopted, hex));
+    incmig__bitmap_dispose(&none);
+    if (fd >= 0)
+        close(fd);
+}
+
 static void xen_close(struct incmig__domain *d)
 {
     struct xen_domain *x = (struct xen_domain *)d;
-    /* Tracking stays on through a resume after a failure, and ends here. */
     for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++)
         if (x->trk[i]) {
-            incmig__blkback_disable(x->trk[i]);
+            give_back(x, i);
             x->trk[i]->ops->dispose(x->trk[i]);
         }
     if (x->released) {
@@ -361,7 +545,12 @@ static void xen_close(struct incmig__domain *d)
                                                 "/dev/mapper/incmig-", 19))
                 INFO("disk %s: %s and its loop device removed",
                      x->d.disks[i].name, x->d.disks[i].path);
+            save_released(x, i);
         }
+    }
+    for (int i = 0; i < (int)INCMIG_MAX_DISKS; i++) {
+        incmig__bitmap_dispose(&x->lin[i].since);
+        incmig__bitmap_dispose(&x->lin[i].snap);
     }
     if (x->cfg_ok)
         libxl_domain_config_dispose(&x->cfg);
@@ -376,6 +565,8 @@ static const struct incmig__domain_ops xen_ops = {
     .commit = xen_commit,
     .release = xen_release,
     .close = xen_close,
+    .lineage = xen_lineage,
+    .adopt = xen_adopt,
 };
 
 int incmig__xen_domain_open(struct incmig__domain **d_r, const char *spec)
