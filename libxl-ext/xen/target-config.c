@@ -114,3 +114,17 @@ nomem:
     snprintf(msg, cap, "out of memory");
     return INCMIG_ENOMEM;
 }
+
+int incmig__xen_config_hook(libxl_domain_config *c, int n,
+                            const char *const names[], const char *script)
+{
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < c->num_disks; i++) {
+            libxl_device_disk *dk = &c->disks[i];
+            if (!dk->vdev || strcmp(dk->vdev, names[k]) || dk->is_cdrom)
+                continue;
+            if (set_str(&dk->script, script))
+                return INCMIG_ENOMEM;
+        }
+    return 0;
+}

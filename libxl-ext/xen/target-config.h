@@ -34,4 +34,11 @@ int incmig__xen_config_rewrite(libxl_domain_config *c, int n,
                                const char *const devs[], char *name_r,
                                size_t name_cap, char *msg, size_t cap);
 
+/* After the rewrite: each disk of names[] runs the hotplug script
+ * `script` (block-incmig, when this host has it: the bitmap is then saved
+ * when the domain shuts down here; spec "Xen: blkback is the tracker").
+ * 0 or INCMIG_ENOMEM. */
+int incmig__xen_config_hook(libxl_domain_config *c, int n,
+                            const char *const names[], const char *script);
+
 #endif

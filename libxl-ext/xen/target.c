@@ -44,15 +44,22 @@
  *               the kernel's partition scan reads the volume as PUSH has
  *               written it so far), creates the dm device on /dev/nbdN
  *   restore     reads the header and the JSON, rewrites the configuration
- *               (each migrated disk -> its dm device, phy, raw, no script;
- *               named NAME--incoming), libxl_domain_create_restore reads
+ *               (each migrated disk -> its dm device, phy, raw, no script
+ *               but block-incmig when this host has it; named
+ *               NAME--incoming), libxl_domain_create_restore reads
  *               libxl's stream to its END: the domain exists, paused.  Its
- *               own libxl context: it runs on receive.c's restore thread
+ *               own libxl context: it runs on receive.c's restore thread.
+ *               Then blkback tracking on for each disk on a file volume,
+ *               under the volume's key (xen/claim.c), before any guest
+ *               write
  *   unpause     at GO: rename NAME--incoming -> NAME, unpause
  *   disk_done   PULL of disk i complete: flush the volume, loop device on
  *               it (direct I/O), dm table swapped to it (load, suspend,
  *               resume), loop device marked autoclear (it goes with the dm
- *               device), kernel NBD client disconnected, NBD server freed
+ *               device), kernel NBD client disconnected, NBD server freed;
+ *               the volume's lineage OPEN with the migration's generation,
+ *               then the VBD's incmig-track-gen (spec "Xen: blkback is the
+ *               tracker"): blkback's bitmap holds every write since GO
  *   in_use      disks still on the NBD path
  *   stop        before GO: destroys the incoming domain (so that blkback
  *               lets go of the staged devices); then disconnects every NBD
@@ -83,6 +90,8 @@
 #include <xentoollog.h>
 
 #include "../incmig-internal.h"
+#include "../tracker-blkback.h"
+#include "claim.h"
 #include "dm.h"
 #include "nbdkern.h"
 #include "target-config.h"
@@ -94,6 +103,7 @@
  * (the kernel client keeps up to 128 in flight). */
 #define GATE_WORKERS 64
 #define DISCONNECT_TIMEOUT_S 10.0
+#define HOOK_SCRIPT "/etc/xen/scripts/block-incmig"
 
 struct xen_target {
     struct incmig__target t;
@@ -108,6 +118,7 @@ struct xen_target {
     bool dm_made[INCMIG_MAX_DISKS];
     bool done[INCMIG_MAX_DISKS];     /* on the local volume */
     char loop[INCMIG_MAX_DISKS][64];
+    struct incmig__tracker *trk[INCMIG_MAX_DISKS];   /* under lock */
 
     pthread_mutex_t lock;            /* what restore sets */
     bool restored;                   /* the incoming domain exists */
@@ -234,6 +245,48 @@ static int read_exact(int fd, void *buf, size_t len, size_t *got_r)
     return 0;
 }
 
+/* The restored domain, still paused: blkback tracks each disk on a file
+ * volume from now on, its bitmap named after the volume (what the hook
+ * and the next migration from here look for).  A failure costs only the
+ * next incremental migration of that disk. */
+static void track_disks(struct xen_target *s, libxl_ctx *ctx,
+                        libxl_domain_config *cfg, uint32_t domid)
+{
+    for (int i = 0; i < s->t.ndisks; i++) {
+        const struct incmig__target_disk *td = &s->t.disks[i];
+        char key[INCMIG_XEN_KEY_LEN + 1];
+        struct incmig__tracker *trk = NULL;
+        libxl_device_disk *dk = NULL;
+        libxl_diskinfo info;
+        struct stat sb;
+
+        if (stat(td->path, &sb) < 0 || !S_ISREG(sb.st_mode))
+            continue;                     /* lineage: file volumes only */
+        for (int k = 0; k < cfg->num_disks && !dk; k++)
+            if (cfg->disks[k].vdev && !strcmp(cfg->disks[k].vdev, td->name))
+                dk = &cfg->disks[k];
+        libxl_diskinfo_init(&info);
+        bool ok = dk && !libxl_device_disk_getinfo(ctx, domid, dk, &info) &&
+                  !incmig__xen_track_key(td->path, key);
+        struct incmig__blkback_opts bo = {
+            .timeout_s = 10, .key = key, .volume = td->path, .size = td->size,
+        };
+        if (ok && incmig__blkback_tracker_open(&trk, domid,
+                                               (uint32_t)info.devid,
+                                               td->block_size, &bo))
+            ok = false;
+        libxl_diskinfo_dispose(&info);
+        if (!ok) {
+            ERR("disk %s: blkback does not track it here: the next "
+                "migration from this host copies it in full", td->name);
+            continue;
+        }
+        pthread_mutex_lock(&s->lock);
+        s->trk[i] = trk;
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
 static int xen_restore(struct incmig__target *t, int fd)
 {
     struct xen_target *s = xt(t);
@@ -305,6 +358,11 @@ static int xen_restore(struct incmig__target *t, int fd)
         rc = incmig__target_fail(t, rc, "%s", msg);
         goto out;
     }
+    if (access(HOOK_SCRIPT, X_OK) == 0 &&
+        incmig__xen_config_hook(&cfg, t->ndisks, names, "block-incmig")) {
+        rc = incmig__target_fail(t, INCMIG_ENOMEM, "out of memory");
+        goto out;
+    }
     if (strcmp(name, t->domain))
         INFO("domain %s is called %s in its configuration", t->domain, name);
     libxl_domain_restore_params_init(&params);
@@ -322,6 +380,7 @@ static int xen_restore(struct incmig__target *t, int fd)
                                  "why)", name, r);
         goto out;
     }
+    track_disks(s, ctx, &cfg, domid);
     pthread_mutex_lock(&s->lock);
     s->restored = true;
     s->domid = domid;
@@ -366,6 +425,32 @@ static int xen_unpause(struct incmig__target *t)
     return 0;
 }
 
+/* Disk i is complete and blkback has tracked it since GO: the volume is
+ * of the migration's generation (lineage OPEN: blkback holds it), and the
+ * VBD says its bitmap is every write since (written last: it is the
+ * proof the next migration from here checks). */
+static void record_gen(struct xen_target *s, int i)
+{
+    const struct incmig__target_disk *td = &s->t.disks[i];
+    char hex[33];
+
+    pthread_mutex_lock(&s->lock);
+    struct incmig__tracker *trk = s->trk[i];
+    pthread_mutex_unlock(&s->lock);
+    if (!trk)
+        return;
+    if (incmig__lineage_open(td->path, s->vol[i].disk.fd, td->gen_next,
+                             td->block_size) ||
+        incmig__blkback_set_gen(trk, td->gen_next)) {
+        ERR("disk %s: generation %s could not be recorded: the next "
+            "migration from this host copies it in full", td->name,
+            incmig__gen_hex(td->gen_next, hex));
+        return;
+    }
+    INFO("disk %s: %s is generation %s, blkback tracking its writes since "
+         "GO", td->name, td->path, incmig__gen_hex(td->gen_next, hex));
+}
+
 static int xen_disk_done(struct incmig__target *t, int i)
 {
     struct xen_target *s = xt(t);
@@ -408,6 +493,7 @@ static int xen_disk_done(struct incmig__target *t, int i)
     s->done[i] = true;
     INFO("disk %s: PULL complete; /dev/mapper/%s now on %s (%s): incmig has "
          "left its I/O path", td->name, s->dm[i], s->loop[i], td->path);
+    record_gen(s, i);
     return 0;
 }
 
@@ -432,6 +518,13 @@ static void destroy_incoming(struct xen_target *s)
     pthread_mutex_unlock(&s->lock);
     if (!restored || !s->ctx)
         return;
+    /* nothing of a domain that never ran is worth parking */
+    for (int i = 0; i < s->t.ndisks; i++)
+        if (s->trk[i]) {
+            incmig__blkback_disable(s->trk[i]);
+            s->trk[i]->ops->dispose(s->trk[i]);
+            s->trk[i] = NULL;
+        }
     if (libxl_domain_destroy(s->ctx, s->domid, NULL))
         ERR("domain %s--incoming (id %u) could not be destroyed: `xl "
             "destroy %u`", s->name, s->domid, s->domid);
@@ -482,8 +575,12 @@ static void xen_close(struct incmig__target *t)
     if (!t)
         return;
     xen_stop(t);
-    for (int i = 0; i < t->ndisks; i++)
+    for (int i = 0; i < t->ndisks; i++) {
+        /* blkback keeps tracking: the domain runs on */
+        if (s->trk[i])
+            s->trk[i]->ops->dispose(s->trk[i]);
         incmig__volume_close(&s->vol[i], false);
+    }
     if (s->rundir[0] && rmdir(s->rundir) < 0)
         DBG("cannot remove %s: %s", s->rundir, strerror(errno));
     incmig__xen_ctx_close(s->ctx, s->lg);

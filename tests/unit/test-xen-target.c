@@ -4,7 +4,8 @@
  *     magic, other version, lengths 0 and over 1 MiB;
  *   - the configuration rewrite: the migrated disk attached from its dm
  *     device (phy, raw, no script), another disk untouched, the name
- *     NAME--incoming, the domid left to Xen; refusals;
+ *     NAME--incoming, the domid left to Xen; refusals; the hotplug hook
+ *     set on the migrated disk only;
  *   - the kernel NBD client (xen/nbdkern.c): the handshake against
  *     nbd.c's own server, and against scripted hostile servers; connect
  *     and disconnect against a fake /dev + /sys/block and a fake ioctl
@@ -131,6 +132,10 @@ static void test_rewrite(void **state)
     assert_string_equal(c.disks[1].pdev_path, "/shared/data.img");
     assert_int_equal(c.disks[1].backend, LIBXL_DISK_BACKEND_QDISK);
     assert_int_equal(c.disks[1].format, LIBXL_DISK_FORMAT_QCOW2);
+    assert_string_equal(c.disks[1].script, "block-custom");
+    /* the hook that saves the bitmap at shutdown, on the migrated disk only */
+    assert_int_equal(incmig__xen_config_hook(&c, 1, names, "block-incmig"), 0);
+    assert_string_equal(c.disks[0].script, "block-incmig");
     assert_string_equal(c.disks[1].script, "block-custom");
     libxl_domain_config_dispose(&c);
 }
