@@ -2,7 +2,11 @@
  * sysfs directory (a temp dir standing for /sys/bus/xen-backend/devices/
  * vbd-D-N) and a fake xenstore that answers like the patched blkback:
  * enable and its errors, the stock-module message, snapshot + read and
- * the byte layout, a bitmap of the wrong size, load, drain-wait, disable.
+ * the byte layout, a bitmap of the wrong size, load, drain-wait, disable;
+ * the lineage's proof: what the VBD said before open (tracking already on,
+ * incmig-track-gen), the node written and emptied (disable empties it
+ * first), incmig-track-volume, and a VBD not connected yet (no sectors:
+ * the size given).
  * Built only with libxen (HAVE_XEN).
  */
 #include "config.h"
@@ -32,6 +36,8 @@ struct fakexs {
     char block_size[32];
     char tracking[128];            /* "" = absent */
     char key[80];
+    char volume[256];
+    char gen[40];
     char sectors[32];
     int writes;
 };
@@ -45,6 +51,14 @@ static int fx_write(void *opaque, const char *path, const char *val)
     assert_memory_equal(path, BE "/", strlen(BE "/"));
     if (!strcmp(leaf, "incmig-track-key")) {
         snprintf(x->key, sizeof x->key, "%s", val);
+        return 0;
+    }
+    if (!strcmp(leaf, "incmig-track-volume")) {
+        snprintf(x->volume, sizeof x->volume, "%s", val);
+        return 0;
+    }
+    if (!strcmp(leaf, "incmig-track-gen")) {
+        snprintf(x->gen, sizeof x->gen, "%s", val);
         return 0;
     }
     assert_string_equal(leaf, "incmig-track-block-size");
@@ -76,6 +90,8 @@ static int fx_read(void *opaque, const char *path, char **val_r)
         v = x->tracking;
     else if (!strcmp(leaf, "sectors"))
         v = x->sectors;
+    else if (!strcmp(leaf, "incmig-track-gen"))
+        v = x->gen;
     if (!v || !*v)
         return 1;
     *val_r = strdup(v);
@@ -306,6 +322,74 @@ static void test_drain_wait(void **state)
     t->ops->dispose(t);
 }
 
+static void test_prior_and_gen(void **state)
+{
+    struct env *e = *state;
+    struct incmig__tracker *t;
+    char gen[33];
+    bool on;
+    uint8_t g[16];
+
+    /* a fresh VBD: tracking off before us, no proof */
+    strcpy(e->xs.gen, "0123456789abcdef0123456789abcdef");
+    assert_int_equal(incmig__blkback_tracker_open(&t, 7, 51712, 4096,
+                                                  &e->opts), 0);
+    incmig__blkback_prior(t, &on, gen);
+    assert_false(on);
+    assert_string_equal(gen, "0123456789abcdef0123456789abcdef");
+    t->ops->dispose(t);
+
+    /* tracking already on at this size (the target, the hook) */
+    e->opts.volume = "/srv/vm/disk.img";
+    assert_int_equal(incmig__blkback_tracker_open(&t, 7, 51712, 4096,
+                                                  &e->opts), 0);
+    assert_string_equal(e->xs.volume, "/srv/vm/disk.img");
+    incmig__blkback_prior(t, &on, gen);
+    assert_true(on);
+    assert_int_equal(incmig__blkback_set_gen(t, NULL), 0);
+    assert_string_equal(e->xs.gen, "");
+    for (int i = 0; i < 16; i++)
+        g[i] = (uint8_t)(0xa0 + i);
+    assert_int_equal(incmig__blkback_set_gen(t, g), 0);
+    assert_string_equal(e->xs.gen, "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf");
+    t->ops->dispose(t);
+
+    /* on, but at another block size: not the same bitmap */
+    assert_int_equal(incmig__blkback_tracker_open(&t, 7, 51712, 8192,
+                                                  &e->opts), 0);
+    incmig__blkback_prior(t, &on, gen);
+    assert_false(on);
+    assert_string_equal(gen, "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf");
+    /* switching tracking off takes the proof with it, first */
+    assert_int_equal(incmig__blkback_disable(t), 0);
+    assert_string_equal(e->xs.gen, "");
+    assert_string_equal(e->xs.tracking, "0");
+    t->ops->dispose(t);
+}
+
+static void test_not_connected(void **state)
+{
+    struct env *e = *state;
+    struct incmig__tracker *t;
+
+    /* a restored domain, paused: no sectors node yet, the size given */
+    strcpy(e->xs.sectors, "");
+    e->opts.size = 2049 * 512;
+    assert_int_equal(incmig__blkback_tracker_open(&t, 7, 51712, 4096,
+                                                  &e->opts), 0);
+    assert_int_equal(t->nblocks, 257);
+    t->ops->dispose(t);
+    e->opts.size = 1000;          /* not whole sectors */
+    assert_int_equal(incmig__blkback_tracker_open(&t, 7, 51712, 4096,
+                                                  &e->opts), INCMIG_EINVAL);
+    /* connected: the two must agree */
+    strcpy(e->xs.sectors, "2049");
+    e->opts.size = 2048 * 512;
+    assert_int_equal(incmig__blkback_tracker_open(&t, 7, 51712, 4096,
+                                                  &e->opts), INCMIG_ESIZE);
+    assert_null(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +400,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_get_and_clear, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prior_and_gen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_connected, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,11 +11,15 @@
  *     and disconnect against a fake /dev + /sys/block and a fake ioctl
  *     that plays the kernel (a busy device skipped, one claimed with
  *     EBUSY skipped, the ioctl sequence, NBD_DO_IT on its own thread);
- *   - dm.c's names and its helper runner.
+ *   - dm.c's names and its helper runner;
+ *   - the Xen source's claim to a volume's lineage (xen/claim.c), one
+ *     case per row of its table, and the key of a volume's parked bitmap,
+ *     which must be block-incmig's (sha256sum of the path).
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/ioctl.h>
 #include <linux/nbd.h>
 #include <pthread.h>
@@ -33,6 +37,7 @@
 #include <cmocka.h>
 
 #include "incmig-internal.h"
+#include "xen/claim.h"
 #include "xen/dm.h"
 #include "xen/nbdkern.h"
 #include "xen/target-config.h"
@@ -564,10 +569,80 @@ static void test_dm_run(void **state)
     assert_true(incmig__dm_have("sh"));
 }
 
+static void test_track_key(void **state)
+{
+    const char *vol = "/srv/incmig/vm1.img";
+    char key[INCMIG_XEN_KEY_LEN + 1], want[64] = "p-", cmd[128];
+    FILE *f;
+
+    (void)state;
+    assert_int_equal(incmig__xen_track_key(vol, key), 0);
+    snprintf(cmd, sizeof cmd, "printf %%s '%s' | sha256sum | cut -c1-32", vol);
+    f = popen(cmd, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(want + 2, sizeof want - 2, f));
+    pclose(f);
+    want[strcspn(want, "\n")] = '\0';
+    assert_int_equal(strlen(want), INCMIG_XEN_KEY_LEN);
+    assert_string_equal(key, want);
+}
+
+static void test_claim(void **state)
+{
+    char dir[] = "/tmp/incmig-claim-XXXXXX", vol[64], why[512], cmd[128];
+    uint8_t g[16], other[16], got[16];
+    char ghex[33], ohex[33];
+    int fd;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(vol, sizeof vol, "%s/vol.img", dir);
+    fd = open(vol, O_RDWR | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 1 << 20), 0);
+    incmig__gen_random(g);
+    incmig__gen_random(other);
+    incmig__gen_hex(g, ghex);
+    incmig__gen_hex(other, ohex);
+
+    /* no lineage */
+    assert_false(incmig__xen_claim(vol, 4096, true, ghex, got, why,
+                                   sizeof why));
+    assert_non_null(strstr(why, "no lineage metadata"));
+    /* OPEN with G, tracked since, the VBD says G: holds */
+    assert_int_equal(incmig__lineage_open(vol, fd, g, 4096), 0);
+    memset(got, 0, sizeof got);
+    assert_true(incmig__xen_claim(vol, 4096, true, ghex, got, why,
+                                  sizeof why));
+    assert_memory_equal(got, g, 16);
+    assert_string_equal(why, "");
+    /* tracking was off when the migration began */
+    assert_false(incmig__xen_claim(vol, 4096, false, ghex, got, why,
+                                   sizeof why));
+    assert_non_null(strstr(why, "was not tracking"));
+    /* no proof on the VBD, or another generation's */
+    assert_false(incmig__xen_claim(vol, 4096, true, "", got, why,
+                                   sizeof why));
+    assert_non_null(strstr(why, "not proven"));
+    assert_false(incmig__xen_claim(vol, 4096, true, ohex, got, why,
+                                   sizeof why));
+    assert_non_null(strstr(why, ohex));
+    /* a copy that was let go (closed), a domain running on it since */
+    assert_int_equal(incmig__lineage_close(vol, fd, g, 4096, NULL), 0);
+    assert_false(incmig__xen_claim(vol, 4096, true, ghex, got, why,
+                                   sizeof why));
+    assert_non_null(strstr(why, "let go"));
+    close(fd);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header),
+        cmocka_unit_test(test_track_key),
+        cmocka_unit_test(test_claim),
         cmocka_unit_test(test_rewrite),
         cmocka_unit_test(test_rewrite_refusals),
         cmocka_unit_test(test_handshake_ours),
