@@ -252,6 +252,16 @@ static int read_exact(int fd, void *buf, size_t len, size_t *got_r)
 static void track_disks(struct xen_target *s, libxl_ctx *ctx,
                         libxl_domain_config *cfg, uint32_t domid)
 {
+    struct stat mb;
+
+    /* the stock module would make each enable wait out its timeout, in
+     * the downtime: incmig's has this directory from its load on */
+    if (stat("/sys/kernel/xen-blkback-incmig", &mb) < 0) {
+        INFO("domain %s: the stock xen-blkback is loaded: its disks are not "
+             "tracked here, the next migration from this host copies them "
+             "in full", s->t.domain);
+        return;
+    }
     for (int i = 0; i < s->t.ndisks; i++) {
         const struct incmig__target_disk *td = &s->t.disks[i];
         char key[INCMIG_XEN_KEY_LEN + 1];
