@@ -107,6 +107,7 @@ grep -q "loading the bitmap $key failed" "$T/hook.log" || fail "4: $(cat "$T/hoo
 
 # ---- nothing parked: remove saves nothing
 rm -f "$T/parked/parked/$key"
+printf 0 >"$XS$BE/incmig-tracking"
 "$HOOK" remove || fail "remove 5"
 [ -z "$(ls "$T/bitmaps")" ] || fail "saved a bitmap that was not parked"
 echo "PASS hook-block-incmig"

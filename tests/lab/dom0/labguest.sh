@@ -15,6 +15,8 @@
 #   labguest.sh send NAME 'OP ...'   the same without waiting: prints the id
 #   labguest.sh ack NAME ID          print ID's ACK line if it came (exit 1 if not)
 # Env: LABGUEST_EXTRA  appended to the guest's kernel command line (start).
+#      LABGUEST_DISKOPTS  more of xvda's disk spec, e.g. script=block-incmig
+#                         (start; test 90).
 # xenconsoled (restarted by lab-ready) logs guest consoles to $L, with
 # 1-second timestamps only; for sub-second host-side times a tail -F | ts
 # writes $D/NAME.hostts next to it.
@@ -35,7 +37,7 @@ ramdisk = "$D/guest-initrd.gz"
 extra = "console=hvc0 loglevel=4 ${LABGUEST_EXTRA:-}"
 memory = 128
 vcpus = 1
-disk = [ 'format=raw, vdev=xvda, access=rw, target=$disk' ]
+disk = [ 'format=raw, vdev=xvda, access=rw, ${LABGUEST_DISKOPTS:+$LABGUEST_DISKOPTS, }target=$disk' ]
 on_crash = "preserve"
 E2
 	rm -f "$L/guest-$name.log" "$L/guest-$name--incoming.log" "$D/$name.hostts"
