@@ -332,7 +332,9 @@ int incmig__lineage_load(const char *path, int fd, uint32_t bs,
     if (get32(b + 12) & FLAG_OPEN) {
         l->open = true;
         say(l, "the tracker that held %s did not "
-                 "close it (a crash?): writes may be untracked", path);
+                 "close it (a crash?): writes may be untracked (a Xen "
+                 "domain running on it holds it so: see its VBD's "
+                 "incmig-track-gen)", path);
         return 0;
     }
     if ((fd >= 0 ? fstat(fd, &sb) : stat(path, &sb)) < 0) {
