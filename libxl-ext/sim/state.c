@@ -30,6 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "be.h"
 #include "incmig-internal.h"
 
 #define MAGIC "INCMIGST"
@@ -38,24 +39,6 @@
 #define T_END 2u
 #define PRECOPY_ROUNDS 5
 #define PRECOPY_DONE_PAGES 16   /* few enough to send while paused */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    put32(p, (uint32_t)(v >> 32));
-    put32(p + 4, (uint32_t)v);
-}
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
 
 int incmig__simmem_init(struct incmig__simmem *m, uint64_t bytes)
 {

@@ -39,6 +39,7 @@
 #include <libxl_utils.h>
 #include <xentoollog.h>
 
+#include "../be.h"
 #include "../tracker-blkback.h"
 #include "dm.h"
 #include "xen.h"
@@ -155,11 +156,6 @@ static int add_disk(struct xen_domain *x, libxl_device_disk *dk)
 }
 
 /* ---- the state stream -------------------------------------------------------- */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
-}
 
 static int write_config(struct xen_domain *x, int fd)
 {
