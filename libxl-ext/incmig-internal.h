@@ -519,8 +519,32 @@ int incmig__owed_prepare(struct incmig__owed *o, const char *path, int nd,
                          const uint64_t *nblocks, const char *text);
 int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets,
                      bool mark);   /* mark: the GO mark (source) too */
-/* Validated (magic, version, bounds, checksum, size); *text_r malloc'd. */
-int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r);
+/* Validated (magic, version, bounds, checksum, size); *text_r malloc'd.
+ * The file locked by another process: waits up to wait_s seconds for it
+ * to let go (one killed a moment ago), then INCMIG_EINVAL. */
+int incmig__owed_open(struct incmig__owed *o, const char *path, int wait_s,
+                      char **text_r);
+/* The text of a new state file, built a line at a time (incmig__kv_add);
+ * the first error sticks in rc, so that the caller checks once. */
+struct incmig__kv {
+    char buf[INCMIG_OWED_TEXT_MAX + 1];
+    size_t len;
+    int rc;
+};
+void incmig__kv_add(struct incmig__kv *kv, const char *key, const char *fmt,
+                    ...) __attribute__((format(printf, 3, 4)));
+/* A new migration's file DIR/ROLE-ID.state (o->path, set before it is
+ * written), prepared with every block owed; its text is the role, the
+ * id, then kv's lines. */
+int incmig__owed_start(struct incmig__owed *o, const char *dir,
+                       const char *role, const uint8_t id[16], int nd,
+                       const uint64_t *nblocks, const struct incmig__kv *kv);
+/* --resume ARG (a path, or an id in DIR): the file of a migration of this
+ * role, opened (waiting for a killed process to let go), checked (its
+ * role, the GO mark, its id in id_r); *text_r malloc'd. */
+int incmig__owed_resume(struct incmig__owed *o, const char *dir,
+                        const char *role, const char *arg, uint8_t id_r[16],
+                        char **text_r);
 /* The destination, at GO, before the domain runs: the file now stands for
  * a PULL in progress (a file without the mark is never resumed). */
 int incmig__owed_mark_go(struct incmig__owed *o);
@@ -541,6 +565,10 @@ void incmig__owed_close(struct incmig__owed *o, bool remove);
 int incmig__kv_put(char *buf, size_t cap, size_t *len, const char *key,
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 int incmig__kv_get(const char *text, const char *key, char *out, size_t cap);
+/* The number under key, at most max: 0, or INCMIG_EINVAL said (naming
+ * the state file at path). */
+int incmig__kv_num(const char *path, const char *text, const char *key,
+                   uint64_t max, uint64_t *v_r);
 
 /* ---- transports (transport.c) -------------------------------------------- */
 

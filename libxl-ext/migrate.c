@@ -1397,25 +1397,16 @@ static void adopt(struct mig *m)
 static int prepare_state(struct mig *m)
 {
     const struct incmig_migrate_opts *o = m->o;
-    char path[4096], hex[33], k[32];
+    char k[32];
     uint64_t nb[INCMIG_MAX_DISKS];
-    size_t n = 0;
-    char *text = malloc(INCMIG_OWED_TEXT_MAX + 1);
+    struct incmig__kv *kv = calloc(1, sizeof *kv);
     int rc;
 
     double t0 = incmig__now();
 
-    if (!text)
+    if (!kv)
         return INCMIG_ENOMEM;
-    for (int i = 0; i < 16; i++)
-        sprintf(hex + 2 * i, "%02x", m->mig_id[i]);
-    rc = incmig__owed_path(o->state_dir, "migrate", m->mig_id, path,
-                           sizeof path);
-#define KV(key, ...) \
-    if (!rc) rc = incmig__kv_put(text, INCMIG_OWED_TEXT_MAX + 1, &n, key, \
-                                 __VA_ARGS__)
-    KV("role", "migrate");
-    KV("id", "%s", hex);
+#define KV(...) incmig__kv_add(kv, __VA_ARGS__)
     KV("domain", "%s", o->domain);
     KV("host", "%s", o->host);
     KV("ssh", "%s", o->ssh_command ? o->ssh_command : "ssh");
@@ -1434,16 +1425,14 @@ static int prepare_state(struct mig *m)
 #undef KV
     for (int i = 0; i < m->nd; i++)
         nb[i] = m->d[i].nblocks;
-    if (rc)
-        ERR("the state file's text does not fit");
-    else
-        rc = incmig__owed_prepare(&m->owed, path, m->nd, nb, text);
-    free(text);
+    rc = incmig__owed_start(&m->owed, o->state_dir, "migrate", m->mig_id,
+                            m->nd, nb, kv);
+    free(kv);
     if (rc)
         ERR("cannot write the state file %s that PULL needs to survive a "
-            "crash: stopping before the point of no return", path);
+            "crash: stopping before the point of no return", m->owed.path);
     else
-        DBG("state file %s prepared in %.1f ms", path,
+        DBG("state file %s prepared in %.1f ms", m->owed.path,
             (incmig__now() - t0) * 1000);
     return rc;
 }
@@ -1491,73 +1480,41 @@ static int state_complete(struct mig *m)
     return rc ? rc : incmig__owed_sync(&m->owed);
 }
 
-static int kv_num(const char *path, const char *text, const char *key,
-                  uint64_t max, uint64_t *v_r)
-{
-    char v[32], *end;
-
-    if (incmig__kv_get(text, key, v, sizeof v) || !v[0])
-        goto bad;
-    errno = 0;
-    *v_r = strtoull(v, &end, 10);
-    if (!errno && !*end && *v_r <= max)
-        return 0;
-bad:
-    ERR("state file %s: missing or bad %s", path, key);
-    return INCMIG_EINVAL;
-}
-
 /* migrate --resume: the options of the migration, from its state file;
  * reconnect_s, timeout_s and progress of the caller's options win. */
 static int resume_state(struct mig *m, const struct incmig_migrate_opts *o)
 {
-    char path[4096], v[64], *text = NULL;
+    const char *path = m->owed.path;
+    char *text = NULL;
     uint64_t x;
     int rc;
 
-    rc = incmig__owed_resolve(o->state_dir, "migrate", o->resume, path,
-                              sizeof path);
-    if (!rc)
-        rc = incmig__owed_open(&m->owed, path, &text);
+    rc = incmig__owed_resume(&m->owed, o->state_dir, "migrate", o->resume,
+                             m->mig_id, &text);
     if (rc)
         return rc;
     rc = INCMIG_EINVAL;
     m->ro = *o;
-    if (incmig__kv_get(text, "role", v, sizeof v) || strcmp(v, "migrate")) {
-        ERR("%s is not the state file of a migrate", path);
-        goto out;
-    }
-    if (!m->owed.go) {
-        ERR("%s: this migration stopped before the point of no return, so "
-            "the guest stayed on the source; nothing to resume (remove the "
-            "file)", path);
-        goto out;
-    }
-    if (incmig__kv_get(text, "id", v, sizeof v) || strlen(v) != 32)
-        goto bad;
-    for (int i = 0; i < 16; i++) {
-        unsigned b;
-        if (sscanf(v + 2 * i, "%2x", &b) != 1)
-            goto bad;
-        m->mig_id[i] = (uint8_t)b;
-    }
     if (incmig__kv_get(text, "domain", m->ro_domain, sizeof m->ro_domain) ||
         incmig__kv_get(text, "host", m->ro_host, sizeof m->ro_host) ||
         incmig__kv_get(text, "ssh", m->ro_ssh, sizeof m->ro_ssh) ||
         incmig__kv_get(text, "attach", m->ro_attach, sizeof m->ro_attach) ||
-        kv_num(path, text, "bandwidth", UINT64_MAX, &m->ro.bandwidth) ||
-        kv_num(path, text, "compress", 1, &x))
+        incmig__kv_num(path, text, "bandwidth", UINT64_MAX,
+                       &m->ro.bandwidth) ||
+        incmig__kv_num(path, text, "compress", 1, &x))
         goto bad;
     m->ro.compress = (int)x;
     m->ro.domain = m->ro_domain;
     m->ro.host = m->ro_host;
     m->ro.ssh_command = m->ro_ssh;
     m->ro.attach_command = m->ro_attach[0] ? m->ro_attach : NULL;
-    if (!m->ro.reconnect_s && !kv_num(path, text, "reconnect", INT32_MAX, &x))
+    if (!m->ro.reconnect_s &&
+        !incmig__kv_num(path, text, "reconnect", INT32_MAX, &x))
         m->ro.reconnect_s = (int)x;
-    if (!m->ro.timeout_s && !kv_num(path, text, "timeout", INT32_MAX, &x))
+    if (!m->ro.timeout_s &&
+        !incmig__kv_num(path, text, "timeout", INT32_MAX, &x))
         m->ro.timeout_s = (int)x;
-    if (kv_num(path, text, "disks", INCMIG_MAX_DISKS, &x) ||
+    if (incmig__kv_num(path, text, "disks", INCMIG_MAX_DISKS, &x) ||
         (int)x != m->owed.nd)
         goto bad;
     m->o = &m->ro;
@@ -1595,7 +1552,7 @@ static int resume_check(struct mig *m)
         if (incmig__kv_get(text, k, v, sizeof v))
             return INCMIG_EINVAL;
         snprintf(k, sizeof k, "disk%d.size", i);
-        if (kv_num(m->owed.path, text, k, INCMIG_DISK_MAX, &size))
+        if (incmig__kv_num(m->owed.path, text, k, INCMIG_DISK_MAX, &size))
             return INCMIG_EINVAL;
         if (strcmp(v, m->dom->disks[i].name) || size != m->dom->disks[i].size ||
             d->nblocks != m->owed.nblocks[i]) {

@@ -938,25 +938,16 @@ static int on_bitmap(struct recv *r, const struct incmig__rec *rec)
 static int prepare_state(struct recv *r)
 {
     const struct incmig_receive_opts *o = r->o;
-    char path[4096], hex[33], k[32];
+    char k[32];
     uint64_t nb[INCMIG_MAX_DISKS];
-    size_t n = 0;
-    char *text = malloc(INCMIG_OWED_TEXT_MAX + 1);
+    struct incmig__kv *kv = calloc(1, sizeof *kv);
     int rc;
 
     double t0 = incmig__now();
 
-    if (!text)
+    if (!kv)
         return INCMIG_ENOMEM;
-    for (int i = 0; i < 16; i++)
-        sprintf(hex + 2 * i, "%02x", r->mig_id[i]);
-    rc = incmig__owed_path(o->state_dir, "receive", r->mig_id, path,
-                           sizeof path);
-#define KV(key, ...) \
-    if (!rc) rc = incmig__kv_put(text, INCMIG_OWED_TEXT_MAX + 1, &n, key, \
-                                 __VA_ARGS__)
-    KV("role", "receive");
-    KV("id", "%s", hex);
+#define KV(...) incmig__kv_add(kv, __VA_ARGS__)
     KV("domain", "%s", r->domain);
     KV("target", "%s", r->kind->name);
     KV("caps", "%" PRIu64, r->caps);
@@ -982,16 +973,14 @@ static int prepare_state(struct recv *r)
 #undef KV
     for (int i = 0; i < r->nd; i++)
         nb[i] = r->d[i].nblocks;
-    if (rc)
-        ERR("domain %s: its state file's text does not fit", r->domain);
-    else
-        rc = incmig__owed_prepare(&r->owed, path, r->nd, nb, text);
-    free(text);
+    rc = incmig__owed_start(&r->owed, o->state_dir, "receive", r->mig_id,
+                            r->nd, nb, kv);
+    free(kv);
     if (rc)
         return send_error(r, rc, "domain %s: cannot write the state file "
                           "%s that PULL needs to survive a crash: refused",
-                          r->domain, path);
-    DBG("state file %s prepared in %.1f ms", path,
+                          r->domain, r->owed.path);
+    DBG("state file %s prepared in %.1f ms", r->owed.path,
         (incmig__now() - t0) * 1000);
     return 0;
 }
@@ -1311,19 +1300,7 @@ static int dispatch(struct recv *r, const struct incmig__rec *rec)
 static int kv_num(struct recv *r, const char *text, const char *key,
                   uint64_t max, uint64_t *v_r)
 {
-    char v[32], *end;
-
-    if (incmig__kv_get(text, key, v, sizeof v) || !v[0]) {
-        ERR("state file %s: no %s", r->owed.path, key);
-        return INCMIG_EINVAL;
-    }
-    errno = 0;
-    *v_r = strtoull(v, &end, 10);
-    if (errno || *end || *v_r > max) {
-        ERR("state file %s: bad %s '%s'", r->owed.path, key, v);
-        return INCMIG_EINVAL;
-    }
-    return 0;
+    return incmig__kv_num(r->owed.path, text, key, max, v_r);
 }
 
 /* migrate-receive --resume: this receiver died after GO; its state file
@@ -1334,35 +1311,16 @@ static int kv_num(struct recv *r, const char *text, const char *key,
 static int resume_state(struct recv *r)
 {
     struct incmig__target_disk td[INCMIG_MAX_DISKS];
-    char path[4096], v[4096], k[32], *text = NULL, msg[INCMIG_MSG_MAX] = "";
+    char k[32], *text = NULL, msg[INCMIG_MSG_MAX] = "";
     uint64_t n, caps;
     int rc, bad = -1;
 
     memset(td, 0, sizeof td);
-    rc = incmig__owed_resolve(r->o->state_dir, "receive", r->o->resume, path,
-                              sizeof path);
-    if (!rc)
-        rc = incmig__owed_open(&r->owed, path, &text);
+    rc = incmig__owed_resume(&r->owed, r->o->state_dir, "receive",
+                             r->o->resume, r->mig_id, &text);
     if (rc)
         goto out;
     rc = INCMIG_EINVAL;
-    if (incmig__kv_get(text, "role", v, sizeof v) || strcmp(v, "receive")) {
-        ERR("%s is not a receiver's state file", path);
-        goto out;
-    }
-    if (!r->owed.go) {
-        ERR("%s: this migration never reached GO here, so the guest stayed "
-            "on the source; nothing to resume (remove the file)", path);
-        goto out;
-    }
-    if (incmig__kv_get(text, "id", v, sizeof v) || strlen(v) != 32)
-        goto bad;
-    for (int i = 0; i < 16; i++) {
-        unsigned x;
-        if (sscanf(v + 2 * i, "%2x", &x) != 1)
-            goto bad;
-        r->mig_id[i] = (uint8_t)x;
-    }
     if (incmig__kv_get(text, "domain", r->domain, sizeof r->domain) ||
         incmig__kv_get(text, "target", r->ro_target, sizeof r->ro_target) ||
         incmig__kv_get(text, "listen", r->ro_listen, sizeof r->ro_listen) ||
@@ -1459,11 +1417,11 @@ static int resume_state(struct recv *r)
     r->t_go = incmig__now();
     r->state = INCMIG_DST_PULL;
     INFO("domain %s: restarted on %s, %" PRIu64 " blocks still owed by the "
-         "source; its disks are served again", r->domain, path,
+         "source; its disks are served again", r->domain, r->owed.path,
          incmig__owed_count(&r->owed));
     goto out;
 bad:
-    ERR("state file %s: missing or malformed fields", path);
+    ERR("state file %s: missing or malformed fields", r->owed.path);
     rc = INCMIG_EINVAL;
 out:
     free(text);
