@@ -501,6 +501,7 @@ struct incmig__owed {
     bool go;                                 /* GO was acted on (mark_go) */
     double t_sync;
     uint64_t unsynced;
+    bool unsettled;          /* under sync_lock: written, not fdatasynced */
 };
 void incmig__owed_init(struct incmig__owed *o);
 bool incmig__owed_active(const struct incmig__owed *o);
@@ -512,7 +513,8 @@ int incmig__owed_resolve(const char *dir, const char *role, const char *arg,
                          char *buf, size_t cap);
 /* Written whole (temporary file, fsync, rename, directory fsync), with
  * the bitmaps `sets`; prepare: with every block owed, before the
- * downtime; arm: then, in it, down to `sets` (one fdatasync). */
+ * downtime; arm: then, in it, down to `sets`, written but not
+ * fdatasynced (settle does that, after GO). */
 int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
                         const struct incmig__bitmap *sets, const char *text);
 int incmig__owed_prepare(struct incmig__owed *o, const char *path, int nd,
@@ -524,6 +526,9 @@ int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r);
 /* The destination, at GO, before the domain runs: the file now stands for
  * a PULL in progress (a file without the mark is never resumed). */
 int incmig__owed_mark_go(struct incmig__owed *o);
+/* fdatasync what arm and mark_go wrote, if not yet: after GO, outside
+ * the downtime, and before a guest flush or FUA write is answered. */
+int incmig__owed_settle(struct incmig__owed *o);
 void incmig__owed_done(struct incmig__owed *o, int disk, uint64_t first,
                        uint64_t n);
 bool incmig__owed_durable(struct incmig__owed *o, int disk, uint64_t first,

@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -981,6 +982,10 @@ out:
         INFO("state stream complete: %.1f MiB in %.2f s; domain paused "
              "%.1f ms ago", m->rep->state_bytes / 1048576.0, m->rep->state_s,
              (incmig__now() - *t_paused_r) * 1000);
+    int outq = 0;
+    if (!rc && ioctl(m->st.wfd, TIOCOUTQ, &outq) == 0)
+        DBG("paused at [%.6f]; %d bytes not yet taken by the destination "
+            "(our socket's send queue)", *t_paused_r, outq);
     free(buf);
     return rc;
 }
@@ -1461,8 +1466,8 @@ static int arm_state(struct mig *m)
         ERR("cannot update the state file %s: stopping before the point of "
             "no return", m->owed.path);
     else
-        DBG("state file armed in %.1f ms (in the downtime)",
-            (incmig__now() - t0) * 1000);
+        DBG("state file armed in %.1f ms (in the downtime; made durable "
+            "after GO)", (incmig__now() - t0) * 1000);
     return rc;
 }
 
@@ -1792,7 +1797,6 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     rc = m.dom->ops->commit(m.dom);
     if (rc)
         goto failed_resume;
-    adopt(&m);
     /* --- point of no return --- the guest will run on the destination. */
     rc = incmig__stream_send(&m.st, INCMIG_REC_GO, NULL, 0);
     rep->go_ms = (incmig__now() - t_susp) * 1000;
@@ -1805,6 +1809,14 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     }
     INFO("GO: guest runs on the destination (GO sent %.1f ms after the "
          "pause)", rep->go_ms);
+    /* Out of the downtime: the state file armed in it made durable (a
+     * killed process already finds it in the page cache), the source
+     * copy's new generation recorded. */
+    if (incmig__owed_settle(&m.owed))
+        ERR("the state file %s could not be made durable: PULL goes on, "
+            "but if this host goes down before it completes, `migrate "
+            "--resume` may refuse the file", m.owed.path);
+    adopt(&m);
 
     double tpull = incmig__now();
     w0 = wire_now(&m);

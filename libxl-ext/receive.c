@@ -69,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -874,7 +875,10 @@ static int on_state(struct recv *r, const struct incmig__rec *rec)
         if (r->state_wfd >= 0)
             close(r->state_wfd);
         r->state_wfd = -1;
-        DBG("state stream complete: %" PRIu64 " bytes", r->state_bytes);
+        int inq = 0;
+        ioctl(r->st.rfd, FIONREAD, &inq);
+        DBG("state stream complete: %" PRIu64 " bytes (%d bytes queued "
+            "behind it)", r->state_bytes, inq);
         return 0;
     }
     for (uint32_t off = 0; off < rec->len;) {
@@ -900,7 +904,13 @@ static int on_suspend(struct recv *r, const struct incmig__rec *rec)
     if ((r->caps & INCMIG_CAP_STATE) && !r->state_ended)
         return send_error(r, INCMIG_EPROTO, "SUSPEND before the end of the "
                           "state stream");
-    return drain(r);
+    double t0 = incmig__now();
+    int inq = 0;
+    ioctl(r->st.rfd, FIONREAD, &inq);
+    rc = drain(r);
+    DBG("SUSPEND: %d bytes queued behind it; writes in flight drained in "
+        "%.1f ms", inq, (incmig__now() - t0) * 1000);
+    return rc;
 }
 
 static int on_bitmap(struct recv *r, const struct incmig__rec *rec)
@@ -1014,8 +1024,8 @@ static int arm_state(struct recv *r)
         r->owed.vol[i] = r->d[i].disk;
         incmig__gate_set_owed(r->d[i].gate, &r->owed);
     }
-    DBG("state file armed in %.1f ms (in the downtime)",
-        (incmig__now() - t0) * 1000);
+    DBG("state file armed in %.1f ms (in the downtime; made durable "
+        "after GO)", (incmig__now() - t0) * 1000);
     return 0;
 }
 
@@ -1047,6 +1057,7 @@ static int on_ready(struct recv *r, const struct incmig__rec *rec)
                               "(%" PRIu64 " of %" PRIu64 " blocks)",
                               r->recs[i].name, r->d[i].bm_next,
                               r->d[i].nblocks);
+    double t0 = incmig__now();
     if (r->caps & INCMIG_CAP_STATE) {
         rc = finish_restore(r);
         if (rc)
@@ -1057,7 +1068,10 @@ static int on_ready(struct recv *r, const struct incmig__rec *rec)
     /* No flush here, in the downtime: reads see what was written, the
      * guest's own flushes cover it, and each volume is made durable
      * before COMPLETE, when the source lets go of its copy. */
+    double t1 = incmig__now();
     rc = drain(r);
+    DBG("READY: restore finished in %.1f ms, writes drained in %.1f ms",
+        (t1 - t0) * 1000, (incmig__now() - t1) * 1000);
     for (int i = 0; i < r->nd && !rc; i++) {
         rc = incmig__gate_mark_missing(r->d[i].gate, &r->d[i].final);
         INFO("stop-and-copy: %" PRIu64 " blocks of disk %s left on the "
@@ -1080,7 +1094,9 @@ static int on_go(struct recv *r, const struct incmig__rec *rec)
     r->t_go = incmig__now();
     r->state = INCMIG_DST_PULL;   /* past the point of no return */
     /* Before the domain runs: from here on the state file is what a
-     * restarted receiver finishes PULL from. */
+     * restarted receiver finishes PULL from (written: a killed receiver
+     * finds it in the page cache; made durable just after the unpause,
+     * and before any guest flush is answered). */
     if (incmig__owed_mark_go(&r->owed))
         ERR("domain %s: PULL goes on, but a crash of this receiver before "
             "it completes could not be recovered from", r->domain);
@@ -1088,6 +1104,10 @@ static int on_go(struct recv *r, const struct incmig__rec *rec)
     if (rc)
         return send_msg(r, rc, r->t->msg);
     r->serve_ms = (incmig__now() - r->t_go) * 1000;
+    if (incmig__owed_settle(&r->owed))
+        ERR("domain %s: the state file %s could not be made durable: PULL "
+            "goes on, but if this host goes down before it completes the "
+            "file may not resume", r->domain, r->owed.path);
     INFO("GO: domain %s runs here (%s%s)", r->domain,
          r->t->disks[0].nbd_uri[0] ? "disk served on " : "disks attached",
          r->t->disks[0].nbd_uri);
