@@ -252,6 +252,7 @@ enum incmig__rec_type {
     INCMIG_REC_XEN_STREAM = 16, /* src->dst, a chunk of libxl's stream */
     INCMIG_REC_BASE = 18,     /* dst->src, CAP_BASE: its copy, or sums */
     INCMIG_REC_DECIDE = 19,   /* src->dst, CAP_BASE: round 0 per disk */
+    INCMIG_REC_FLOW = 21,     /* dst->src, CAP_FLOW: stream acted on */
     INCMIG_REC_REPORT = 17 | INCMIG_REC_OPTIONAL, /* dst->src, figures */
 };
 
@@ -284,6 +285,8 @@ struct incmig__hello {
 #define INCMIG_CAP_STATE 4u
 /* Incremental migration: BASE and DECIDE after DISK_ACK. */
 #define INCMIG_CAP_BASE 8u
+/* FLOW records bound the stream in flight while the state stream runs. */
+#define INCMIG_CAP_FLOW 32u
 /* May send ENC_ZSTD (preferred to ENC_ZLIB when both sides have it). */
 #define INCMIG_CAP_ZSTD 64u
 
@@ -475,6 +478,29 @@ int incmig__base_compare(struct incmig__base_src *b,
 /* Records with an empty body (SUSPEND, READY, GO, PULL_END, COMPLETE, END)
  * are checked with this: INCMIG_EPROTO unless r->len == 0. */
 int incmig__dec_empty(const struct incmig__rec *r);
+/* FLOW: u64, the octets of the stream the destination acted on. */
+int incmig__enc_flow(uint64_t acted, uint8_t *buf);
+int incmig__dec_flow(const struct incmig__rec *r, uint64_t *acted_r);
+
+/* The source's window while the state stream runs (flow.c). */
+#define INCMIG_FLOW_RING 256u
+struct incmig__flow {
+    uint64_t base;            /* octets written when the state stream began */
+    uint64_t sent, acked;     /* written; covered by FLOW (or base) */
+    uint64_t last_flow;       /* the last FLOW's value */
+    struct { uint64_t end; double t; } ring[INCMIG_FLOW_RING];
+    unsigned head, len;
+    double min_rtt, rate;     /* seconds; octets/s (0: not yet known) */
+    double rate_t;
+    uint64_t rate_b;
+    uint64_t window;
+};
+void incmig__flow_init(struct incmig__flow *f, uint64_t sent, double now);
+void incmig__flow_sent(struct incmig__flow *f, uint64_t sent, double now);
+/* INCMIG_EPROTO when acted goes back or beyond what was written. */
+int incmig__flow_acked(struct incmig__flow *f, uint64_t acted, double now);
+bool incmig__flow_open(const struct incmig__flow *f);
+
 /* RESUME carries the 16-byte migration id. */
 int incmig__dec_resume(const struct incmig__rec *r, uint8_t mig_id[16]);
 const char *incmig__rec_name(uint32_t type);

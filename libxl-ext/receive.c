@@ -136,6 +136,8 @@ struct recv {
                                 * to the end of restore */
     double t_state_end;        /* under rlock; set before the pipe's EOF */
     uint64_t state_bytes;
+    uint64_t flow_sent;        /* the last FLOW's value */
+    bool flow_done;            /* the FLOW after the state stream's end */
 };
 
 /* ERROR to the source (once: then say nothing more), not logged again. */
@@ -291,7 +293,7 @@ static int on_hello(struct recv *r, const struct incmig__rec *rec)
                           "receiver takes 1 to %u", h.name, h.ndisks,
                           INCMIG_MAX_DISKS);
     uint64_t ours = INCMIG_CAP_ZLIB | INCMIG_CAP_ZSTD | INCMIG_CAP_RESUME |
-                    INCMIG_CAP_BASE |
+                    INCMIG_CAP_BASE | INCMIG_CAP_FLOW |
                     (r->kind->state ? INCMIG_CAP_STATE : 0);
     r->caps = h.caps & ours;
     if (r->kind->state_required && !(r->caps & INCMIG_CAP_STATE))
@@ -1305,6 +1307,24 @@ int incmig__dst_transition(int state, uint32_t type, int *next_r)
     return 0;
 }
 
+/* While the state stream runs, with INCMIG_CAP_FLOW: what we acted on,
+ * every 64 KiB and at its end (spec: FLOW). */
+#define FLOW_EVERY (64u << 10)
+static int send_flow(struct recv *r)
+{
+    uint8_t buf[8];
+
+    if (!(r->caps & INCMIG_CAP_FLOW) || r->state != INCMIG_DST_RECEIVING ||
+        r->flow_done || (!r->state_bytes && !r->state_ended))
+        return 0;
+    if (!r->state_ended && r->st.bytes_in - r->flow_sent < FLOW_EVERY)
+        return 0;
+    r->flow_done = r->state_ended;
+    r->flow_sent = r->st.bytes_in;
+    int len = incmig__enc_flow(r->flow_sent, buf);
+    return incmig__stream_send(&r->st, INCMIG_REC_FLOW, buf, (uint32_t)len);
+}
+
 /* Every record from the source goes through here, and only here. */
 static int dispatch(struct recv *r, const struct incmig__rec *rec)
 {
@@ -1323,7 +1343,7 @@ static int dispatch(struct recv *r, const struct incmig__rec *rec)
     if (next == INCMIG_DST_BASE && !(r->caps & INCMIG_CAP_BASE))
         next = INCMIG_DST_RECEIVING;
     r->state = next;
-    return 0;
+    return send_flow(r);
 }
 
 /* ---- restarting on the state file ------------------------------------------ */
