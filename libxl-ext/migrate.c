@@ -962,12 +962,11 @@ static int state_precopy(struct mig *m, double *t_paused_r)
         rc = INCMIG_EIO;
         goto out;
     }
-    /* With FLOW the domain's writes wait in a small pipe, not in ours */
-    m->flow_on = (m->caps & INCMIG_CAP_FLOW) != 0;
-    if (m->flow_on)
-        incmig__flow_init(&m->flow, m->st.bytes_out, t0);
-    m->flow_t = t0;
-    fcntl(p[1], F_SETPIPE_SZ, m->flow_on ? 64 << 10 : 1 << 20);
+    /* With FLOW the domain's writes wait in a small pipe, not in ours;
+     * the window counts from the first XEN_STREAM (the destination's
+     * FLOW records start there) */
+    m->flow_on = false;
+    fcntl(p[1], F_SETPIPE_SZ, m->caps & INCMIG_CAP_FLOW ? 64 << 10 : 1 << 20);
     fcntl(p[0], F_SETFL, O_NONBLOCK);
     m->state_rfd = p[0];
     sp.wfd = p[1];
@@ -992,6 +991,11 @@ static int state_precopy(struct mig *m, double *t_paused_r)
             continue;
         struct pollfd sp0 = { .fd = m->state_rfd, .events = POLLIN };
         if (poll(&sp0, 1, 0) > 0) {
+            if (!m->flow_on && (m->caps & INCMIG_CAP_FLOW)) {
+                m->flow_t = incmig__now();
+                incmig__flow_init(&m->flow, m->st.bytes_out, m->flow_t);
+                m->flow_on = true;
+            }
             rc = pump_chunk(m, buf, &eof);
             continue;
         }
