@@ -252,6 +252,7 @@ enum incmig__rec_type {
     INCMIG_REC_XEN_STREAM = 16, /* src->dst, a chunk of libxl's stream */
     INCMIG_REC_BASE = 18,     /* dst->src, CAP_BASE: its copy, or sums */
     INCMIG_REC_DECIDE = 19,   /* src->dst, CAP_BASE: round 0 per disk */
+    INCMIG_REC_FLOW = 21,     /* dst->src, CAP_FLOW: stream acted on */
     INCMIG_REC_REPORT = 17 | INCMIG_REC_OPTIONAL, /* dst->src, figures */
 };
 
@@ -284,6 +285,8 @@ struct incmig__hello {
 #define INCMIG_CAP_STATE 4u
 /* Incremental migration: BASE and DECIDE after DISK_ACK. */
 #define INCMIG_CAP_BASE 8u
+/* FLOW records bound the stream in flight while the state stream runs. */
+#define INCMIG_CAP_FLOW 32u
 /* May send ENC_ZSTD (preferred to ENC_ZLIB when both sides have it). */
 #define INCMIG_CAP_ZSTD 64u
 
@@ -475,6 +478,29 @@ int incmig__base_compare(struct incmig__base_src *b,
 /* Records with an empty body (SUSPEND, READY, GO, PULL_END, COMPLETE, END)
  * are checked with this: INCMIG_EPROTO unless r->len == 0. */
 int incmig__dec_empty(const struct incmig__rec *r);
+/* FLOW: u64, the octets of the stream the destination acted on. */
+int incmig__enc_flow(uint64_t acted, uint8_t *buf);
+int incmig__dec_flow(const struct incmig__rec *r, uint64_t *acted_r);
+
+/* The source's window while the state stream runs (flow.c). */
+#define INCMIG_FLOW_RING 256u
+struct incmig__flow {
+    uint64_t base;            /* octets written when the state stream began */
+    uint64_t sent, acked;     /* written; covered by FLOW (or base) */
+    uint64_t last_flow;       /* the last FLOW's value */
+    struct { uint64_t end; double t; } ring[INCMIG_FLOW_RING];
+    unsigned head, len;
+    double min_rtt, rate;     /* seconds; octets/s (0: not yet known) */
+    double rate_t;
+    uint64_t rate_b;
+    uint64_t window;
+};
+void incmig__flow_init(struct incmig__flow *f, uint64_t sent, double now);
+void incmig__flow_sent(struct incmig__flow *f, uint64_t sent, double now);
+/* INCMIG_EPROTO when acted goes back or beyond what was written. */
+int incmig__flow_acked(struct incmig__flow *f, uint64_t acted, double now);
+bool incmig__flow_open(const struct incmig__flow *f);
+
 /* RESUME carries the 16-byte migration id. */
 int incmig__dec_resume(const struct incmig__rec *r, uint8_t mig_id[16]);
 const char *incmig__rec_name(uint32_t type);
@@ -501,6 +527,7 @@ struct incmig__owed {
     bool go;                                 /* GO was acted on (mark_go) */
     double t_sync;
     uint64_t unsynced;
+    bool unsettled;          /* under sync_lock: written, not fdatasynced */
 };
 void incmig__owed_init(struct incmig__owed *o);
 bool incmig__owed_active(const struct incmig__owed *o);
@@ -512,7 +539,8 @@ int incmig__owed_resolve(const char *dir, const char *role, const char *arg,
                          char *buf, size_t cap);
 /* Written whole (temporary file, fsync, rename, directory fsync), with
  * the bitmaps `sets`; prepare: with every block owed, before the
- * downtime; arm: then, in it, down to `sets` (one fdatasync). */
+ * downtime; arm: then, in it, down to `sets`, written but not
+ * fdatasynced (settle does that, after GO). */
 int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
                         const struct incmig__bitmap *sets, const char *text);
 int incmig__owed_prepare(struct incmig__owed *o, const char *path, int nd,
@@ -548,6 +576,9 @@ int incmig__owed_resume(struct incmig__owed *o, const char *dir,
 /* The destination, at GO, before the domain runs: the file now stands for
  * a PULL in progress (a file without the mark is never resumed). */
 int incmig__owed_mark_go(struct incmig__owed *o);
+/* fdatasync what arm and mark_go wrote, if not yet: after GO, outside
+ * the downtime, and before a guest flush or FUA write is answered. */
+int incmig__owed_settle(struct incmig__owed *o);
 void incmig__owed_done(struct incmig__owed *o, int disk, uint64_t first,
                        uint64_t n);
 bool incmig__owed_durable(struct incmig__owed *o, int disk, uint64_t first,

@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -60,6 +61,8 @@
 #define PULL_EXTENT (256u << 10)
 /* Disk extents between state chunks: small, the state stream goes first. */
 #define PULL_EXTENT_STATE (256u << 10)
+/* With FLOW: smaller, since the extents read ahead go out past the window. */
+#define PULL_EXTENT_FLOW (64u << 10)
 
 struct mdisk {
     struct incmig__disk disk;
@@ -87,6 +90,9 @@ struct mig {
     int sstate;                      /* enum incmig__src_state */
     int state_rfd;                   /* the domain's state stream, or -1 */
     struct incmig__owed owed;        /* the state file, from COMMIT on */
+    bool flow_on;                    /* INCMIG_CAP_FLOW, in STATE */
+    struct incmig__flow flow;
+    double flow_t;                   /* the last record read in STATE */
     struct incmig_migrate_opts ro;   /* resume: what the state file says */
     char *ro_text;                   /* resume: the state file's text */
     char ro_domain[4200], ro_host[1024], ro_ssh[4096], ro_attach[16384];
@@ -132,18 +138,18 @@ static uint64_t wire_now(struct mig *m)
  * a protocol error ("unexpected X record in state S"), whatever the code
  * reading it expected.  ERROR is accepted everywhere (the migration
  * fails).  REPORT is optional (bit 31), indexed by REC_IDX. */
-#define NTYPES (INCMIG_REC_DECIDE + 2)
-#define REC_IDX(t) ((t) == INCMIG_REC_REPORT ? INCMIG_REC_DECIDE + 1 \
-                    : (t) <= INCMIG_REC_DECIDE ? (t) : NTYPES)
+#define NTYPES (INCMIG_REC_FLOW + 2)
+#define REC_IDX(t) ((t) == INCMIG_REC_REPORT ? INCMIG_REC_FLOW + 1 \
+                    : (t) <= INCMIG_REC_FLOW ? (t) : NTYPES)
 static const bool src_table[INCMIG_SRC_NSTATES][NTYPES] = {
     [INCMIG_SRC_HANDSHAKE] = { [INCMIG_REC_HELLO] = 1,
                                [INCMIG_REC_DISK_ACK] = 1,
                                [INCMIG_REC_BASE] = 1,
                                [INCMIG_REC_ERROR] = 1 },
     [INCMIG_SRC_PUSH] = { [INCMIG_REC_ROUND] = 1, [INCMIG_REC_ERROR] = 1 },
-    [INCMIG_SRC_STATE] = { [INCMIG_REC_ERROR] = 1 },
+    [INCMIG_SRC_STATE] = { [INCMIG_REC_FLOW] = 1, [INCMIG_REC_ERROR] = 1 },
     [INCMIG_SRC_STOPCOPY] = { [INCMIG_REC_ROUND] = 1, [INCMIG_REC_READY] = 1,
-                              [INCMIG_REC_ERROR] = 1 },
+                              [INCMIG_REC_FLOW] = 1, [INCMIG_REC_ERROR] = 1 },
     [INCMIG_SRC_PULL] = { [INCMIG_REC_PULL_REQ] = 1,
                           [INCMIG_REC_COMPLETE] = 1,
                           [REC_IDX(INCMIG_REC_REPORT)] = 1,
@@ -307,6 +313,7 @@ static int open_link(struct mig *m, bool quiet, bool resume)
     struct incmig__hello h = {
         .version = INCMIG_STREAM_VERSION, .role = 0,
         .caps = INCMIG_CAP_ZLIB | INCMIG_CAP_ZSTD | INCMIG_CAP_RESUME |
+                INCMIG_CAP_FLOW |
                 INCMIG_CAP_STATE | INCMIG_CAP_BASE,
         .ndisks = (uint32_t)m->nd,
     };
@@ -380,10 +387,15 @@ static void send_error(struct mig *m, int code, const char *msg)
         incmig__stream_send(&m->st, INCMIG_REC_ERROR, m->buf, (uint32_t)len);
 }
 
-/* Read the next record, turning an ERROR from the peer into EPEER. */
+/* Read the next record, turning an ERROR from the peer into EPEER.  FLOW
+ * records sent before the state stream ended are passed over in STOPCOPY. */
 static int recv_expect(struct mig *m, struct incmig__rec *r, uint32_t type)
 {
-    int rc = recv_checked(m, r);
+    int rc;
+    do
+        rc = recv_checked(m, r);
+    while (!rc && r->type == INCMIG_REC_FLOW &&
+           m->sstate == INCMIG_SRC_STOPCOPY && type != INCMIG_REC_FLOW);
     if (rc)
         return rc;
     if (r->type == INCMIG_REC_ERROR) {
@@ -865,11 +877,54 @@ static void *suspend_main(void *opaque)
     return NULL;
 }
 
-/* send_bitmap's poll callback: stop between extents when state is waiting. */
+/* With INCMIG_CAP_FLOW: take the FLOW records that are in (waiting up to
+ * wait_ms for one), note what we wrote meanwhile; 1 when the window is
+ * full (flow.c), 0 when we may write, or an error (an ERROR from the
+ * destination, a FLOW out of bounds). */
+static int flow_poll(struct mig *m, int wait_ms)
+{
+    struct pollfd p = { .fd = m->st.rfd, .events = POLLIN };
+    struct incmig__rec r;
+    uint64_t acted;
+    int rc;
+
+    if (!m->flow_on)
+        return 0;
+    incmig__flow_sent(&m->flow, m->st.bytes_out, incmig__now());
+    while (poll(&p, 1, incmig__flow_open(&m->flow) ? 0 : wait_ms) > 0) {
+        m->flow_t = incmig__now();
+        rc = recv_expect(m, &r, INCMIG_REC_FLOW);
+        if (!rc)
+            rc = incmig__dec_flow(&r, &acted);
+        if (!rc && incmig__flow_acked(&m->flow, acted, incmig__now())) {
+            ERR("the receiver's FLOW says %" PRIu64 " octets acted on, of "
+                "%" PRIu64 " sent, after %" PRIu64 ": out of bounds", acted,
+                m->flow.sent, m->flow.last_flow);
+            rc = INCMIG_EPROTO;
+        }
+        if (rc)
+            return rc;
+    }
+    if (incmig__flow_open(&m->flow))
+        return 0;
+    if (m->st.idle_s > 0 && incmig__now() - m->flow_t >= m->st.idle_s) {
+        ERR("no FLOW from the receiver for %.0f s with %" PRIu64 " octets "
+            "in flight: the link is considered lost", m->st.idle_s,
+            m->flow.sent - m->flow.acked);
+        return INCMIG_ELINK;
+    }
+    return 1;
+}
+
+/* send_bitmap's poll callback: stop between extents when state is
+ * waiting, or the window is full. */
 static int state_waiting(void *opaque)
 {
     struct mig *m = opaque;
     struct pollfd p = { .fd = m->state_rfd, .events = POLLIN };
+    int rc = flow_poll(m, 0);
+    if (rc)
+        return rc;
     return poll(&p, 1, 0) > 0 ? 1 : 0;
 }
 
@@ -907,7 +962,11 @@ static int state_precopy(struct mig *m, double *t_paused_r)
         rc = INCMIG_EIO;
         goto out;
     }
-    fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+    /* With FLOW the domain's writes wait in a small pipe, not in ours;
+     * the window counts from the first XEN_STREAM (the destination's
+     * FLOW records start there) */
+    m->flow_on = false;
+    fcntl(p[1], F_SETPIPE_SZ, m->caps & INCMIG_CAP_FLOW ? 64 << 10 : 1 << 20);
     fcntl(p[0], F_SETFL, O_NONBLOCK);
     m->state_rfd = p[0];
     sp.wfd = p[1];
@@ -925,7 +984,18 @@ static int state_precopy(struct mig *m, double *t_paused_r)
             rc = INCMIG_ECANCEL;
             break;
         }
-        if (state_waiting(m)) {
+        rc = flow_poll(m, STATE_POLL_MS);
+        if (rc == 1)
+            rc = 0;        /* window full: wait for FLOW (or stop) */
+        if (rc || (m->flow_on && !incmig__flow_open(&m->flow)))
+            continue;
+        struct pollfd sp0 = { .fd = m->state_rfd, .events = POLLIN };
+        if (poll(&sp0, 1, 0) > 0) {
+            if (!m->flow_on && (m->caps & INCMIG_CAP_FLOW)) {
+                m->flow_t = incmig__now();
+                incmig__flow_init(&m->flow, m->st.bytes_out, m->flow_t);
+                m->flow_on = true;
+            }
             rc = pump_chunk(m, buf, &eof);
             continue;
         }
@@ -936,7 +1006,9 @@ static int state_precopy(struct mig *m, double *t_paused_r)
         if (work) {
             for (int i = 0; i < m->nd && !rc; i++)
                 rc = incmig__send_bitmap(&m->d[i].snd, INCMIG_PHASE_PUSH,
-                                         &m->d[i].dirty, PULL_EXTENT_STATE,
+                                         &m->d[i].dirty, m->flow_on
+                                             ? PULL_EXTENT_FLOW
+                                             : PULL_EXTENT_STATE,
                                          state_waiting, m);
             if (rc == 1)
                 rc = 0;
@@ -981,6 +1053,10 @@ out:
         INFO("state stream complete: %.1f MiB in %.2f s; domain paused "
              "%.1f ms ago", m->rep->state_bytes / 1048576.0, m->rep->state_s,
              (incmig__now() - *t_paused_r) * 1000);
+    int outq = 0;
+    if (!rc && ioctl(m->st.wfd, TIOCOUTQ, &outq) == 0)
+        DBG("paused at [%.6f]; %d bytes not yet taken by the destination "
+            "(our socket's send queue)", *t_paused_r, outq);
     free(buf);
     return rc;
 }
@@ -1450,8 +1526,8 @@ static int arm_state(struct mig *m)
         ERR("cannot update the state file %s: stopping before the point of "
             "no return", m->owed.path);
     else
-        DBG("state file armed in %.1f ms (in the downtime)",
-            (incmig__now() - t0) * 1000);
+        DBG("state file armed in %.1f ms (in the downtime; made durable "
+            "after GO)", (incmig__now() - t0) * 1000);
     return rc;
 }
 
@@ -1749,7 +1825,6 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     rc = m.dom->ops->commit(m.dom);
     if (rc)
         goto failed_resume;
-    adopt(&m);
     /* --- point of no return --- the guest will run on the destination. */
     rc = incmig__stream_send(&m.st, INCMIG_REC_GO, NULL, 0);
     rep->go_ms = (incmig__now() - t_susp) * 1000;
@@ -1762,6 +1837,14 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     }
     INFO("GO: guest runs on the destination (GO sent %.1f ms after the "
          "pause)", rep->go_ms);
+    /* Out of the downtime: the state file armed in it made durable (a
+     * killed process already finds it in the page cache), the source
+     * copy's new generation recorded. */
+    if (incmig__owed_settle(&m.owed))
+        ERR("the state file %s could not be made durable: PULL goes on, "
+            "but if this host goes down before it completes, `migrate "
+            "--resume` may refuse the file", m.owed.path);
+    adopt(&m);
 
     double tpull = incmig__now();
     w0 = wire_now(&m);

@@ -29,7 +29,10 @@
  * disk, so a migration prepares its file before the downtime with every
  * block owed (prepare: a superset is always safe) and, in the downtime,
  * only arms it with the stop-and-copy bitmaps (words written in place,
- * one fdatasync).  Afterwards only bitmap words change, in place,
+ * and the GO mark, without an fdatasync: what is written is in the page
+ * cache, which outlives a killed process; `settle` makes it durable
+ * against the loss of the host right after GO, outside the downtime,
+ * and before a guest's flush is acknowledged).  Afterwards only bitmap words change, in place,
  * and only from 1 to 0: a word torn by a kill is a mix of its old and new
  * bits, a superset of what is owed, so it is never wrong, at worst a
  * block is fetched again.  A bit is cleared in the file only after the
@@ -69,6 +72,8 @@
 #define BITMAPS_OFF 65536u
 #define SYNC_EVERY_S 0.2
 #define LOCK_WAIT_S 10       /* a killed process's exit, on a loaded host */
+
+static int sync_words(struct incmig__owed *o, bool durable);
 
 static uint64_t nwords(uint64_t nbits)
 {
@@ -386,10 +391,14 @@ int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets,
 
     for (int i = 0; i < o->nd && !rc; i++)
         rc = incmig__owed_keep(o, i, &sets[i]);
-    if (!rc && mark)
-        rc = write_all(o->fd, "G", 1, BITMAPS_OFF - 1);   /* synced below */
+    if (!rc && mark) {
+        pthread_mutex_lock(&o->sync_lock);
+        rc = write_all(o->fd, "G", 1, BITMAPS_OFF - 1);
+        o->unsettled = true;
+        pthread_mutex_unlock(&o->sync_lock);
+    }
     if (!rc)
-        rc = incmig__owed_sync(o);
+        rc = sync_words(o, false);   /* incmig__owed_settle makes it durable */
     if (!rc && mark)
         o->go = true;
     return rc;
@@ -609,13 +618,33 @@ int incmig__owed_resume(struct incmig__owed *o, const char *dir,
 
 int incmig__owed_mark_go(struct incmig__owed *o)
 {
+    pthread_mutex_lock(&o->sync_lock);
     int rc = write_all(o->fd, "G", 1, BITMAPS_OFF - 1);
-
-    if (!rc && fdatasync(o->fd) < 0)
-        rc = INCMIG_EIO;
+    if (!rc)
+        o->unsettled = true;
+    pthread_mutex_unlock(&o->sync_lock);
     if (rc)
         ERR("cannot mark GO in the state file %s", o->path);
     o->go = !rc;
+    return rc;
+}
+
+int incmig__owed_settle(struct incmig__owed *o)
+{
+    int rc = 0;
+
+    if (o->fd < 0)
+        return 0;
+    pthread_mutex_lock(&o->sync_lock);
+    if (o->unsettled) {
+        if (fdatasync(o->fd) < 0) {
+            LOGE("cannot make the state file %s durable", o->path);
+            rc = INCMIG_EIO;
+        } else {
+            o->unsettled = false;
+        }
+    }
+    pthread_mutex_unlock(&o->sync_lock);
     return rc;
 }
 
@@ -686,7 +715,12 @@ static int write_changes(struct incmig__owed *o, const struct change *c,
     return rc;
 }
 
-int incmig__owed_sync(struct incmig__owed *o)
+/* Write the words mem cleared since the last time into the file; with
+ * `durable`, flush the volumes before and fdatasync the file after (a
+ * bit cleared durably only once its block's data is durable), else
+ * leave both to incmig__owed_settle (the page cache already outlives a
+ * killed process). */
+static int sync_words(struct incmig__owed *o, bool durable)
 {
     struct change *c = NULL;
     size_t n = 0, cap = 0;
@@ -718,13 +752,19 @@ int incmig__owed_sync(struct incmig__owed *o)
     o->unsynced = 0;
     pthread_mutex_unlock(&o->lock);
     /* durable data first, then the clears */
-    for (int i = 0; i < o->nd && !rc && n; i++)
+    for (int i = 0; i < o->nd && !rc && n && durable; i++)
         if (o->vol[i])
             rc = incmig__disk_flush(o->vol[i]);
     if (!rc && n)
         rc = write_changes(o, c, n);
-    if (!rc && n && fdatasync(o->fd) < 0)
-        rc = INCMIG_EIO;
+    if (!rc && (n || o->unsettled) && durable) {
+        if (fdatasync(o->fd) < 0)
+            rc = INCMIG_EIO;
+        else
+            o->unsettled = false;
+    } else if (!rc && n) {
+        o->unsettled = true;
+    }
     if (rc)
         ERR("cannot update the state file %s: %s", o->path,
             incmig_strerror(rc));
@@ -732,6 +772,11 @@ int incmig__owed_sync(struct incmig__owed *o)
     pthread_mutex_unlock(&o->sync_lock);
     free(c);
     return rc;
+}
+
+int incmig__owed_sync(struct incmig__owed *o)
+{
+    return sync_words(o, true);
 }
 
 int incmig__owed_sync_maybe(struct incmig__owed *o)

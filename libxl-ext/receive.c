@@ -69,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -135,6 +136,8 @@ struct recv {
                                 * to the end of restore */
     double t_state_end;        /* under rlock; set before the pipe's EOF */
     uint64_t state_bytes;
+    uint64_t flow_sent;        /* the last FLOW's value */
+    bool flow_done;            /* the FLOW after the state stream's end */
 };
 
 /* ERROR to the source (once: then say nothing more), not logged again. */
@@ -290,7 +293,7 @@ static int on_hello(struct recv *r, const struct incmig__rec *rec)
                           "receiver takes 1 to %u", h.name, h.ndisks,
                           INCMIG_MAX_DISKS);
     uint64_t ours = INCMIG_CAP_ZLIB | INCMIG_CAP_ZSTD | INCMIG_CAP_RESUME |
-                    INCMIG_CAP_BASE |
+                    INCMIG_CAP_BASE | INCMIG_CAP_FLOW |
                     (r->kind->state ? INCMIG_CAP_STATE : 0);
     r->caps = h.caps & ours;
     if (r->kind->state_required && !(r->caps & INCMIG_CAP_STATE))
@@ -874,7 +877,10 @@ static int on_state(struct recv *r, const struct incmig__rec *rec)
         if (r->state_wfd >= 0)
             close(r->state_wfd);
         r->state_wfd = -1;
-        DBG("state stream complete: %" PRIu64 " bytes", r->state_bytes);
+        int inq = 0;
+        ioctl(r->st.rfd, FIONREAD, &inq);
+        DBG("state stream complete: %" PRIu64 " bytes (%d bytes queued "
+            "behind it)", r->state_bytes, inq);
         return 0;
     }
     for (uint32_t off = 0; off < rec->len;) {
@@ -900,7 +906,13 @@ static int on_suspend(struct recv *r, const struct incmig__rec *rec)
     if ((r->caps & INCMIG_CAP_STATE) && !r->state_ended)
         return send_error(r, INCMIG_EPROTO, "SUSPEND before the end of the "
                           "state stream");
-    return drain(r);
+    double t0 = incmig__now();
+    int inq = 0;
+    ioctl(r->st.rfd, FIONREAD, &inq);
+    rc = drain(r);
+    DBG("SUSPEND: %d bytes queued behind it; writes in flight drained in "
+        "%.1f ms", inq, (incmig__now() - t0) * 1000);
+    return rc;
 }
 
 static int on_bitmap(struct recv *r, const struct incmig__rec *rec)
@@ -1003,8 +1015,8 @@ static int arm_state(struct recv *r)
         r->owed.vol[i] = r->d[i].disk;
         incmig__gate_set_owed(r->d[i].gate, &r->owed);
     }
-    DBG("state file armed in %.1f ms (in the downtime)",
-        (incmig__now() - t0) * 1000);
+    DBG("state file armed in %.1f ms (in the downtime; made durable "
+        "after GO)", (incmig__now() - t0) * 1000);
     return 0;
 }
 
@@ -1036,6 +1048,7 @@ static int on_ready(struct recv *r, const struct incmig__rec *rec)
                               "(%" PRIu64 " of %" PRIu64 " blocks)",
                               r->recs[i].name, r->d[i].bm_next,
                               r->d[i].nblocks);
+    double t0 = incmig__now();
     if (r->caps & INCMIG_CAP_STATE) {
         rc = finish_restore(r);
         if (rc)
@@ -1046,7 +1059,10 @@ static int on_ready(struct recv *r, const struct incmig__rec *rec)
     /* No flush here, in the downtime: reads see what was written, the
      * guest's own flushes cover it, and each volume is made durable
      * before COMPLETE, when the source lets go of its copy. */
+    double t1 = incmig__now();
     rc = drain(r);
+    DBG("READY: restore finished in %.1f ms, writes drained in %.1f ms",
+        (t1 - t0) * 1000, (incmig__now() - t1) * 1000);
     for (int i = 0; i < r->nd && !rc; i++) {
         rc = incmig__gate_mark_missing(r->d[i].gate, &r->d[i].final);
         INFO("stop-and-copy: %" PRIu64 " blocks of disk %s left on the "
@@ -1069,7 +1085,9 @@ static int on_go(struct recv *r, const struct incmig__rec *rec)
     r->t_go = incmig__now();
     r->state = INCMIG_DST_PULL;   /* past the point of no return */
     /* Before the domain runs: from here on the state file is what a
-     * restarted receiver finishes PULL from. */
+     * restarted receiver finishes PULL from (written: a killed receiver
+     * finds it in the page cache; made durable just after the unpause,
+     * and before any guest flush is answered). */
     if (incmig__owed_mark_go(&r->owed))
         ERR("domain %s: PULL goes on, but a crash of this receiver before "
             "it completes could not be recovered from", r->domain);
@@ -1077,6 +1095,10 @@ static int on_go(struct recv *r, const struct incmig__rec *rec)
     if (rc)
         return send_msg(r, rc, r->t->msg);
     r->serve_ms = (incmig__now() - r->t_go) * 1000;
+    if (incmig__owed_settle(&r->owed))
+        ERR("domain %s: the state file %s could not be made durable: PULL "
+            "goes on, but if this host goes down before it completes the "
+            "file may not resume", r->domain, r->owed.path);
     INFO("GO: domain %s runs here (%s%s)", r->domain,
          r->t->disks[0].nbd_uri[0] ? "disk served on " : "disks attached",
          r->t->disks[0].nbd_uri);
@@ -1274,6 +1296,24 @@ int incmig__dst_transition(int state, uint32_t type, int *next_r)
     return 0;
 }
 
+/* While the state stream runs, with INCMIG_CAP_FLOW: what we acted on,
+ * every 64 KiB and at its end (spec: FLOW). */
+#define FLOW_EVERY (64u << 10)
+static int send_flow(struct recv *r)
+{
+    uint8_t buf[8];
+
+    if (!(r->caps & INCMIG_CAP_FLOW) || r->state != INCMIG_DST_RECEIVING ||
+        r->flow_done || (!r->state_bytes && !r->state_ended))
+        return 0;
+    if (!r->state_ended && r->st.bytes_in - r->flow_sent < FLOW_EVERY)
+        return 0;
+    r->flow_done = r->state_ended;
+    r->flow_sent = r->st.bytes_in;
+    int len = incmig__enc_flow(r->flow_sent, buf);
+    return incmig__stream_send(&r->st, INCMIG_REC_FLOW, buf, (uint32_t)len);
+}
+
 /* Every record from the source goes through here, and only here. */
 static int dispatch(struct recv *r, const struct incmig__rec *rec)
 {
@@ -1292,7 +1332,7 @@ static int dispatch(struct recv *r, const struct incmig__rec *rec)
     if (next == INCMIG_DST_BASE && !(r->caps & INCMIG_CAP_BASE))
         next = INCMIG_DST_RECEIVING;
     r->state = next;
-    return 0;
+    return send_flow(r);
 }
 
 /* ---- restarting on the state file ------------------------------------------ */
