@@ -178,6 +178,10 @@ int incmig__volume_check_opts(const struct incmig_receive_opts *o)
             "(or --image PATH --nbd URI for a one-disk domain)");
         return INCMIG_EINVAL;
     }
+    if (o->leave_paused && (!o->target || strcmp(o->target, "xen"))) {
+        ERR("-p (leave the domain paused) is for the xen target");
+        return INCMIG_EINVAL;
+    }
     if (o->ndisks < 0 || o->ndisks > INCMIG_RECEIVE_MAX_DISKS ||
         o->nroots < 0 || o->nroots > INCMIG_RECEIVE_MAX_ROOTS) {
         ERR("at most %d disks and %d roots", INCMIG_RECEIVE_MAX_DISKS,
