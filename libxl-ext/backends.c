@@ -40,10 +40,11 @@ static int xen_missing(struct incmig__domain **d_r, const char *name,
 static int sim_open(struct incmig__domain **d_r, const char *ctl,
                     const struct incmig__domain_args *a)
 {
-    if (a->nshared || a->config_file || a->debug) {
-        ERR("domain sim:%s: --shared-disk, -C and --debug are for Xen "
-            "domains; a simulated domain has neither shared disks nor a "
-            "configuration file", ctl);
+    /* --debug is only more messages for it */
+    if (a->nshared || a->config_file) {
+        ERR("domain sim:%s: --shared-disk and -C are for Xen domains; a "
+            "simulated domain has neither shared disks nor a configuration "
+            "file", ctl);
         return INCMIG_EINVAL;
     }
     return incmig__sim_domain_open(d_r, ctl);

@@ -939,10 +939,10 @@ struct incmig__domain {
     struct incmig__dom_disk disks[INCMIG_MAX_DISKS];
 };
 
-/* What migrate's options ask of a Xen domain (a simulated domain refuses
- * any of them): the disks on shared storage (not tracked, not pushed),
- * the configuration file sent instead of the stored one, libxl's debug
- * suspend. */
+/* What migrate's options ask of a Xen domain: the disks on shared storage
+ * (not tracked, not pushed) and the configuration file sent instead of
+ * the stored one (a simulated domain refuses both), libxl's debug
+ * suspend (ignored by it). */
 struct incmig__domain_args {
     int nshared;
     const char *const *shared;
