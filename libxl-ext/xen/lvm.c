@@ -15,8 +15,8 @@
  *               SECTORSs VG; its uuid and dm path        space" -> ENOSPC
  *               from lvs
  *   remove      (abort) lvs VG/LV has the uuid          otherwise left alone
- *               created -> lvremove -f -S lv_uuid=UUID   and said so
- *               VG
+ *               created -> lvremove -f --select          and said so
+ *               lv_uuid=UUID VG
  *
  * lvcreate fails if the LV exists, so a volume that appeared between check
  * and create is never taken over; the uuid makes remove exact.  The tools
@@ -144,7 +144,7 @@ void incmig__lvm_remove(struct incmig__lv *l)
         return;
     }
     snprintf(sel, sizeof sel, "lv_uuid=%s", l->uuid);
-    const char *argv[] = { "lvremove", "-f", "-S", sel, l->vg, NULL };
+    const char *argv[] = { "lvremove", "-f", "--select", sel, l->vg, NULL };
     if (incmig__dm_run(argv, NULL, 0, msg, sizeof msg))
         ERR("partial copy lvm:%s not removed: %s; remove it by hand "
             "(lvremove %s)", name, msg, name);
