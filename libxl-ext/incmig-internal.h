@@ -998,8 +998,19 @@ struct incmig__domain {
     struct incmig__dom_disk disks[INCMIG_MAX_DISKS];
 };
 
+/* What migrate's options ask of a Xen domain: the disks on shared storage
+ * (not tracked, not pushed) and the configuration file sent instead of
+ * the stored one (a simulated domain refuses both), libxl's debug
+ * suspend (ignored by it). */
+struct incmig__domain_args {
+    int nshared;
+    const char *const *shared;
+    const char *config_file;
+    bool debug;
+};
 /* backends.c: open DOMAIN through the backend its form selects. */
-int incmig__domain_open(const char *spec, struct incmig__domain **d_r);
+int incmig__domain_open(const char *spec, const struct incmig__domain_args *a,
+                        struct incmig__domain **d_r);
 
 /* ---- the simulated domain (sim/) ---------------------------------------- */
 
@@ -1110,7 +1121,12 @@ struct incmig__target_disk {
     uint64_t size;
     uint32_t block_size;
     /* from the receiver's own mapping, never from the wire */
-    char path[4096];          /* the volume; its directory fully resolved */
+    char path[4096];          /* the volume; its directory fully resolved,
+                               * or "lvm:VG/LV" */
+    /* --disk NAME=lvm:VG/LV: a logical volume this migration creates
+     * (xen target only); both "" for a file */
+    char lvm_vg[128];
+    char lvm_lv[128];
     char nbd_uri[4096];       /* sim: the guest's export after GO, or "" */
     /* incremental migration (lineage.c): the volume at path is an older
      * copy proven to be of this disk's generation, reused, not created */
@@ -1142,6 +1158,13 @@ struct incmig__target {
     int ndisks;
     struct incmig__target_disk disks[INCMIG_MAX_DISKS];
     char msg[INCMIG_MSG_MAX];
+    /* Set by receive.c after open, from the receiver's options: disks of
+     * the domain the receiver maps as shared storage (--disk NAME=shared:
+     * not migrated, attached as the configuration says), and -p (leave
+     * the domain paused at GO; xen target only). */
+    int nshared;
+    char shared[INCMIG_MAX_DISKS][INCMIG_NAME_MAX + 1];
+    bool paused;
 };
 /* Log a failure once and keep it in t->msg; returns rc. */
 int incmig__target_fail(struct incmig__target *t, int rc, const char *fmt, ...)
@@ -1169,6 +1192,18 @@ int incmig__sim_target_open(struct incmig__target **t_r, const char *domain,
  * DISK records onto the receiver's volumes, all or nothing and touching
  * nothing; on refusal *bad_r is the refused disk and msg names it. */
 int incmig__volume_check_opts(const struct incmig_receive_opts *o);
+/* A mapping's PATH: "shared" (the disk is on shared storage: not
+ * migrated), "lvm:VG/LV" (a logical volume to create), or a file. */
+#define INCMIG_MAP_SHARED "shared"
+#define INCMIG_MAP_LVM "lvm:"
+/* "VG/LV" (after "lvm:") into vg and lv (each 1..127 bytes of
+ * [A-Za-z0-9._+-], not starting with '-', not "." or ".."): 0, or
+ * INCMIG_EINVAL with msg saying what is wrong. */
+int incmig__lvm_parse(const char *spec, char vg[128], char lv[128], char *msg,
+                      size_t cap);
+/* The receiver's --disk NAME=shared names into t (nshared, shared). */
+void incmig__volume_shared(const struct incmig_receive_opts *o,
+                           struct incmig__target *t);
 int incmig__volume_map(const struct incmig_receive_opts *o,
                        const struct incmig__disk_rec *recs, int n,
                        struct incmig__target_disk *out, int *bad_r,

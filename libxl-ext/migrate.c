@@ -96,6 +96,7 @@ struct mig {
     struct incmig_migrate_opts ro;   /* resume: what the state file says */
     char *ro_text;                   /* resume: the state file's text */
     char ro_domain[4200], ro_host[1024], ro_ssh[4096], ro_attach[16384];
+    char ro_shared[INCMIG_MAX_SHARED * 64];   /* "xvdb,xvdc" split */
 
     /* PULL, under lock */
     pthread_mutex_t lock;
@@ -1492,6 +1493,11 @@ static int prepare_state(struct mig *m)
     KV("reconnect", "%d", o->reconnect_s);
     KV("timeout", "%d", o->timeout_s);
     KV("disks", "%d", m->nd);
+    char shared[INCMIG_MAX_SHARED * 64] = "";
+    for (int i = 0; i < o->nshared && i < INCMIG_MAX_SHARED; i++)
+        snprintf(shared + strlen(shared), sizeof shared - strlen(shared),
+                 "%s%.62s", i ? "," : "", o->shared_disks[i]);
+    KV("shared", "%s", shared);
     for (int i = 0; i < m->nd; i++) {
         snprintf(k, sizeof k, "disk%d.name", i);
         KV(k, "%s", m->dom->disks[i].name);
@@ -1593,6 +1599,17 @@ static int resume_state(struct mig *m, const struct incmig_migrate_opts *o)
     if (incmig__kv_num(path, text, "disks", INCMIG_MAX_DISKS, &x) ||
         (int)x != m->owed.nd)
         goto bad;
+    /* the disks on shared storage, so that the domain opens with the
+     * same disks (absent from files of earlier versions: none) */
+    m->ro.nshared = 0;
+    if (!incmig__kv_get(text, "shared", m->ro_shared, sizeof m->ro_shared))
+        for (char *p = m->ro_shared, *q; *p; p = q) {
+            q = p + strcspn(p, ",");
+            if (*q)
+                *q++ = '\0';
+            if (*p && m->ro.nshared < INCMIG_MAX_SHARED)
+                m->ro.shared_disks[m->ro.nshared++] = p;
+        }
     m->o = &m->ro;
     rc = 0;
     goto out;
@@ -1739,7 +1756,11 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
             close(ufd);
     }
 
-    rc = incmig__domain_open(o->domain, &m.dom);
+    struct incmig__domain_args da = {
+        .nshared = o->nshared, .shared = o->shared_disks,
+        .config_file = o->config_file, .debug = o->debug,
+    };
+    rc = incmig__domain_open(o->domain, &da, &m.dom);
     if (rc && o->resume && incmig__owed_count(&m.owed) == 0) {
         INFO("the PULL of this migration was complete and its source "
              "released: nothing is left to do");

@@ -468,6 +468,8 @@ static int take_disks(struct recv *r)
     rc = r->kind->open(&r->t, r->domain, r->nd, td, &bad, msg, sizeof msg);
     if (rc)
         return refuse_disk(r, bad < 0 ? 0 : bad, rc, msg, false);
+    incmig__volume_shared(r->o, r->t);
+    r->t->paused = r->o->leave_paused;
 
     for (int i = 0; i < r->nd; i++) {
         struct rdisk *d = &r->d[i];

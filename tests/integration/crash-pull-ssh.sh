@@ -44,7 +44,7 @@ one_run() {
     start_serve "$T/src.img" --memory 256K
     DST_SOCK=$T/dst.sock
     start_guest 4M --reconnect-timeout 120
-    "$XL_INCMIG" migrate -s "$SSH" -C "$XL_INCMIG migrate-receive --state-dir $SD" \
+    "$XL_INCMIG" migrate -s "$SSH" --receiver "$XL_INCMIG migrate-receive --state-dir $SD" \
         --dest-image "$T/dst.img" --dest-nbd "unix:$DST_SOCK" --policy single \
         --bandwidth 4M --reconnect 60 --state-dir "$SD" --no-progress \
         --control "$T/mig.ctl" \
