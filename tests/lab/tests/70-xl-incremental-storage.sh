@@ -33,7 +33,7 @@ scrub() {
 		losetup -D; rm -rf $D" >/dev/null 2>&1
 }
 # hosts where the packages may be installed, and where removing them passed
-installed= removed=
+installed='' removed=''
 cleanup() {
 	local h
 	for h in 1 2; do
@@ -88,7 +88,8 @@ trip() {
 	echo "$lsrc" | grep -q "^$g " && fail "domain $g still on host $from"
 	sleep 5
 	c=$(lg $to check $g) || fail "on host $to after $cmd: $c"
-	local tbl=$(hssh $to "dmsetup table | grep '^incmig-$g'") || fail "no incmig dm device on host $to: the disk is not on the destination volume"
+	local tbl
+	tbl=$(hssh $to "dmsetup table | grep '^incmig-$g'") || fail "no incmig dm device on host $to: the disk is not on the destination volume"
 	local dev=$(echo "$tbl" | awk '{ print $5 }') loop=$(hssh $to "losetup -j $vol | cut -d: -f1 | head -n 1")
 	local mm=$(hssh $to "lsblk -dno MAJ:MIN $loop 2>/dev/null | tr -d ' '")
 	[ -n "$loop" ] && [ "$dev" = "$mm" ] || fail "host $to: the destination volume is not under the guest: dm on $dev, $vol on ${loop:-no loop} ($mm)"
