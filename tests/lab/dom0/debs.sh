@@ -17,7 +17,7 @@
 #           checksum), `apt-get remove` of the packages, then: no DKMS
 #           module left, modinfo finds the stock xen-blkback and modprobe
 #           loads it (no VBD may exist), no libincmig, no xl-incmig; then
-#           `apt-get purge`: nothing of the packages left
+#           purged: nothing of the packages left
 # Each prints one summary line on success; on failure the reason, exit 1.
 set -u
 cmd=${1:-}
@@ -116,7 +116,10 @@ remove)
 	[ -n "$sum" ] && [ "$(md5sum <"$XL" | cut -d' ' -f1)" = "$sum" ] || die "$XL is not xen-utils-4.17's (md5 $(md5sum <"$XL" | cut -d' ' -f1), dpkg has ${sum:-none})"
 	patched_xl && die "xl still knows --incremental-storage after the diversion was removed"
 	novbd
-	DEBIAN_FRONTEND=noninteractive apt-get remove -y -q $PKGS >>"$LOG" 2>&1 || { tail -15 "$LOG"; die "apt-get remove failed (log: $LOG)"; }
+	# those installed: apt (no package lists) cannot name the others
+	inst=$(for p in $PKGS; do [ "$(status $p)" = "install ok installed" ] && echo $p; done)
+	[ -z "$inst" ] || DEBIAN_FRONTEND=noninteractive apt-get remove -y -q $inst >>"$LOG" 2>&1 ||
+		{ tail -15 "$LOG"; die "apt-get remove $inst failed (log: $LOG)"; }
 	for p in $PKGS; do
 		case $(status $p) in "install ok installed") die "$p is still installed after apt-get remove" ;; esac
 	done
@@ -129,7 +132,10 @@ remove)
 	[ -n "$(modinfo -F incmig_tracking xen-blkback)" ] && die "the xen-blkback modinfo finds has incmig_tracking"
 	ldconfig -p | grep -q 'libincmig\.so' && die "libincmig is still known to ld.so: $(ldconfig -p | grep libincmig)"
 	command -v xl-incmig >/dev/null && die "xl-incmig is still there: $(command -v xl-incmig)"
-	DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $PKGS >>"$LOG" 2>&1 || { tail -15 "$LOG"; die "apt-get purge failed (log: $LOG)"; }
+	# dpkg, not apt: packages with no conffiles are gone from dpkg's
+	# database already, and apt (no package lists in dom0) cannot name them
+	cf=$(for p in $PKGS; do [ "$(status $p)" = "deinstall ok config-files" ] && echo $p; done)
+	[ -z "$cf" ] || dpkg --purge $cf >>"$LOG" 2>&1 || { tail -15 "$LOG"; die "dpkg --purge $cf failed (log: $LOG)"; }
 	for p in $PKGS; do
 		s=$(status $p); case $s in ""|"unknown ok not-installed") ;; *) die "$p after purge: $s" ;; esac
 	done
