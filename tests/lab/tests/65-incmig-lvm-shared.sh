@@ -1,5 +1,5 @@
 #!/bin/bash
-# 55-incmig-lvm-shared: `xl-incmig migrate` to localhost on host 1 with LVM
+# 65-incmig-lvm-shared: `xl-incmig migrate` to localhost on host 1 with LVM
 # logical volumes on both sides and a disk on shared storage: the writing
 # test guest runs on an LV (xvda) of a volume group made on a loop file in
 # dom0 (phy: on the source, PUSH reads the LV), with a second disk xvdb
@@ -102,7 +102,7 @@ untouched() {
 	local n=$1 out l
 	waitlog "$n" '^rc=' 300
 	stoprecv "$n"
-	out=$(hssh 1 "cat $D/$n.log; echo ---- receiver; cat $D/$n.recv"); echo "$out" >"$LAB/logs/55-$n.log"
+	out=$(hssh 1 "cat $D/$n.log; echo ---- receiver; cat $D/$n.recv"); echo "$out" >"$LAB/logs/65-$n.log"
 	echo "$out" | grep -q '^rc=0' && { echo "$out"; fail "$n: the migration succeeded"; }
 	l=$(hssh 1 "xl list $g" | awk 'NR == 2 { print $1, $5 }')
 	case $l in "$g "*p*) fail "$n: $g is paused ($l)" ;; "$g "*) ;; *) fail "$n: $g is not running: $(hssh 1 'xl list')" ;; esac
@@ -155,12 +155,12 @@ hssh 1 "grep -q 'lvm:$VG/dst removed' $D/push-kill.recv" || fail "push-kill: the
 receiver lvm $VG/dst
 t0=$(now)
 hssh 1 "xl-incmig migrate -s '' --no-progress --timeout 120 --shared-disk xvdb --json $D/report.json $g 127.0.0.1:$PORT" \
-	>"$LAB/logs/55-migrate.out" 2>&1 || {
-	cat "$LAB/logs/55-migrate.out"; hssh 1 "cat $D/lvm.recv" | tail -30; fail "xl-incmig migrate into lvm:$VG/dst"; }
+	>"$LAB/logs/65-migrate.out" 2>&1 || {
+	cat "$LAB/logs/65-migrate.out"; hssh 1 "cat $D/lvm.recv" | tail -30; fail "xl-incmig migrate into lvm:$VG/dst"; }
 t1=$(now)
-cat "$LAB/logs/55-migrate.out"
+cat "$LAB/logs/65-migrate.out"
 for i in $(seq 1 120); do hssh 1 "pgrep -f '[x]l-incmig migrate-receive' >/dev/null" || break; sleep 1; done
-hssh 1 "cat $D/lvm.recv" >"$LAB/logs/55-receive.log"
+hssh 1 "cat $D/lvm.recv" >"$LAB/logs/65-receive.log"
 hssh 1 "pgrep -f '[x]l-incmig migrate-receive' >/dev/null" && fail "the receiver is still running 120 s after the migration (still in the I/O path?)"
 list=$(hssh 1 "xl list")
 echo "$list" | grep -q "^$g " || fail "domain $g not running after the migration: $list"
