@@ -49,41 +49,13 @@ build() {
     make -s -C build -j"$JOBS"
 }
 
-# The Debian packages (debian/, README.Debian files there): built from a
-# copy of the tree's files in build/deb/src (dpkg-buildpackage writes the
-# .debs to the parent, build/deb/), then lintian.  Fails on a build failure
-# or a lintian error; warnings are printed, not fatal.
+# The Debian packages (debian/build-debs.sh, also the lab's deploy-debs):
+# built from a copy of the tree in build/deb/src, .debs in build/deb/, then
+# lintian.  Fails on a build failure or a lintian error; warnings are
+# printed, not fatal.
 DEB_PKGS="debhelper dh-dkms lintian"
 # `make xl-patched` (tools/xl-patch): xen's source, xl against libxen-dev
 XL_PKGS="dpkg-dev libyajl-dev uuid-dev"
-debs() {
-    rm -rf build/deb
-    mkdir -p build/deb/src
-    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-        # what a clone would hold, with this tree's changes
-        git ls-files -z -co --exclude-standard |
-            tar --null -T - --ignore-failed-read -cf - | tar -xf - -C build/deb/src
-    else
-        tar --exclude=./build --exclude='./build-*' -cf - . | tar -xf - -C build/deb/src
-    fi
-    t0=$(date +%s)
-    if ! (cd build/deb/src && DEB_BUILD_OPTIONS="parallel=$JOBS noddebs" \
-            dpkg-buildpackage -us -uc -b) >build/deb/build.log 2>&1; then
-        tail -40 build/deb/build.log
-        echo "setup.sh: dpkg-buildpackage failed (build/deb/build.log)" >&2
-        return 1
-    fi
-    t1=$(date +%s)
-    echo "dpkg-buildpackage -us -uc -b: $((t1 - t0)) s, $(sed -n 's/^# PASS: *//p' \
-        build/deb/src/tests/test-suite.log 2>/dev/null || echo 0) unit/ABI tests passed"
-    (cd build/deb && ls -s --block-size=K ./*.deb)
-    lrc=0
-    lintian --fail-on error build/deb/*.changes >build/deb/lintian.log 2>&1 || lrc=$?
-    echo "lintian ($(($(date +%s) - t1)) s): $(grep -c '^E: ' build/deb/lintian.log) errors," \
-        "$(grep -c '^W: ' build/deb/lintian.log) warnings"
-    cat build/deb/lintian.log
-    [ "$lrc" = 0 ] || { echo "setup.sh: lintian failed (rc=$lrc, build/deb/lintian.log)" >&2; return 1; }
-}
 
 case "${1:-}" in
 demo)
@@ -106,7 +78,7 @@ test)
     make -s -C build/tests fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
     echo "== Debian packages: dpkg-buildpackage, lintian (build/deb)"
     install_deps $DEB_PKGS
-    debs || exit 1
+    JOBS=$JOBS debian/build-debs.sh build/deb || exit 1
     echo "== the patched xl: make xl-patched (build/xl-patched/xl)"
     install_deps $XL_PKGS
     if ! make -s -C build xl-patched >build/xl-patched.log 2>&1; then

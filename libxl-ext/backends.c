@@ -20,13 +20,16 @@
 struct backend {
     const char *prefix;        /* "" matches every name */
     const char *what;
-    int (*open)(struct incmig__domain **d_r, const char *arg);
+    int (*open)(struct incmig__domain **d_r, const char *arg,
+                const struct incmig__domain_args *a);
 };
 
 #ifndef HAVE_XEN
-static int xen_missing(struct incmig__domain **d_r, const char *name)
+static int xen_missing(struct incmig__domain **d_r, const char *name,
+                       const struct incmig__domain_args *a)
 {
     (void)d_r;
+    (void)a;
     ERR("domain '%s': this xl-incmig was built without Xen (libxen-dev); "
         "only sim:CONTROL_SOCKET (a guest served by `xl-incmig serve`) can "
         "be migrated", name);
@@ -34,8 +37,21 @@ static int xen_missing(struct incmig__domain **d_r, const char *name)
 }
 #endif
 
+static int sim_open(struct incmig__domain **d_r, const char *ctl,
+                    const struct incmig__domain_args *a)
+{
+    /* --debug is only more messages for it */
+    if (a->nshared || a->config_file) {
+        ERR("domain sim:%s: --shared-disk and -C are for Xen domains; a "
+            "simulated domain has neither shared disks nor a configuration "
+            "file", ctl);
+        return INCMIG_EINVAL;
+    }
+    return incmig__sim_domain_open(d_r, ctl);
+}
+
 static const struct backend backends[] = {
-    { "sim:", "simulated domain", incmig__sim_domain_open },
+    { "sim:", "simulated domain", sim_open },
 #ifdef HAVE_XEN
     { "", "Xen domain", incmig__xen_domain_open },
 #else
@@ -43,7 +59,8 @@ static const struct backend backends[] = {
 #endif
 };
 
-int incmig__domain_open(const char *spec, struct incmig__domain **d_r)
+int incmig__domain_open(const char *spec, const struct incmig__domain_args *a,
+                        struct incmig__domain **d_r)
 {
     if (!spec || !*spec) {
         ERR("no domain given");
@@ -59,9 +76,11 @@ int incmig__domain_open(const char *spec, struct incmig__domain **d_r)
                 b->prefix);
             return INCMIG_EINVAL;
         }
-        int rc = b->open(d_r, spec + n);
+        int rc = b->open(d_r, spec + n, a);
         if (!rc && (*d_r)->ndisks < 1) {
-            ERR("domain '%s' has no disk to migrate", spec);
+            ERR("domain '%s' has no disk to migrate%s", spec,
+                b->open != sim_open ? " (its disks are on shared storage or "
+                "CD-ROMs: plain `xl migrate` moves it)" : "");
             (*d_r)->ops->close(*d_r);
             *d_r = NULL;
             rc = INCMIG_EINVAL;

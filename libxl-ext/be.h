@@ -1,6 +1,6 @@
 /* be.h: big-endian (network order) integers in byte buffers, the one copy
  * for the wire, NBD and the on-disk formats (stream.c, nbd.c, lineage.c,
- * owed.c). */
+ * owed.c, sim/state.c, xen/domain.c, xen/nbdkern.c). */
 #ifndef INCMIG_BE_H
 #define INCMIG_BE_H
 

@@ -1,9 +1,23 @@
 /* command-migrate.c: incmig_migrate_main, the whole `migrate` command of a
  * toolstack, run by `xl-incmig migrate` and by `xl migrate
  * --incremental-storage` alike.  Options follow `xl migrate` where they
- * overlap (-s for the transport command).  --receiver (or, for xl-incmig
- * only, -C) is the receiver's command: under xl, -C is xl's configuration
- * file option, so with xl's switch it is refused rather than run on HOST.
+ * overlap, with xl's meaning:
+ *
+ *   xl's option   here
+ *   -s SSHCMD     the transport command ("" = plain TCP to HOST:PORT)
+ *   -C CONFIG     the configuration sent instead of the domain's stored
+ *                 one (xen/domain.c reads it: libxl JSON or an xl file)
+ *   -p            the domain stays paused on the destination: --paused on
+ *                 the receiver's command line (ssh); with plain TCP the
+ *                 receiver's own -p
+ *   -e            accepted: incmig's receiver never stays to wait for the
+ *                 domain's death (it exits once PULL is complete), which
+ *                 is what -e asks
+ *   --debug       debug messages here and on the receiver (--debug), and
+ *                 libxl's debug suspend (LIBXL_SUSPEND_DEBUG)
+ *   -D            not taken: the destination's domid is Xen's choice
+ *
+ * --receiver CMD is the receiver's command on HOST.
  *
  * Over ssh the receiver on HOST is started with the --dest-* options
  * turned into its own mapping (--disk/--root/--target, each quoted for the
@@ -32,9 +46,9 @@ struct cmdline {
     const char *name;
     struct incmig_migrate_opts o;
     const char *json, *dest_image, *dest_nbd, *receiver;
-    const char *dash_c;     /* -C CMD, the receiver (not under xl) */
     bool xl_switch;         /* --incremental-storage: xl runs us */
     bool receiver_given;    /* --receiver CMD */
+    bool paused;            /* -p: the receiver's --paused */
     char *dest_args;        /* " --disk 'A=..' --root '..'", quoted */
     char *remote, *attach;  /* the ssh transport's two commands */
     struct incmig_security sec;
@@ -52,8 +66,17 @@ static void help(const char *name, const char *receiver)
            "                      plain TCP and HOST is HOST:PORT of a receiver\n"
            "                      started with --listen\n"
            "  --receiver CMD      receiver command on HOST (default\n"
-           "                      \"%s\"); -C CMD too,\n"
-           "                      except under xl (there -C is xl's config file)\n",
+           "                      \"%s\")\n"
+           "  -C CONFIG           send CONFIG (an xl configuration file, or\n"
+           "                      libxl's JSON) instead of the domain's stored\n"
+           "                      configuration (Xen domains)\n"
+           "  -p                  leave the domain paused on HOST (ssh; with\n"
+           "                      plain TCP give -p to migrate-receive)\n"
+           "  -e                  accepted as xl's: the receiver never waits\n"
+           "                      for the domain's death on HOST\n"
+           "  --shared-disk VDEV  disk VDEV is on shared storage: not tracked,\n"
+           "                      not copied (repeatable; network disks are\n"
+           "                      shared without it)\n",
            receiver);
     printf("  --dest-image PATH   destination image (ssh transport)\n"
            "  --dest-nbd URI      where the destination serves the guest (ssh)\n"
@@ -61,7 +84,8 @@ static void help(const char *name, const char *receiver)
            "                      NAME (ssh; one per disk; see migrate-receive)\n"
            "  --dest-root DIR     the receiver's allowed root (ssh)\n"
            "  --dest-target T     the receiver's target: xen or sim (ssh)\n"
-           "  --debug             debug messages (as xl's --debug)\n"
+           "  --debug             debug messages here and on HOST, and libxl's\n"
+           "                      debug suspend (as xl's --debug)\n"
            "  --policy P          default | precopy | single\n"
            "                        default: PUSH until converged, then PULL\n"
            "                        precopy: PUSH, remaining blocks while paused\n"
@@ -180,9 +204,25 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
 
     switch (opt) {
     case 's': c->o.ssh_command = arg; return 0;
-    case 'C': c->dash_c = arg; return 0;
+    case 'C': c->o.config_file = arg; return 0;
     case 'c': c->receiver = arg; c->receiver_given = true; return 0;
-    case 'p': return policy_opt(c, arg);
+    case 'p': c->paused = true; return 0;
+    case 'e': return 0;             /* the receiver never waits (above) */
+    case 'H':
+        if (c->o.nshared >= INCMIG_MAX_SHARED || !*arg) {
+            incmig__usage_error(c->name, "--shared-disk VDEV: a disk name, "
+                                "at most %d times", INCMIG_MAX_SHARED);
+            return 2;
+        }
+        for (int i = 0; i < c->o.nshared; i++)
+            if (!strcmp(c->o.shared_disks[i], arg)) {
+                incmig__usage_error(c->name, "--shared-disk %s is given "
+                                    "twice", arg);
+                return 2;
+            }
+        c->o.shared_disks[c->o.nshared++] = arg;
+        return 0;
+    case 'y': return policy_opt(c, arg);
     case 'b': return bandwidth_opt(c, arg);
     case 'd':
         if (int_opt(c, arg, 1, 600000, &v, "--downtime must be 1..600000 ms"))
@@ -207,7 +247,7 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
     case 'D': return add_dest_arg(c, "--disk", arg);
     case 'R': return add_dest_arg(c, "--root", arg);
     case 'T': return add_dest_arg(c, "--target", arg);
-    case 'g': incmig__verbosity = 2; return 0;
+    case 'g': incmig__verbosity = 2; c->o.debug = 1; return 0;
     case 'x': c->xl_switch = true; return 0;
     case 'S': c->o.state_dir = arg; return 0;
     case 'U': c->o.resume = arg; return 0;
@@ -224,7 +264,8 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
 static int parse(struct cmdline *c, int argc, char **argv)
 {
     static const struct option opts[] = {
-        { "policy", required_argument, NULL, 'p' },
+        { "policy", required_argument, NULL, 'y' },
+        { "shared-disk", required_argument, NULL, 'H' },
         { "bandwidth", required_argument, NULL, 'b' },
         { "downtime", required_argument, NULL, 'd' },
         { "max-rounds", required_argument, NULL, 'm' },
@@ -252,25 +293,17 @@ static int parse(struct cmdline *c, int argc, char **argv)
 
     optind = 0;     /* glibc: a full restart, whoever parsed before us */
     opterr = 1;
-    while ((opt = getopt_long(argc, argv, "s:C:h", opts, NULL)) != -1)
+    while ((opt = getopt_long(argc, argv, "s:C:peh", opts, NULL)) != -1)
         if ((rc = one_opt(c, opt, optarg)))
             return rc;
-    if (c->dash_c && c->xl_switch) {
-        incmig__usage_error(c->name, "-C is xl's configuration file, which "
-                            "--incremental-storage does not take (the "
-                            "domain's own configuration travels with it); "
-                            "the receiver's command is --receiver CMD");
-        return 2;
-    }
-    if (c->dash_c)
-        c->receiver = c->dash_c;
     if (c->o.resume) {
         if (optind != argc || c->o.ssh_command || c->dest_image ||
-            c->dest_nbd || c->dest_args || c->dash_c || c->receiver_given) {
+            c->dest_nbd || c->dest_args || c->o.config_file ||
+            c->receiver_given || c->paused || c->o.nshared) {
             incmig__usage_error(c->name, "--resume takes the domain, host "
                                 "and transport from its state file: no "
-                                "DOMAIN, HOST, -s, -C, --receiver or "
-                                "--dest-* with it");
+                                "DOMAIN, HOST, -s, -C, -p, --receiver, "
+                                "--shared-disk or --dest-* with it");
             return 2;
         }
         return 0;
@@ -281,6 +314,16 @@ static int parse(struct cmdline *c, int argc, char **argv)
     }
     c->o.domain = argv[optind];
     c->o.host = argv[optind + 1];
+    if (!strncmp(c->o.domain, "sim:", 4) &&
+        (c->o.config_file || c->o.nshared || c->paused)) {
+        incmig__usage_error(c->name, "-C, -p and --shared-disk are for Xen "
+                            "domains, not the simulated %s", c->o.domain);
+        return 2;
+    }
+    if (c->o.config_file && !*c->o.config_file) {
+        incmig__usage_error(c->name, "-C needs a configuration file");
+        return 2;
+    }
     return 0;
 }
 
@@ -319,9 +362,11 @@ static int ssh_commands(struct cmdline *c)
     /* a name in the receiver's private runtime directory */
     snprintf(rv, sizeof rv, "rendezvous-%02x%02x%02x%02x%02x%02x%02x%02x.sock",
              rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
-    if (asprintf(&c->remote, "%s%s%s --exit-when-done --rendezvous %s",
+    if (asprintf(&c->remote, "%s%s%s%s%s --exit-when-done --rendezvous %s",
                  c->receiver, one ? one : "",
-                 c->dest_args ? c->dest_args : "", rv) < 0)
+                 c->dest_args ? c->dest_args : "",
+                 c->paused ? " --paused" : "",
+                 c->o.debug ? " --debug" : "", rv) < 0)
         c->remote = NULL;
     if (asprintf(&c->attach, "%s --attach %s", c->receiver, rv) < 0)
         c->attach = NULL;
@@ -390,6 +435,12 @@ int incmig_migrate_main(const char *name, const char *receiver, int argc,
         incmig__usage_error(c.name, "--dest-image/--dest-nbd belong, as "
                             "every --dest-* option, to the receiver's "
                             "command line with plain TCP (-s \"\")");
+        ret = 2;
+        goto out;
+    } else if (c.paused) {
+        incmig__usage_error(c.name, "-p belongs to the receiver's command "
+                            "line with plain TCP (-s \"\"): migrate-receive "
+                            "-p");
         ret = 2;
         goto out;
     }

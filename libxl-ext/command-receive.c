@@ -37,6 +37,12 @@ static void help(const char *name)
            "                     refused); nbd=URI: where the simulated guest\n"
            "                     finds the disk after GO (unix:PATH or\n"
            "                     tcp:HOST:PORT).  Repeat for each disk\n"
+           "  --disk NAME=lvm:VG/LV\n"
+           "                     (xen target) a new logical volume LV in the\n"
+           "                     volume group VG (LV must not exist)\n"
+           "  --disk NAME=shared disk NAME is on shared storage here: not\n"
+           "                     migrated, attached as the domain's\n"
+           "                     configuration says\n"
            "  --root DIR         the volumes must be inside DIR (repeatable);\n"
            "                     default: each disk only where --disk says\n"
            "  --image PATH       with --nbd URI: the one disk of a one-disk\n"
@@ -45,6 +51,10 @@ static void help(const char *name)
            "  --target NAME      the target backend: sim (the default), or xen\n"
            "                     (a Xen dom0: restores the domain, its disks\n"
            "                     through dm + the kernel's NBD client until PULL ends)\n"
+           "  -p, --paused       (xen target) leave the domain paused at GO\n"
+           "  -e                 accepted as xl's: this receiver never waits\n"
+           "                     for the domain's death\n"
+           "  -d, --debug        debug messages (libxl's too)\n"
            "  --listen HOST:PORT accept the source over TCP instead of\n"
            "                     stdin/stdout: TLS with --tls-psk/--tls-x509\n"
            "                     (required off loopback unless --tls=off)\n"
@@ -216,7 +226,7 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
     struct incmig_receive_opts *o = &c->o;
 
     switch (opt) {
-    case 'd': return disk_opt(c, arg);
+    case 'k': return disk_opt(c, arg);
     case 'o':
         if (o->nroots >= INCMIG_RECEIVE_MAX_ROOTS) {
             incmig__usage_error(c->name, "at most %d --root",
@@ -237,6 +247,10 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
     case 'T': return seconds_opt(c, arg, &o->timeout_s, "--timeout");
     case 'r': return seconds_opt(c, arg, &o->reconnect_s, "--reconnect");
     case 'X': return 0;             /* --incremental-storage: xl's switch */
+    case 'p': o->leave_paused = 1; return 0;
+    case 'e': return 0;             /* never waits for the domain's death */
+    case 'd':
+    case 'g': incmig__verbosity = 2; return 0;
     case 'h': help(c->name); return -1;
     default:
         switch (incmig_security_option(&c->sec, c->name, opt, arg)) {
@@ -249,7 +263,7 @@ static int one_opt(struct cmdline *c, int opt, const char *arg)
 static int parse(struct cmdline *c, int argc, char **argv)
 {
     static const struct option opts[] = {
-        { "disk", required_argument, NULL, 'd' },
+        { "disk", required_argument, NULL, 'k' },
         { "root", required_argument, NULL, 'o' },
         { "image", required_argument, NULL, 'i' },
         { "nbd", required_argument, NULL, 'n' },
@@ -263,6 +277,8 @@ static int parse(struct cmdline *c, int argc, char **argv)
         { "state-dir", required_argument, NULL, 'S' },
         { "resume", required_argument, NULL, 'U' },
         { "incremental-storage", no_argument, NULL, 'X' },
+        { "paused", no_argument, NULL, 'p' },
+        { "debug", no_argument, NULL, 'g' },
         { "help", no_argument, NULL, 'h' },
         INCMIG_SECURITY_OPTIONS,
         { 0 },
@@ -271,7 +287,7 @@ static int parse(struct cmdline *c, int argc, char **argv)
 
     optind = 0;     /* glibc: a full restart, whoever parsed before us */
     opterr = 1;
-    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+    while ((opt = getopt_long(argc, argv, "pedh", opts, NULL)) != -1)
         if ((rc = one_opt(c, opt, optarg)))
             return rc;
     if (c->attach) {
@@ -288,12 +304,12 @@ static int parse(struct cmdline *c, int argc, char **argv)
     if (c->o.resume) {
         const struct incmig_receive_opts *o = &c->o;
         if (o->ndisks || o->image || o->nbd_uri || o->nroots || o->target ||
-            o->listen || o->rendezvous) {
+            o->listen || o->rendezvous || o->leave_paused) {
             incmig__usage_error(c->name, "--resume takes the mapping, the "
                                 "target and where to wait for the source "
                                 "from its state file: no --disk, --image, "
-                                "--nbd, --root, --target, --listen or "
-                                "--rendezvous with it");
+                                "--nbd, --root, --target, --listen, "
+                                "--rendezvous or -p with it");
             return 2;
         }
         return 0;
@@ -316,7 +332,7 @@ int incmig_receive_main(const char *name, int argc, char **argv, int in_fd,
 {
     struct cmdline c = { .name = name ? name : "migrate-receive" };
     struct incmig__signals sigs;
-    int ret;
+    int verbosity = incmig__verbosity, ret;
 
     incmig_receive_opts_init(&c.o);
     incmig__log_name(c.name);
@@ -342,6 +358,7 @@ int incmig_receive_main(const char *name, int argc, char **argv, int in_fd,
 out:
     if (ret < 0)        /* --help */
         ret = 0;
+    incmig__verbosity = verbosity;  /* --debug was for this command */
     for (int i = 0; i < INCMIG_RECEIVE_MAX_DISKS; i++)
         free(c.specs[i]);
     incmig_receive_opts_dispose(&c.o);

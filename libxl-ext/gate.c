@@ -646,6 +646,8 @@ static int modify_end(struct incmig__gate *g, int rc, bool fua, uint64_t wf,
 {
     if (!rc && fua)
         rc = incmig__disk_flush(g->d);
+    if (!rc && fua && g->owed)
+        rc = incmig__owed_settle(g->owed);
     if (!rc && g->owed) {
         if (wn)
             incmig__owed_done(g->owed, (int)g->disk, wf, wn);
@@ -682,11 +684,16 @@ static int gate_pwrite(void *opaque, const void *buf, uint32_t count,
                       wf, wn, cf, cn);
 }
 
+/* A guest's flush: its data, and the state file's GO mark and armed
+ * bitmaps (owed.c, settle) that a restarted receiver needs to find it. */
 static int gate_flush(void *opaque)
 {
     struct incmig__gate *g = opaque;
+    int rc = incmig__disk_flush(g->d);
 
-    return to_errno(incmig__disk_flush(g->d));
+    if (!rc && g->owed)
+        rc = incmig__owed_settle(g->owed);
+    return to_errno(rc);
 }
 
 static int gate_trim(void *opaque, uint32_t count, uint64_t offset, bool fua)

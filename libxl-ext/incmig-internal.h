@@ -253,6 +253,7 @@ enum incmig__rec_type {
     INCMIG_REC_XEN_STREAM = 16, /* src->dst, a chunk of libxl's stream */
     INCMIG_REC_BASE = 18,     /* dst->src, CAP_BASE: its copy, or sums */
     INCMIG_REC_DECIDE = 19,   /* src->dst, CAP_BASE: round 0 per disk */
+    INCMIG_REC_FLOW = 21,     /* dst->src, CAP_FLOW: stream acted on */
     INCMIG_REC_REPORT = 17 | INCMIG_REC_OPTIONAL, /* dst->src, figures */
 };
 
@@ -285,6 +286,8 @@ struct incmig__hello {
 #define INCMIG_CAP_STATE 4u
 /* Incremental migration: BASE and DECIDE after DISK_ACK. */
 #define INCMIG_CAP_BASE 8u
+/* FLOW records bound the stream in flight while the state stream runs. */
+#define INCMIG_CAP_FLOW 32u
 /* May send ENC_ZSTD (preferred to ENC_ZLIB when both sides have it). */
 #define INCMIG_CAP_ZSTD 64u
 
@@ -476,6 +479,29 @@ int incmig__base_compare(struct incmig__base_src *b,
 /* Records with an empty body (SUSPEND, READY, GO, PULL_END, COMPLETE, END)
  * are checked with this: INCMIG_EPROTO unless r->len == 0. */
 int incmig__dec_empty(const struct incmig__rec *r);
+/* FLOW: u64, the octets of the stream the destination acted on. */
+int incmig__enc_flow(uint64_t acted, uint8_t *buf);
+int incmig__dec_flow(const struct incmig__rec *r, uint64_t *acted_r);
+
+/* The source's window while the state stream runs (flow.c). */
+#define INCMIG_FLOW_RING 256u
+struct incmig__flow {
+    uint64_t base;            /* octets written when the state stream began */
+    uint64_t sent, acked;     /* written; covered by FLOW (or base) */
+    uint64_t last_flow;       /* the last FLOW's value */
+    struct { uint64_t end; double t; } ring[INCMIG_FLOW_RING];
+    unsigned head, len;
+    double min_rtt, rate;     /* seconds; octets/s (0: not yet known) */
+    double rate_t;
+    uint64_t rate_b;
+    uint64_t window;
+};
+void incmig__flow_init(struct incmig__flow *f, uint64_t sent, double now);
+void incmig__flow_sent(struct incmig__flow *f, uint64_t sent, double now);
+/* INCMIG_EPROTO when acted goes back or beyond what was written. */
+int incmig__flow_acked(struct incmig__flow *f, uint64_t acted, double now);
+bool incmig__flow_open(const struct incmig__flow *f);
+
 /* RESUME carries the 16-byte migration id. */
 int incmig__dec_resume(const struct incmig__rec *r, uint8_t mig_id[16]);
 const char *incmig__rec_name(uint32_t type);
@@ -502,6 +528,7 @@ struct incmig__owed {
     bool go;                                 /* GO was acted on (mark_go) */
     double t_sync;
     uint64_t unsynced;
+    bool unsettled;          /* under sync_lock: written, not fdatasynced */
 };
 void incmig__owed_init(struct incmig__owed *o);
 bool incmig__owed_active(const struct incmig__owed *o);
@@ -513,18 +540,46 @@ int incmig__owed_resolve(const char *dir, const char *role, const char *arg,
                          char *buf, size_t cap);
 /* Written whole (temporary file, fsync, rename, directory fsync), with
  * the bitmaps `sets`; prepare: with every block owed, before the
- * downtime; arm: then, in it, down to `sets` (one fdatasync). */
+ * downtime; arm: then, in it, down to `sets`, written but not
+ * fdatasynced (settle does that, after GO). */
 int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
                         const struct incmig__bitmap *sets, const char *text);
 int incmig__owed_prepare(struct incmig__owed *o, const char *path, int nd,
                          const uint64_t *nblocks, const char *text);
 int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets,
                      bool mark);   /* mark: the GO mark (source) too */
-/* Validated (magic, version, bounds, checksum, size); *text_r malloc'd. */
-int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r);
+/* Validated (magic, version, bounds, checksum, size); *text_r malloc'd.
+ * The file locked by another process: waits up to wait_s seconds for it
+ * to let go (one killed a moment ago), then INCMIG_EINVAL. */
+int incmig__owed_open(struct incmig__owed *o, const char *path, int wait_s,
+                      char **text_r);
+/* The text of a new state file, built a line at a time (incmig__kv_add);
+ * the first error sticks in rc, so that the caller checks once. */
+struct incmig__kv {
+    char buf[INCMIG_OWED_TEXT_MAX + 1];
+    size_t len;
+    int rc;
+};
+void incmig__kv_add(struct incmig__kv *kv, const char *key, const char *fmt,
+                    ...) __attribute__((format(printf, 3, 4)));
+/* A new migration's file DIR/ROLE-ID.state (o->path, set before it is
+ * written), prepared with every block owed; its text is the role, the
+ * id, then kv's lines. */
+int incmig__owed_start(struct incmig__owed *o, const char *dir,
+                       const char *role, const uint8_t id[16], int nd,
+                       const uint64_t *nblocks, const struct incmig__kv *kv);
+/* --resume ARG (a path, or an id in DIR): the file of a migration of this
+ * role, opened (waiting for a killed process to let go), checked (its
+ * role, the GO mark, its id in id_r); *text_r malloc'd. */
+int incmig__owed_resume(struct incmig__owed *o, const char *dir,
+                        const char *role, const char *arg, uint8_t id_r[16],
+                        char **text_r);
 /* The destination, at GO, before the domain runs: the file now stands for
  * a PULL in progress (a file without the mark is never resumed). */
 int incmig__owed_mark_go(struct incmig__owed *o);
+/* fdatasync what arm and mark_go wrote, if not yet: after GO, outside
+ * the downtime, and before a guest flush or FUA write is answered. */
+int incmig__owed_settle(struct incmig__owed *o);
 void incmig__owed_done(struct incmig__owed *o, int disk, uint64_t first,
                        uint64_t n);
 bool incmig__owed_durable(struct incmig__owed *o, int disk, uint64_t first,
@@ -542,6 +597,10 @@ void incmig__owed_close(struct incmig__owed *o, bool remove);
 int incmig__kv_put(char *buf, size_t cap, size_t *len, const char *key,
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 int incmig__kv_get(const char *text, const char *key, char *out, size_t cap);
+/* The number under key, at most max: 0, or INCMIG_EINVAL said (naming
+ * the state file at path). */
+int incmig__kv_num(const char *path, const char *text, const char *key,
+                   uint64_t max, uint64_t *v_r);
 
 /* ---- transports (transport.c) -------------------------------------------- */
 
@@ -940,8 +999,19 @@ struct incmig__domain {
     struct incmig__dom_disk disks[INCMIG_MAX_DISKS];
 };
 
+/* What migrate's options ask of a Xen domain: the disks on shared storage
+ * (not tracked, not pushed) and the configuration file sent instead of
+ * the stored one (a simulated domain refuses both), libxl's debug
+ * suspend (ignored by it). */
+struct incmig__domain_args {
+    int nshared;
+    const char *const *shared;
+    const char *config_file;
+    bool debug;
+};
 /* backends.c: open DOMAIN through the backend its form selects. */
-int incmig__domain_open(const char *spec, struct incmig__domain **d_r);
+int incmig__domain_open(const char *spec, const struct incmig__domain_args *a,
+                        struct incmig__domain **d_r);
 
 /* ---- the simulated domain (sim/) ---------------------------------------- */
 
@@ -1052,7 +1122,12 @@ struct incmig__target_disk {
     uint64_t size;
     uint32_t block_size;
     /* from the receiver's own mapping, never from the wire */
-    char path[4096];          /* the volume; its directory fully resolved */
+    char path[4096];          /* the volume; its directory fully resolved,
+                               * or "lvm:VG/LV" */
+    /* --disk NAME=lvm:VG/LV: a logical volume this migration creates
+     * (xen target only); both "" for a file */
+    char lvm_vg[128];
+    char lvm_lv[128];
     char nbd_uri[4096];       /* sim: the guest's export after GO, or "" */
     /* incremental migration (lineage.c): the volume at path is an older
      * copy proven to be of this disk's generation, reused, not created */
@@ -1084,6 +1159,13 @@ struct incmig__target {
     int ndisks;
     struct incmig__target_disk disks[INCMIG_MAX_DISKS];
     char msg[INCMIG_MSG_MAX];
+    /* Set by receive.c after open, from the receiver's options: disks of
+     * the domain the receiver maps as shared storage (--disk NAME=shared:
+     * not migrated, attached as the configuration says), and -p (leave
+     * the domain paused at GO; xen target only). */
+    int nshared;
+    char shared[INCMIG_MAX_DISKS][INCMIG_NAME_MAX + 1];
+    bool paused;
 };
 /* Log a failure once and keep it in t->msg; returns rc. */
 int incmig__target_fail(struct incmig__target *t, int rc, const char *fmt, ...)
@@ -1111,6 +1193,18 @@ int incmig__sim_target_open(struct incmig__target **t_r, const char *domain,
  * DISK records onto the receiver's volumes, all or nothing and touching
  * nothing; on refusal *bad_r is the refused disk and msg names it. */
 int incmig__volume_check_opts(const struct incmig_receive_opts *o);
+/* A mapping's PATH: "shared" (the disk is on shared storage: not
+ * migrated), "lvm:VG/LV" (a logical volume to create), or a file. */
+#define INCMIG_MAP_SHARED "shared"
+#define INCMIG_MAP_LVM "lvm:"
+/* "VG/LV" (after "lvm:") into vg and lv (each 1..127 bytes of
+ * [A-Za-z0-9._+-], not starting with '-', not "." or ".."): 0, or
+ * INCMIG_EINVAL with msg saying what is wrong. */
+int incmig__lvm_parse(const char *spec, char vg[128], char lv[128], char *msg,
+                      size_t cap);
+/* The receiver's --disk NAME=shared names into t (nshared, shared). */
+void incmig__volume_shared(const struct incmig_receive_opts *o,
+                           struct incmig__target *t);
 int incmig__volume_map(const struct incmig_receive_opts *o,
                        const struct incmig__disk_rec *recs, int n,
                        struct incmig__target_disk *out, int *bad_r,

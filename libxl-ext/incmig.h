@@ -134,6 +134,8 @@ int incmig_serve(const struct incmig_serve_opts *o);
 
 /* ---- migration ----------------------------------------------------------- */
 
+#define INCMIG_MAX_SHARED 8
+
 enum incmig_policy {
     INCMIG_POLICY_DEFAULT = 0,  /* PUSH rounds until converged, then PULL */
     INCMIG_POLICY_PRECOPY = 1,  /* PUSH rounds, remaining blocks while paused */
@@ -173,6 +175,15 @@ struct incmig_migrate_opts {
                                * domain, host and transport come from it;
                                * reconnect_s, timeout_s, progress from here
                                * when set */
+    /* Xen domains only (a simulated domain refuses them): */
+    int nshared;              /* disks on shared storage: not tracked, not */
+    const char *shared_disks[INCMIG_MAX_SHARED]; /* pushed (--shared-disk) */
+    const char *config_file;  /* sent instead of the domain's stored
+                               * configuration (xl's -C): libxl's JSON, or
+                               * an xl config file (xl create --dryrun
+                               * converts it) */
+    int debug;                /* libxl's suspend with LIBXL_SUSPEND_DEBUG
+                               * (xl's --debug) */
 };
 
 /* Change the cap of the migration whose control socket is control_path
@@ -276,7 +287,10 @@ struct incmig_receive_disk {
     const char *name;         /* the disk's name in the source's DISK record */
     const char *path;         /* its volume here: created by this migration
                                * (never an existing file, never through a
-                               * symbolic link), inside one of the roots */
+                               * symbolic link), inside one of the roots;
+                               * "lvm:VG/LV": a logical volume created in
+                               * VG (xen target); "shared": on shared
+                               * storage, not migrated */
     const char *nbd_uri;      /* sim target: "unix:PATH" or "tcp:HOST:PORT"
                                * where the guest finds the disk after GO */
 };
@@ -310,6 +324,8 @@ struct incmig_receive_opts {
                                * PULL: serves the domain's disks again and
                                * waits for the source; mapping, target,
                                * --listen/--rendezvous come from the file */
+    int leave_paused;         /* xen target: at GO the domain takes its
+                               * name but stays paused (xl's -p) */
 };
 
 void incmig_receive_opts_init(struct incmig_receive_opts *o);

@@ -50,8 +50,12 @@ static void vlog(int level, const char *file, int line, int err,
     vsnprintf(msg, sizeof msg, fmt, ap);
     pthread_mutex_lock(&log_lock);
     FILE *f = log_file ? log_file : stderr;
+    /* Debug lines carry CLOCK_MONOTONIC, the same clock in every process
+     * of the machine: the switchover's steps line up across the source,
+     * the receiver and the guest. */
     if (level >= 2)
-        fprintf(f, "%s: %s:%d: %s", log_prefix, file, line, msg);
+        fprintf(f, "%s: [%.6f] %s:%d: %s", log_prefix, incmig__now(), file,
+                line, msg);
     else
         fprintf(f, "%s: %s%s", log_prefix, level == 0 ? "error: " : "", msg);
     if (err)

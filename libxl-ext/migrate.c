@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -60,6 +61,8 @@
 #define PULL_EXTENT (256u << 10)
 /* Disk extents between state chunks: small, the state stream goes first. */
 #define PULL_EXTENT_STATE (256u << 10)
+/* With FLOW: smaller, since the extents read ahead go out past the window. */
+#define PULL_EXTENT_FLOW (64u << 10)
 
 struct mdisk {
     struct incmig__disk disk;
@@ -87,9 +90,13 @@ struct mig {
     int sstate;                      /* enum incmig__src_state */
     int state_rfd;                   /* the domain's state stream, or -1 */
     struct incmig__owed owed;        /* the state file, from COMMIT on */
+    bool flow_on;                    /* INCMIG_CAP_FLOW, in STATE */
+    struct incmig__flow flow;
+    double flow_t;                   /* the last record read in STATE */
     struct incmig_migrate_opts ro;   /* resume: what the state file says */
     char *ro_text;                   /* resume: the state file's text */
     char ro_domain[4200], ro_host[1024], ro_ssh[4096], ro_attach[16384];
+    char ro_shared[INCMIG_MAX_SHARED * 64];   /* "xvdb,xvdc" split */
 
     /* PULL, under lock */
     pthread_mutex_t lock;
@@ -132,18 +139,18 @@ static uint64_t wire_now(struct mig *m)
  * a protocol error ("unexpected X record in state S"), whatever the code
  * reading it expected.  ERROR is accepted everywhere (the migration
  * fails).  REPORT is optional (bit 31), indexed by REC_IDX. */
-#define NTYPES (INCMIG_REC_DECIDE + 2)
-#define REC_IDX(t) ((t) == INCMIG_REC_REPORT ? INCMIG_REC_DECIDE + 1 \
-                    : (t) <= INCMIG_REC_DECIDE ? (t) : NTYPES)
+#define NTYPES (INCMIG_REC_FLOW + 2)
+#define REC_IDX(t) ((t) == INCMIG_REC_REPORT ? INCMIG_REC_FLOW + 1 \
+                    : (t) <= INCMIG_REC_FLOW ? (t) : NTYPES)
 static const bool src_table[INCMIG_SRC_NSTATES][NTYPES] = {
     [INCMIG_SRC_HANDSHAKE] = { [INCMIG_REC_HELLO] = 1,
                                [INCMIG_REC_DISK_ACK] = 1,
                                [INCMIG_REC_BASE] = 1,
                                [INCMIG_REC_ERROR] = 1 },
     [INCMIG_SRC_PUSH] = { [INCMIG_REC_ROUND] = 1, [INCMIG_REC_ERROR] = 1 },
-    [INCMIG_SRC_STATE] = { [INCMIG_REC_ERROR] = 1 },
+    [INCMIG_SRC_STATE] = { [INCMIG_REC_FLOW] = 1, [INCMIG_REC_ERROR] = 1 },
     [INCMIG_SRC_STOPCOPY] = { [INCMIG_REC_ROUND] = 1, [INCMIG_REC_READY] = 1,
-                              [INCMIG_REC_ERROR] = 1 },
+                              [INCMIG_REC_FLOW] = 1, [INCMIG_REC_ERROR] = 1 },
     [INCMIG_SRC_PULL] = { [INCMIG_REC_PULL_REQ] = 1,
                           [INCMIG_REC_COMPLETE] = 1,
                           [REC_IDX(INCMIG_REC_REPORT)] = 1,
@@ -307,6 +314,7 @@ static int open_link(struct mig *m, bool quiet, bool resume)
     struct incmig__hello h = {
         .version = INCMIG_STREAM_VERSION, .role = 0,
         .caps = INCMIG_CAP_ZLIB | INCMIG_CAP_ZSTD | INCMIG_CAP_RESUME |
+                INCMIG_CAP_FLOW |
                 INCMIG_CAP_STATE | INCMIG_CAP_BASE,
         .ndisks = (uint32_t)m->nd,
     };
@@ -380,10 +388,15 @@ static void send_error(struct mig *m, int code, const char *msg)
         incmig__stream_send(&m->st, INCMIG_REC_ERROR, m->buf, (uint32_t)len);
 }
 
-/* Read the next record, turning an ERROR from the peer into EPEER. */
+/* Read the next record, turning an ERROR from the peer into EPEER.  FLOW
+ * records sent before the state stream ended are passed over in STOPCOPY. */
 static int recv_expect(struct mig *m, struct incmig__rec *r, uint32_t type)
 {
-    int rc = recv_checked(m, r);
+    int rc;
+    do
+        rc = recv_checked(m, r);
+    while (!rc && r->type == INCMIG_REC_FLOW &&
+           m->sstate == INCMIG_SRC_STOPCOPY && type != INCMIG_REC_FLOW);
     if (rc)
         return rc;
     if (r->type == INCMIG_REC_ERROR) {
@@ -865,11 +878,54 @@ static void *suspend_main(void *opaque)
     return NULL;
 }
 
-/* send_bitmap's poll callback: stop between extents when state is waiting. */
+/* With INCMIG_CAP_FLOW: take the FLOW records that are in (waiting up to
+ * wait_ms for one), note what we wrote meanwhile; 1 when the window is
+ * full (flow.c), 0 when we may write, or an error (an ERROR from the
+ * destination, a FLOW out of bounds). */
+static int flow_poll(struct mig *m, int wait_ms)
+{
+    struct pollfd p = { .fd = m->st.rfd, .events = POLLIN };
+    struct incmig__rec r;
+    uint64_t acted;
+    int rc;
+
+    if (!m->flow_on)
+        return 0;
+    incmig__flow_sent(&m->flow, m->st.bytes_out, incmig__now());
+    while (poll(&p, 1, incmig__flow_open(&m->flow) ? 0 : wait_ms) > 0) {
+        m->flow_t = incmig__now();
+        rc = recv_expect(m, &r, INCMIG_REC_FLOW);
+        if (!rc)
+            rc = incmig__dec_flow(&r, &acted);
+        if (!rc && incmig__flow_acked(&m->flow, acted, incmig__now())) {
+            ERR("the receiver's FLOW says %" PRIu64 " octets acted on, of "
+                "%" PRIu64 " sent, after %" PRIu64 ": out of bounds", acted,
+                m->flow.sent, m->flow.last_flow);
+            rc = INCMIG_EPROTO;
+        }
+        if (rc)
+            return rc;
+    }
+    if (incmig__flow_open(&m->flow))
+        return 0;
+    if (m->st.idle_s > 0 && incmig__now() - m->flow_t >= m->st.idle_s) {
+        ERR("no FLOW from the receiver for %.0f s with %" PRIu64 " octets "
+            "in flight: the link is considered lost", m->st.idle_s,
+            m->flow.sent - m->flow.acked);
+        return INCMIG_ELINK;
+    }
+    return 1;
+}
+
+/* send_bitmap's poll callback: stop between extents when state is
+ * waiting, or the window is full. */
 static int state_waiting(void *opaque)
 {
     struct mig *m = opaque;
     struct pollfd p = { .fd = m->state_rfd, .events = POLLIN };
+    int rc = flow_poll(m, 0);
+    if (rc)
+        return rc;
     return poll(&p, 1, 0) > 0 ? 1 : 0;
 }
 
@@ -907,7 +963,11 @@ static int state_precopy(struct mig *m, double *t_paused_r)
         rc = INCMIG_EIO;
         goto out;
     }
-    fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
+    /* With FLOW the domain's writes wait in a small pipe, not in ours;
+     * the window counts from the first XEN_STREAM (the destination's
+     * FLOW records start there) */
+    m->flow_on = false;
+    fcntl(p[1], F_SETPIPE_SZ, m->caps & INCMIG_CAP_FLOW ? 64 << 10 : 1 << 20);
     fcntl(p[0], F_SETFL, O_NONBLOCK);
     m->state_rfd = p[0];
     sp.wfd = p[1];
@@ -925,7 +985,18 @@ static int state_precopy(struct mig *m, double *t_paused_r)
             rc = INCMIG_ECANCEL;
             break;
         }
-        if (state_waiting(m)) {
+        rc = flow_poll(m, STATE_POLL_MS);
+        if (rc == 1)
+            rc = 0;        /* window full: wait for FLOW (or stop) */
+        if (rc || (m->flow_on && !incmig__flow_open(&m->flow)))
+            continue;
+        struct pollfd sp0 = { .fd = m->state_rfd, .events = POLLIN };
+        if (poll(&sp0, 1, 0) > 0) {
+            if (!m->flow_on && (m->caps & INCMIG_CAP_FLOW)) {
+                m->flow_t = incmig__now();
+                incmig__flow_init(&m->flow, m->st.bytes_out, m->flow_t);
+                m->flow_on = true;
+            }
             rc = pump_chunk(m, buf, &eof);
             continue;
         }
@@ -936,7 +1007,9 @@ static int state_precopy(struct mig *m, double *t_paused_r)
         if (work) {
             for (int i = 0; i < m->nd && !rc; i++)
                 rc = incmig__send_bitmap(&m->d[i].snd, INCMIG_PHASE_PUSH,
-                                         &m->d[i].dirty, PULL_EXTENT_STATE,
+                                         &m->d[i].dirty, m->flow_on
+                                             ? PULL_EXTENT_FLOW
+                                             : PULL_EXTENT_STATE,
                                          state_waiting, m);
             if (rc == 1)
                 rc = 0;
@@ -981,6 +1054,10 @@ out:
         INFO("state stream complete: %.1f MiB in %.2f s; domain paused "
              "%.1f ms ago", m->rep->state_bytes / 1048576.0, m->rep->state_s,
              (incmig__now() - *t_paused_r) * 1000);
+    int outq = 0;
+    if (!rc && ioctl(m->st.wfd, TIOCOUTQ, &outq) == 0)
+        DBG("paused at [%.6f]; %d bytes not yet taken by the destination "
+            "(our socket's send queue)", *t_paused_r, outq);
     free(buf);
     return rc;
 }
@@ -1397,25 +1474,16 @@ static void adopt(struct mig *m)
 static int prepare_state(struct mig *m)
 {
     const struct incmig_migrate_opts *o = m->o;
-    char path[4096], hex[33], k[32];
+    char k[32];
     uint64_t nb[INCMIG_MAX_DISKS];
-    size_t n = 0;
-    char *text = malloc(INCMIG_OWED_TEXT_MAX + 1);
+    struct incmig__kv *kv = calloc(1, sizeof *kv);
     int rc;
 
     double t0 = incmig__now();
 
-    if (!text)
+    if (!kv)
         return INCMIG_ENOMEM;
-    for (int i = 0; i < 16; i++)
-        sprintf(hex + 2 * i, "%02x", m->mig_id[i]);
-    rc = incmig__owed_path(o->state_dir, "migrate", m->mig_id, path,
-                           sizeof path);
-#define KV(key, ...) \
-    if (!rc) rc = incmig__kv_put(text, INCMIG_OWED_TEXT_MAX + 1, &n, key, \
-                                 __VA_ARGS__)
-    KV("role", "migrate");
-    KV("id", "%s", hex);
+#define KV(...) incmig__kv_add(kv, __VA_ARGS__)
     KV("domain", "%s", o->domain);
     KV("host", "%s", o->host);
     KV("ssh", "%s", o->ssh_command ? o->ssh_command : "ssh");
@@ -1425,6 +1493,11 @@ static int prepare_state(struct mig *m)
     KV("reconnect", "%d", o->reconnect_s);
     KV("timeout", "%d", o->timeout_s);
     KV("disks", "%d", m->nd);
+    char shared[INCMIG_MAX_SHARED * 64] = "";
+    for (int i = 0; i < o->nshared && i < INCMIG_MAX_SHARED; i++)
+        snprintf(shared + strlen(shared), sizeof shared - strlen(shared),
+                 "%s%.62s", i ? "," : "", o->shared_disks[i]);
+    KV("shared", "%s", shared);
     for (int i = 0; i < m->nd; i++) {
         snprintf(k, sizeof k, "disk%d.name", i);
         KV(k, "%s", m->dom->disks[i].name);
@@ -1434,16 +1507,14 @@ static int prepare_state(struct mig *m)
 #undef KV
     for (int i = 0; i < m->nd; i++)
         nb[i] = m->d[i].nblocks;
-    if (rc)
-        ERR("the state file's text does not fit");
-    else
-        rc = incmig__owed_prepare(&m->owed, path, m->nd, nb, text);
-    free(text);
+    rc = incmig__owed_start(&m->owed, o->state_dir, "migrate", m->mig_id,
+                            m->nd, nb, kv);
+    free(kv);
     if (rc)
         ERR("cannot write the state file %s that PULL needs to survive a "
-            "crash: stopping before the point of no return", path);
+            "crash: stopping before the point of no return", m->owed.path);
     else
-        DBG("state file %s prepared in %.1f ms", path,
+        DBG("state file %s prepared in %.1f ms", m->owed.path,
             (incmig__now() - t0) * 1000);
     return rc;
 }
@@ -1461,8 +1532,8 @@ static int arm_state(struct mig *m)
         ERR("cannot update the state file %s: stopping before the point of "
             "no return", m->owed.path);
     else
-        DBG("state file armed in %.1f ms (in the downtime)",
-            (incmig__now() - t0) * 1000);
+        DBG("state file armed in %.1f ms (in the downtime; made durable "
+            "after GO)", (incmig__now() - t0) * 1000);
     return rc;
 }
 
@@ -1491,75 +1562,54 @@ static int state_complete(struct mig *m)
     return rc ? rc : incmig__owed_sync(&m->owed);
 }
 
-static int kv_num(const char *path, const char *text, const char *key,
-                  uint64_t max, uint64_t *v_r)
-{
-    char v[32], *end;
-
-    if (incmig__kv_get(text, key, v, sizeof v) || !v[0])
-        goto bad;
-    errno = 0;
-    *v_r = strtoull(v, &end, 10);
-    if (!errno && !*end && *v_r <= max)
-        return 0;
-bad:
-    ERR("state file %s: missing or bad %s", path, key);
-    return INCMIG_EINVAL;
-}
-
 /* migrate --resume: the options of the migration, from its state file;
  * reconnect_s, timeout_s and progress of the caller's options win. */
 static int resume_state(struct mig *m, const struct incmig_migrate_opts *o)
 {
-    char path[4096], v[64], *text = NULL;
+    const char *path = m->owed.path;
+    char *text = NULL;
     uint64_t x;
     int rc;
 
-    rc = incmig__owed_resolve(o->state_dir, "migrate", o->resume, path,
-                              sizeof path);
-    if (!rc)
-        rc = incmig__owed_open(&m->owed, path, &text);
+    rc = incmig__owed_resume(&m->owed, o->state_dir, "migrate", o->resume,
+                             m->mig_id, &text);
     if (rc)
         return rc;
     rc = INCMIG_EINVAL;
     m->ro = *o;
-    if (incmig__kv_get(text, "role", v, sizeof v) || strcmp(v, "migrate")) {
-        ERR("%s is not the state file of a migrate", path);
-        goto out;
-    }
-    if (!m->owed.go) {
-        ERR("%s: this migration stopped before the point of no return, so "
-            "the guest stayed on the source; nothing to resume (remove the "
-            "file)", path);
-        goto out;
-    }
-    if (incmig__kv_get(text, "id", v, sizeof v) || strlen(v) != 32)
-        goto bad;
-    for (int i = 0; i < 16; i++) {
-        unsigned b;
-        if (sscanf(v + 2 * i, "%2x", &b) != 1)
-            goto bad;
-        m->mig_id[i] = (uint8_t)b;
-    }
     if (incmig__kv_get(text, "domain", m->ro_domain, sizeof m->ro_domain) ||
         incmig__kv_get(text, "host", m->ro_host, sizeof m->ro_host) ||
         incmig__kv_get(text, "ssh", m->ro_ssh, sizeof m->ro_ssh) ||
         incmig__kv_get(text, "attach", m->ro_attach, sizeof m->ro_attach) ||
-        kv_num(path, text, "bandwidth", UINT64_MAX, &m->ro.bandwidth) ||
-        kv_num(path, text, "compress", 1, &x))
+        incmig__kv_num(path, text, "bandwidth", UINT64_MAX,
+                       &m->ro.bandwidth) ||
+        incmig__kv_num(path, text, "compress", 1, &x))
         goto bad;
     m->ro.compress = (int)x;
     m->ro.domain = m->ro_domain;
     m->ro.host = m->ro_host;
     m->ro.ssh_command = m->ro_ssh;
     m->ro.attach_command = m->ro_attach[0] ? m->ro_attach : NULL;
-    if (!m->ro.reconnect_s && !kv_num(path, text, "reconnect", INT32_MAX, &x))
+    if (!m->ro.reconnect_s &&
+        !incmig__kv_num(path, text, "reconnect", INT32_MAX, &x))
         m->ro.reconnect_s = (int)x;
-    if (!m->ro.timeout_s && !kv_num(path, text, "timeout", INT32_MAX, &x))
+    if (!m->ro.timeout_s &&
+        !incmig__kv_num(path, text, "timeout", INT32_MAX, &x))
         m->ro.timeout_s = (int)x;
-    if (kv_num(path, text, "disks", INCMIG_MAX_DISKS, &x) ||
+    if (incmig__kv_num(path, text, "disks", INCMIG_MAX_DISKS, &x) ||
         (int)x != m->owed.nd)
         goto bad;
+    /* the disks on shared storage, so that the domain opens with the
+     * same disks (absent from files of earlier versions: none) */
+    m->ro.nshared = 0;
+    if (!incmig__kv_get(text, "shared", m->ro_shared, sizeof m->ro_shared))
+        for (char *p = m->ro_shared, *q; *p; p = q) {
+            q = p + strcspn(p, ",");
+            if (*q)
+                *q++ = '\0';
+            if (*p && m->ro.nshared < INCMIG_MAX_SHARED)
+                m->ro.shared_disks[m->ro.nshared++] = p;
+        }
     m->o = &m->ro;
     rc = 0;
     goto out;
@@ -1595,7 +1645,7 @@ static int resume_check(struct mig *m)
         if (incmig__kv_get(text, k, v, sizeof v))
             return INCMIG_EINVAL;
         snprintf(k, sizeof k, "disk%d.size", i);
-        if (kv_num(m->owed.path, text, k, INCMIG_DISK_MAX, &size))
+        if (incmig__kv_num(m->owed.path, text, k, INCMIG_DISK_MAX, &size))
             return INCMIG_EINVAL;
         if (strcmp(v, m->dom->disks[i].name) || size != m->dom->disks[i].size ||
             d->nblocks != m->owed.nblocks[i]) {
@@ -1706,7 +1756,11 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
             close(ufd);
     }
 
-    rc = incmig__domain_open(o->domain, &m.dom);
+    struct incmig__domain_args da = {
+        .nshared = o->nshared, .shared = o->shared_disks,
+        .config_file = o->config_file, .debug = o->debug,
+    };
+    rc = incmig__domain_open(o->domain, &da, &m.dom);
     if (rc && o->resume && incmig__owed_count(&m.owed) == 0) {
         INFO("the PULL of this migration was complete and its source "
              "released: nothing is left to do");
@@ -1792,7 +1846,6 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     rc = m.dom->ops->commit(m.dom);
     if (rc)
         goto failed_resume;
-    adopt(&m);
     /* --- point of no return --- the guest will run on the destination. */
     rc = incmig__stream_send(&m.st, INCMIG_REC_GO, NULL, 0);
     rep->go_ms = (incmig__now() - t_susp) * 1000;
@@ -1805,6 +1858,14 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     }
     INFO("GO: guest runs on the destination (GO sent %.1f ms after the "
          "pause)", rep->go_ms);
+    /* Out of the downtime: the state file armed in it made durable (a
+     * killed process already finds it in the page cache), the source
+     * copy's new generation recorded. */
+    if (incmig__owed_settle(&m.owed))
+        ERR("the state file %s could not be made durable: PULL goes on, "
+            "but if this host goes down before it completes, `migrate "
+            "--resume` may refuse the file", m.owed.path);
+    adopt(&m);
 
     double tpull = incmig__now();
     w0 = wire_now(&m);

@@ -2,10 +2,11 @@
  * PULL survives the death of either process (kill -9 at any instant).
  *
  * Entry points: incmig__owed_path/resolve (where a migration's file is),
- * create (before GO), open (to resume), done (blocks written), sync
- * (make those clears durable), keep (the source: shrink to what the
- * destination confirmed it still lacks), count, close; incmig__kv_put/get
- * for the file's key/value text.
+ * start (a new migration's file, before GO), resume (a --resume: find,
+ * open and check it), done (blocks written), sync (make those clears
+ * durable), keep (the source: shrink to what the destination confirmed
+ * it still lacks), count, close; incmig__kv_add/get/num for the file's
+ * key/value text.
  *
  * File layout (host-local, never on the wire; spec: "Crash-safe PULL"):
  *
@@ -28,7 +29,10 @@
  * disk, so a migration prepares its file before the downtime with every
  * block owed (prepare: a superset is always safe) and, in the downtime,
  * only arms it with the stop-and-copy bitmaps (words written in place,
- * one fdatasync).  Afterwards only bitmap words change, in place,
+ * and the GO mark, without an fdatasync: what is written is in the page
+ * cache, which outlives a killed process; `settle` makes it durable
+ * against the loss of the host right after GO, outside the downtime,
+ * and before a guest's flush is acknowledged).  Afterwards only bitmap words change, in place,
  * and only from 1 to 0: a word torn by a kill is a mix of its old and new
  * bits, a superset of what is owed, so it is never wrong, at worst a
  * block is fetched again.  A bit is cleared in the file only after the
@@ -36,8 +40,12 @@
  * data is written; `sync` fdatasyncs the volumes first (destination),
  * then writes the words that changed and fdatasyncs the file (`file`
  * then equals mem).  The process using a file holds an exclusive flock
- * on it (released by the kernel however the process ends), so a second
- * `--resume` of a migration still running is refused.  Thread safe:
+ * on it (released by the kernel however the process ends; the descriptor
+ * is close-on-exec, so no program it runs inherits the lock), so a second
+ * `--resume` of a migration still running is refused.  A process killed
+ * a moment ago still holds the lock until it has exited, which takes a
+ * while when one of its threads is in an fdatasync on a loaded disk:
+ * open waits for it, up to LOCK_WAIT_S, and says so.  Thread safe:
  * `lock` guards mem, `sync_lock` makes syncs one at a time (and guards
  * file).
  */
@@ -53,6 +61,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "be.h"
@@ -62,6 +71,9 @@
 #define HDR 88
 #define BITMAPS_OFF 65536u
 #define SYNC_EVERY_S 0.2
+#define LOCK_WAIT_S 10       /* a killed process's exit, on a loaded host */
+
+static int sync_words(struct incmig__owed *o, bool durable);
 
 static uint64_t nwords(uint64_t nbits)
 {
@@ -142,7 +154,51 @@ int incmig__kv_get(const char *text, const char *key, char *out, size_t cap)
     return INCMIG_EINVAL;
 }
 
+void incmig__kv_add(struct incmig__kv *kv, const char *key, const char *fmt,
+                    ...)
+{
+    char val[8192];
+    va_list ap;
+
+    if (kv->rc)
+        return;
+    va_start(ap, fmt);
+    int k = vsnprintf(val, sizeof val, fmt, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= sizeof val)
+        kv->rc = INCMIG_EINVAL;
+    else
+        kv->rc = incmig__kv_put(kv->buf, sizeof kv->buf, &kv->len, key, "%s",
+                                val);
+}
+
+int incmig__kv_num(const char *path, const char *text, const char *key,
+                   uint64_t max, uint64_t *v_r)
+{
+    char v[32], *end;
+
+    if (incmig__kv_get(text, key, v, sizeof v) || !v[0]) {
+        ERR("state file %s: no %s", path, key);
+        return INCMIG_EINVAL;
+    }
+    errno = 0;
+    *v_r = strtoull(v, &end, 10);
+    if (errno || *end || *v_r > max) {
+        ERR("state file %s: bad %s '%s'", path, key, v);
+        return INCMIG_EINVAL;
+    }
+    return 0;
+}
+
 /* ---- where the files are ------------------------------------------------- */
+
+/* 0 and id, or INCMIG_EINVAL: hex is not 32 hexadecimal digits. */
+static int hex_id(const char *hex, uint8_t id[16])
+{
+    if (strspn(hex, "0123456789abcdefABCDEF") != 32)
+        return INCMIG_EINVAL;
+    return incmig__gen_parse(hex, id);
+}
 
 int incmig__owed_path(const char *dir, const char *role, const uint8_t id[16],
                       char *buf, size_t cap)
@@ -156,9 +212,8 @@ int incmig__owed_path(const char *dir, const char *role, const uint8_t id[16],
             return rc;
         dir = rd;
     }
-    for (int i = 0; i < 16; i++)
-        sprintf(hex + 2 * i, "%02x", id[i]);
-    if ((size_t)snprintf(buf, cap, "%s/%s-%s.state", dir, role, hex) >= cap) {
+    if ((size_t)snprintf(buf, cap, "%s/%s-%s.state", dir, role,
+                         incmig__gen_hex(id, hex)) >= cap) {
         ERR("state file path in %s too long", dir);
         return INCMIG_EINVAL;
     }
@@ -175,15 +230,10 @@ int incmig__owed_resolve(const char *dir, const char *role, const char *arg,
             return INCMIG_EINVAL;
         return 0;
     }
-    for (int i = 0; i < 16; i++) {
-        unsigned v;
-        if (strlen(arg) != 32 || strspn(arg, "0123456789abcdefABCDEF") != 32 ||
-            sscanf(arg + 2 * i, "%2x", &v) != 1) {
-            ERR("'%s' is neither a state file (a path) nor a migration id "
-                "(32 hexadecimal digits)", arg);
-            return INCMIG_EINVAL;
-        }
-        id[i] = (uint8_t)v;
+    if (hex_id(arg, id)) {
+        ERR("'%s' is neither a state file (a path) nor a migration id "
+            "(32 hexadecimal digits)", arg);
+        return INCMIG_EINVAL;
     }
     return incmig__owed_path(dir, role, id, buf, cap);
 }
@@ -341,16 +391,58 @@ int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets,
 
     for (int i = 0; i < o->nd && !rc; i++)
         rc = incmig__owed_keep(o, i, &sets[i]);
-    if (!rc && mark)
-        rc = write_all(o->fd, "G", 1, BITMAPS_OFF - 1);   /* synced below */
+    if (!rc && mark) {
+        pthread_mutex_lock(&o->sync_lock);
+        rc = write_all(o->fd, "G", 1, BITMAPS_OFF - 1);
+        o->unsettled = true;
+        pthread_mutex_unlock(&o->sync_lock);
+    }
     if (!rc)
-        rc = incmig__owed_sync(o);
+        rc = sync_words(o, false);   /* incmig__owed_settle makes it durable */
     if (!rc && mark)
         o->go = true;
     return rc;
 }
 
-int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r)
+/* The exclusive lock on the file: at once, or once the process holding
+ * it lets go, within wait_s seconds. */
+static int lock_file(int fd, const char *path, int wait_s)
+{
+    const struct timespec tick = { 0, 50 * 1000 * 1000 };
+    double t0 = incmig__now();
+    bool said = false;
+
+    while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno != EWOULDBLOCK) {
+            LOGE("cannot lock the state file %s", path);
+            return INCMIG_EIO;
+        }
+        if (incmig__stop_requested) {
+            ERR("stopped while waiting for the state file %s", path);
+            return INCMIG_ECANCEL;
+        }
+        if (incmig__now() - t0 >= wait_s) {
+            ERR("the state file %s is in use by another process (a migrate "
+                "or receiver still running this migration)", path);
+            return INCMIG_EINVAL;
+        }
+        if (!said)
+            INFO("the state file %s is locked by another process: waiting "
+                 "up to %d s for it to let go (a process killed a moment ago "
+                 "holds it until it has exited)", path, wait_s);
+        said = true;
+        nanosleep(&tick, NULL);
+    }
+    if (said)
+        INFO("the state file %s is free after %.1f s", path,
+             incmig__now() - t0);
+    return 0;
+}
+
+int incmig__owed_open(struct incmig__owed *o, const char *path, int wait_s,
+                      char **text_r)
 {
     uint8_t *hdr = NULL;
     uint64_t nb[INCMIG_MAX_DISKS] = {0};
@@ -364,11 +456,10 @@ int incmig__owed_open(struct incmig__owed *o, const char *path, char **text_r)
         LOGE("cannot open the state file %s", path);
         return INCMIG_EINVAL;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        ERR("the state file %s is in use by another process (a migrate or "
-            "receiver still running this migration)", path);
+    rc = lock_file(fd, path, wait_s);
+    if (rc)
         goto out;
-    }
+    rc = INCMIG_EINVAL;
     hdr = malloc(BITMAPS_OFF);
     if (!hdr) {
         rc = INCMIG_ENOMEM;
@@ -458,15 +549,102 @@ out:
     return rc;
 }
 
+/* ---- a migration's file: started, resumed ------------------------------- */
+
+int incmig__owed_start(struct incmig__owed *o, const char *dir,
+                       const char *role, const uint8_t id[16], int nd,
+                       const uint64_t *nblocks, const struct incmig__kv *kv)
+{
+    char path[4096], hex[33];
+    char *text = malloc(INCMIG_OWED_TEXT_MAX + 1);
+    size_t n = 0;
+    int rc;
+
+    if (!text)
+        return INCMIG_ENOMEM;
+    rc = incmig__owed_path(dir, role, id, path, sizeof path);
+    if (!rc)
+        snprintf(o->path, sizeof o->path, "%s", path);
+    if (!rc)
+        rc = incmig__kv_put(text, INCMIG_OWED_TEXT_MAX + 1, &n, "role", "%s",
+                            role);
+    if (!rc)
+        rc = incmig__kv_put(text, INCMIG_OWED_TEXT_MAX + 1, &n, "id", "%s",
+                            incmig__gen_hex(id, hex));
+    if (!rc && (kv->rc || n + kv->len > INCMIG_OWED_TEXT_MAX)) {
+        ERR("state file %s: its text does not fit in %u bytes", path,
+            INCMIG_OWED_TEXT_MAX);
+        rc = INCMIG_EINVAL;
+    }
+    if (!rc) {
+        memcpy(text + n, kv->buf, kv->len + 1);
+        rc = incmig__owed_prepare(o, path, nd, nblocks, text);
+    }
+    free(text);
+    return rc;
+}
+
+int incmig__owed_resume(struct incmig__owed *o, const char *dir,
+                        const char *role, const char *arg, uint8_t id_r[16],
+                        char **text_r)
+{
+    char path[4096], v[64];
+    int rc;
+
+    *text_r = NULL;
+    rc = incmig__owed_resolve(dir, role, arg, path, sizeof path);
+    if (!rc)
+        rc = incmig__owed_open(o, path, LOCK_WAIT_S, text_r);
+    if (rc)
+        return rc;
+    rc = INCMIG_EINVAL;
+    if (incmig__kv_get(*text_r, "role", v, sizeof v) || strcmp(v, role))
+        ERR("%s is not the state file of a %s", path,
+            strcmp(role, "receive") ? role : "receiver");
+    else if (!o->go)
+        ERR("%s: this migration stopped before GO, the point of no return, "
+            "so the guest stayed on the source; nothing to resume (remove "
+            "the file)", path);
+    else if (incmig__kv_get(*text_r, "id", v, sizeof v) || hex_id(v, id_r))
+        ERR("state file %s: no migration id", path);
+    else
+        rc = 0;
+    if (rc) {
+        free(*text_r);
+        *text_r = NULL;
+    }
+    return rc;
+}
+
 int incmig__owed_mark_go(struct incmig__owed *o)
 {
+    pthread_mutex_lock(&o->sync_lock);
     int rc = write_all(o->fd, "G", 1, BITMAPS_OFF - 1);
-
-    if (!rc && fdatasync(o->fd) < 0)
-        rc = INCMIG_EIO;
+    if (!rc)
+        o->unsettled = true;
+    pthread_mutex_unlock(&o->sync_lock);
     if (rc)
         ERR("cannot mark GO in the state file %s", o->path);
     o->go = !rc;
+    return rc;
+}
+
+int incmig__owed_settle(struct incmig__owed *o)
+{
+    int rc = 0;
+
+    if (o->fd < 0)
+        return 0;
+    pthread_mutex_lock(&o->sync_lock);
+    if (o->unsettled) {
+        if (fdatasync(o->fd) < 0) {
+            LOGE("cannot make the state file %s durable", o->path);
+            rc = INCMIG_EIO;
+        } else {
+            o->unsettled = false;
+        }
+    }
+    pthread_mutex_unlock(&o->sync_lock);
     return rc;
 }
 
@@ -537,7 +715,12 @@ static int write_changes(struct incmig__owed *o, const struct change *c,
     return rc;
 }
 
-int incmig__owed_sync(struct incmig__owed *o)
+/* Write the words mem cleared since the last time into the file; with
+ * `durable`, flush the volumes before and fdatasync the file after (a
+ * bit cleared durably only once its block's data is durable), else
+ * leave both to incmig__owed_settle (the page cache already outlives a
+ * killed process). */
+static int sync_words(struct incmig__owed *o, bool durable)
 {
     struct change *c = NULL;
     size_t n = 0, cap = 0;
@@ -569,13 +752,19 @@ int incmig__owed_sync(struct incmig__owed *o)
     o->unsynced = 0;
     pthread_mutex_unlock(&o->lock);
     /* durable data first, then the clears */
-    for (int i = 0; i < o->nd && !rc && n; i++)
+    for (int i = 0; i < o->nd && !rc && n && durable; i++)
         if (o->vol[i])
             rc = incmig__disk_flush(o->vol[i]);
     if (!rc && n)
         rc = write_changes(o, c, n);
-    if (!rc && n && fdatasync(o->fd) < 0)
-        rc = INCMIG_EIO;
+    if (!rc && (n || o->unsettled) && durable) {
+        if (fdatasync(o->fd) < 0)
+            rc = INCMIG_EIO;
+        else
+            o->unsettled = false;
+    } else if (!rc && n) {
+        o->unsettled = true;
+    }
     if (rc)
         ERR("cannot update the state file %s: %s", o->path,
             incmig_strerror(rc));
@@ -583,6 +772,11 @@ int incmig__owed_sync(struct incmig__owed *o)
     pthread_mutex_unlock(&o->sync_lock);
     free(c);
     return rc;
+}
+
+int incmig__owed_sync(struct incmig__owed *o)
+{
+    return sync_words(o, true);
 }
 
 int incmig__owed_sync_maybe(struct incmig__owed *o)

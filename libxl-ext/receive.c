@@ -69,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -135,6 +136,8 @@ struct recv {
                                 * to the end of restore */
     double t_state_end;        /* under rlock; set before the pipe's EOF */
     uint64_t state_bytes;
+    uint64_t flow_sent;        /* the last FLOW's value */
+    bool flow_done;            /* the FLOW after the state stream's end */
 };
 
 /* ERROR to the source (once: then say nothing more), not logged again. */
@@ -290,7 +293,7 @@ static int on_hello(struct recv *r, const struct incmig__rec *rec)
                           "receiver takes 1 to %u", h.name, h.ndisks,
                           INCMIG_MAX_DISKS);
     uint64_t ours = INCMIG_CAP_ZLIB | INCMIG_CAP_ZSTD | INCMIG_CAP_RESUME |
-                    INCMIG_CAP_BASE |
+                    INCMIG_CAP_BASE | INCMIG_CAP_FLOW |
                     (r->kind->state ? INCMIG_CAP_STATE : 0);
     r->caps = h.caps & ours;
     if (r->kind->state_required && !(r->caps & INCMIG_CAP_STATE))
@@ -465,6 +468,8 @@ static int take_disks(struct recv *r)
     rc = r->kind->open(&r->t, r->domain, r->nd, td, &bad, msg, sizeof msg);
     if (rc)
         return refuse_disk(r, bad < 0 ? 0 : bad, rc, msg, false);
+    incmig__volume_shared(r->o, r->t);
+    r->t->paused = r->o->leave_paused;
 
     for (int i = 0; i < r->nd; i++) {
         struct rdisk *d = &r->d[i];
@@ -874,7 +879,10 @@ static int on_state(struct recv *r, const struct incmig__rec *rec)
         if (r->state_wfd >= 0)
             close(r->state_wfd);
         r->state_wfd = -1;
-        DBG("state stream complete: %" PRIu64 " bytes", r->state_bytes);
+        int inq = 0;
+        ioctl(r->st.rfd, FIONREAD, &inq);
+        DBG("state stream complete: %" PRIu64 " bytes (%d bytes queued "
+            "behind it)", r->state_bytes, inq);
         return 0;
     }
     for (uint32_t off = 0; off < rec->len;) {
@@ -900,7 +908,13 @@ static int on_suspend(struct recv *r, const struct incmig__rec *rec)
     if ((r->caps & INCMIG_CAP_STATE) && !r->state_ended)
         return send_error(r, INCMIG_EPROTO, "SUSPEND before the end of the "
                           "state stream");
-    return drain(r);
+    double t0 = incmig__now();
+    int inq = 0;
+    ioctl(r->st.rfd, FIONREAD, &inq);
+    rc = drain(r);
+    DBG("SUSPEND: %d bytes queued behind it; writes in flight drained in "
+        "%.1f ms", inq, (incmig__now() - t0) * 1000);
+    return rc;
 }
 
 static int on_bitmap(struct recv *r, const struct incmig__rec *rec)
@@ -938,25 +952,16 @@ static int on_bitmap(struct recv *r, const struct incmig__rec *rec)
 static int prepare_state(struct recv *r)
 {
     const struct incmig_receive_opts *o = r->o;
-    char path[4096], hex[33], k[32];
+    char k[32];
     uint64_t nb[INCMIG_MAX_DISKS];
-    size_t n = 0;
-    char *text = malloc(INCMIG_OWED_TEXT_MAX + 1);
+    struct incmig__kv *kv = calloc(1, sizeof *kv);
     int rc;
 
     double t0 = incmig__now();
 
-    if (!text)
+    if (!kv)
         return INCMIG_ENOMEM;
-    for (int i = 0; i < 16; i++)
-        sprintf(hex + 2 * i, "%02x", r->mig_id[i]);
-    rc = incmig__owed_path(o->state_dir, "receive", r->mig_id, path,
-                           sizeof path);
-#define KV(key, ...) \
-    if (!rc) rc = incmig__kv_put(text, INCMIG_OWED_TEXT_MAX + 1, &n, key, \
-                                 __VA_ARGS__)
-    KV("role", "receive");
-    KV("id", "%s", hex);
+#define KV(...) incmig__kv_add(kv, __VA_ARGS__)
     KV("domain", "%s", r->domain);
     KV("target", "%s", r->kind->name);
     KV("caps", "%" PRIu64, r->caps);
@@ -982,16 +987,14 @@ static int prepare_state(struct recv *r)
 #undef KV
     for (int i = 0; i < r->nd; i++)
         nb[i] = r->d[i].nblocks;
-    if (rc)
-        ERR("domain %s: its state file's text does not fit", r->domain);
-    else
-        rc = incmig__owed_prepare(&r->owed, path, r->nd, nb, text);
-    free(text);
+    rc = incmig__owed_start(&r->owed, o->state_dir, "receive", r->mig_id,
+                            r->nd, nb, kv);
+    free(kv);
     if (rc)
         return send_error(r, rc, "domain %s: cannot write the state file "
                           "%s that PULL needs to survive a crash: refused",
-                          r->domain, path);
-    DBG("state file %s prepared in %.1f ms", path,
+                          r->domain, r->owed.path);
+    DBG("state file %s prepared in %.1f ms", r->owed.path,
         (incmig__now() - t0) * 1000);
     return 0;
 }
@@ -1014,8 +1017,8 @@ static int arm_state(struct recv *r)
         r->owed.vol[i] = r->d[i].disk;
         incmig__gate_set_owed(r->d[i].gate, &r->owed);
     }
-    DBG("state file armed in %.1f ms (in the downtime)",
-        (incmig__now() - t0) * 1000);
+    DBG("state file armed in %.1f ms (in the downtime; made durable "
+        "after GO)", (incmig__now() - t0) * 1000);
     return 0;
 }
 
@@ -1047,6 +1050,7 @@ static int on_ready(struct recv *r, const struct incmig__rec *rec)
                               "(%" PRIu64 " of %" PRIu64 " blocks)",
                               r->recs[i].name, r->d[i].bm_next,
                               r->d[i].nblocks);
+    double t0 = incmig__now();
     if (r->caps & INCMIG_CAP_STATE) {
         rc = finish_restore(r);
         if (rc)
@@ -1057,7 +1061,10 @@ static int on_ready(struct recv *r, const struct incmig__rec *rec)
     /* No flush here, in the downtime: reads see what was written, the
      * guest's own flushes cover it, and each volume is made durable
      * before COMPLETE, when the source lets go of its copy. */
+    double t1 = incmig__now();
     rc = drain(r);
+    DBG("READY: restore finished in %.1f ms, writes drained in %.1f ms",
+        (t1 - t0) * 1000, (incmig__now() - t1) * 1000);
     for (int i = 0; i < r->nd && !rc; i++) {
         rc = incmig__gate_mark_missing(r->d[i].gate, &r->d[i].final);
         INFO("stop-and-copy: %" PRIu64 " blocks of disk %s left on the "
@@ -1080,7 +1087,9 @@ static int on_go(struct recv *r, const struct incmig__rec *rec)
     r->t_go = incmig__now();
     r->state = INCMIG_DST_PULL;   /* past the point of no return */
     /* Before the domain runs: from here on the state file is what a
-     * restarted receiver finishes PULL from. */
+     * restarted receiver finishes PULL from (written: a killed receiver
+     * finds it in the page cache; made durable just after the unpause,
+     * and before any guest flush is answered). */
     if (incmig__owed_mark_go(&r->owed))
         ERR("domain %s: PULL goes on, but a crash of this receiver before "
             "it completes could not be recovered from", r->domain);
@@ -1088,6 +1097,10 @@ static int on_go(struct recv *r, const struct incmig__rec *rec)
     if (rc)
         return send_msg(r, rc, r->t->msg);
     r->serve_ms = (incmig__now() - r->t_go) * 1000;
+    if (incmig__owed_settle(&r->owed))
+        ERR("domain %s: the state file %s could not be made durable: PULL "
+            "goes on, but if this host goes down before it completes the "
+            "file may not resume", r->domain, r->owed.path);
     INFO("GO: domain %s runs here (%s%s)", r->domain,
          r->t->disks[0].nbd_uri[0] ? "disk served on " : "disks attached",
          r->t->disks[0].nbd_uri);
@@ -1285,6 +1298,24 @@ int incmig__dst_transition(int state, uint32_t type, int *next_r)
     return 0;
 }
 
+/* While the state stream runs, with INCMIG_CAP_FLOW: what we acted on,
+ * every 64 KiB and at its end (spec: FLOW). */
+#define FLOW_EVERY (64u << 10)
+static int send_flow(struct recv *r)
+{
+    uint8_t buf[8];
+
+    if (!(r->caps & INCMIG_CAP_FLOW) || r->state != INCMIG_DST_RECEIVING ||
+        r->flow_done || (!r->state_bytes && !r->state_ended))
+        return 0;
+    if (!r->state_ended && r->st.bytes_in - r->flow_sent < FLOW_EVERY)
+        return 0;
+    r->flow_done = r->state_ended;
+    r->flow_sent = r->st.bytes_in;
+    int len = incmig__enc_flow(r->flow_sent, buf);
+    return incmig__stream_send(&r->st, INCMIG_REC_FLOW, buf, (uint32_t)len);
+}
+
 /* Every record from the source goes through here, and only here. */
 static int dispatch(struct recv *r, const struct incmig__rec *rec)
 {
@@ -1303,7 +1334,7 @@ static int dispatch(struct recv *r, const struct incmig__rec *rec)
     if (next == INCMIG_DST_BASE && !(r->caps & INCMIG_CAP_BASE))
         next = INCMIG_DST_RECEIVING;
     r->state = next;
-    return 0;
+    return send_flow(r);
 }
 
 /* ---- restarting on the state file ------------------------------------------ */
@@ -1311,19 +1342,7 @@ static int dispatch(struct recv *r, const struct incmig__rec *rec)
 static int kv_num(struct recv *r, const char *text, const char *key,
                   uint64_t max, uint64_t *v_r)
 {
-    char v[32], *end;
-
-    if (incmig__kv_get(text, key, v, sizeof v) || !v[0]) {
-        ERR("state file %s: no %s", r->owed.path, key);
-        return INCMIG_EINVAL;
-    }
-    errno = 0;
-    *v_r = strtoull(v, &end, 10);
-    if (errno || *end || *v_r > max) {
-        ERR("state file %s: bad %s '%s'", r->owed.path, key, v);
-        return INCMIG_EINVAL;
-    }
-    return 0;
+    return incmig__kv_num(r->owed.path, text, key, max, v_r);
 }
 
 /* migrate-receive --resume: this receiver died after GO; its state file
@@ -1334,35 +1353,16 @@ static int kv_num(struct recv *r, const char *text, const char *key,
 static int resume_state(struct recv *r)
 {
     struct incmig__target_disk td[INCMIG_MAX_DISKS];
-    char path[4096], v[4096], k[32], *text = NULL, msg[INCMIG_MSG_MAX] = "";
+    char k[32], *text = NULL, msg[INCMIG_MSG_MAX] = "";
     uint64_t n, caps;
     int rc, bad = -1;
 
     memset(td, 0, sizeof td);
-    rc = incmig__owed_resolve(r->o->state_dir, "receive", r->o->resume, path,
-                              sizeof path);
-    if (!rc)
-        rc = incmig__owed_open(&r->owed, path, &text);
+    rc = incmig__owed_resume(&r->owed, r->o->state_dir, "receive",
+                             r->o->resume, r->mig_id, &text);
     if (rc)
         goto out;
     rc = INCMIG_EINVAL;
-    if (incmig__kv_get(text, "role", v, sizeof v) || strcmp(v, "receive")) {
-        ERR("%s is not a receiver's state file", path);
-        goto out;
-    }
-    if (!r->owed.go) {
-        ERR("%s: this migration never reached GO here, so the guest stayed "
-            "on the source; nothing to resume (remove the file)", path);
-        goto out;
-    }
-    if (incmig__kv_get(text, "id", v, sizeof v) || strlen(v) != 32)
-        goto bad;
-    for (int i = 0; i < 16; i++) {
-        unsigned x;
-        if (sscanf(v + 2 * i, "%2x", &x) != 1)
-            goto bad;
-        r->mig_id[i] = (uint8_t)x;
-    }
     if (incmig__kv_get(text, "domain", r->domain, sizeof r->domain) ||
         incmig__kv_get(text, "target", r->ro_target, sizeof r->ro_target) ||
         incmig__kv_get(text, "listen", r->ro_listen, sizeof r->ro_listen) ||
@@ -1459,11 +1459,11 @@ static int resume_state(struct recv *r)
     r->t_go = incmig__now();
     r->state = INCMIG_DST_PULL;
     INFO("domain %s: restarted on %s, %" PRIu64 " blocks still owed by the "
-         "source; its disks are served again", r->domain, path,
+         "source; its disks are served again", r->domain, r->owed.path,
          incmig__owed_count(&r->owed));
     goto out;
 bad:
-    ERR("state file %s: missing or malformed fields", path);
+    ERR("state file %s: missing or malformed fields", r->owed.path);
     rc = INCMIG_EINVAL;
 out:
     free(text);

@@ -126,6 +126,7 @@ static bool rec_known(uint32_t type)
 {
     return (type >= INCMIG_REC_HELLO && type <= INCMIG_REC_XEN_STREAM) ||
            type == INCMIG_REC_BASE || type == INCMIG_REC_DECIDE ||
+           type == INCMIG_REC_FLOW ||
            type == INCMIG_REC_REPORT;
 }
 
@@ -150,6 +151,7 @@ const char *incmig__rec_name(uint32_t type)
     case INCMIG_REC_XEN_STREAM: return "XEN_STREAM";
     case INCMIG_REC_BASE: return "BASE";
     case INCMIG_REC_DECIDE: return "DECIDE";
+    case INCMIG_REC_FLOW: return "FLOW";
     case INCMIG_REC_REPORT: return "REPORT";
     default: return "unknown";
     }
@@ -1051,6 +1053,22 @@ int incmig__dec_resume(const struct incmig__rec *r, uint8_t mig_id[16])
     if ((rc = expect_type(r, INCMIG_REC_RESUME)) || (rc = expect_len(r, 16)))
         return rc;
     memcpy(mig_id, r->body, 16);
+    return 0;
+}
+
+int incmig__enc_flow(uint64_t acted, uint8_t *buf)
+{
+    put64(buf, acted);
+    return 8;
+}
+
+int incmig__dec_flow(const struct incmig__rec *r, uint64_t *acted_r)
+{
+    int rc;
+
+    if ((rc = expect_type(r, INCMIG_REC_FLOW)) || (rc = expect_len(r, 8)))
+        return rc;
+    *acted_r = get64(r->body);
     return 0;
 }
 

@@ -25,6 +25,17 @@
  *   two disks never share a path                "... mapped twice"
  *   block size power of two 4K..1M, size range  "... block size ..."
  *
+ * Two other kinds of mapping (PATH is then not a file):
+ *
+ *   --disk NAME=shared      the disk is on shared storage for this receiver:
+ *                           a DISK record for it is refused ("... is on
+ *                           shared storage here"); the Xen target accepts
+ *                           it, not migrated, in the domain's configuration
+ *   --disk NAME=lvm:VG/LV   a logical volume the Xen target creates in the
+ *                           existing volume group VG (LV must not exist);
+ *                           names checked here, existence by the target;
+ *                           --root is for files and does not apply
+ *
  * The mapped path is rebuilt as realpath(parent) + "/" + basename, so what
  * is created is the file checked; creation is O_CREAT|O_EXCL|O_NOFOLLOW,
  * which fails on anything that appeared there since (file or symlink).
@@ -99,8 +110,52 @@ static bool name_valid(const char *n)
     return len >= 1 && len <= INCMIG_NAME_MAX;
 }
 
+static bool lvm_name_ok(const char *n, size_t len)
+{
+    if (len < 1 || len > 127 || n[0] == '-' ||
+        (len == 1 && n[0] == '.') || (len == 2 && !strncmp(n, "..", 2)))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)n[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '+' ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+int incmig__lvm_parse(const char *spec, char vg[128], char lv[128], char *msg,
+                      size_t cap)
+{
+    const char *slash = strchr(spec, '/');
+
+    if (!slash || strchr(slash + 1, '/') ||
+        !lvm_name_ok(spec, (size_t)(slash - spec)) ||
+        !lvm_name_ok(slash + 1, strlen(slash + 1))) {
+        snprintf(msg, cap, "lvm:%.200s is not lvm:VG/LV (a volume group and "
+                 "a logical volume name, each 1 to 127 of A-Z a-z 0-9 . _ + "
+                 "-, not starting with -)", spec);
+        return INCMIG_EINVAL;
+    }
+    snprintf(vg, 128, "%.*s", (int)(slash - spec), spec);
+    snprintf(lv, 128, "%s", slash + 1);
+    return 0;
+}
+
+void incmig__volume_shared(const struct incmig_receive_opts *o,
+                           struct incmig__target *t)
+{
+    t->nshared = 0;
+    for (int i = 0; i < o->ndisks && t->nshared < (int)INCMIG_MAX_DISKS; i++)
+        if (!strcmp(o->disks[i].path, INCMIG_MAP_SHARED))
+            snprintf(t->shared[t->nshared++], sizeof t->shared[0], "%s",
+                     o->disks[i].name);
+}
+
 int incmig__volume_check_opts(const struct incmig_receive_opts *o)
 {
+    char vg[128], lv[128], msg[512];
     char res[PATH_MAX];
 
     if (o->image || o->nbd_uri) {
@@ -121,6 +176,10 @@ int incmig__volume_check_opts(const struct incmig_receive_opts *o)
     } else if (o->ndisks < 1) {
         ERR("the receiver has no disk mapping: give --disk NAME=PATH "
             "(or --image PATH --nbd URI for a one-disk domain)");
+        return INCMIG_EINVAL;
+    }
+    if (o->leave_paused && (!o->target || strcmp(o->target, "xen"))) {
+        ERR("-p (leave the domain paused) is for the xen target");
         return INCMIG_EINVAL;
     }
     if (o->ndisks < 0 || o->ndisks > INCMIG_RECEIVE_MAX_DISKS ||
@@ -144,12 +203,24 @@ int incmig__volume_check_opts(const struct incmig_receive_opts *o)
                 d->name, d->nbd_uri);
             return INCMIG_EINVAL;
         }
+        bool shared = !strcmp(d->path, INCMIG_MAP_SHARED);
+        if (shared && d->nbd_uri) {
+            ERR("--disk %s=shared: a disk on shared storage is not "
+                "migrated and has no nbd=", d->name);
+            return INCMIG_EINVAL;
+        }
+        if (!strncmp(d->path, INCMIG_MAP_LVM, strlen(INCMIG_MAP_LVM)) &&
+            incmig__lvm_parse(d->path + strlen(INCMIG_MAP_LVM), vg, lv, msg,
+                              sizeof msg)) {
+            ERR("--disk %s: %s", d->name, msg);
+            return INCMIG_EINVAL;
+        }
         for (int j = 0; j < i; j++) {
             if (!strcmp(o->disks[j].name, d->name)) {
                 ERR("--disk %s is given twice", d->name);
                 return INCMIG_EINVAL;
             }
-            if (!strcmp(o->disks[j].path, d->path)) {
+            if (!shared && !strcmp(o->disks[j].path, d->path)) {
                 ERR("--disk %s and --disk %s name the same path %s",
                     o->disks[j].name, d->name, d->path);
                 return INCMIG_EINVAL;
@@ -202,6 +273,25 @@ static int map_one(const struct incmig_receive_opts *o, int ndisks,
                      dr->name, dr->name);
             return INCMIG_EINVAL;
         }
+    }
+    if (!strcmp(path, INCMIG_MAP_SHARED)) {
+        snprintf(msg, cap, "disk %s is on shared storage for this receiver "
+                 "(--disk %s=shared), and the source migrates it: mark it "
+                 "shared on the source too (migrate --shared-disk %s), or "
+                 "map it to a volume: refused, nothing created", dr->name,
+                 dr->name, dr->name);
+        return INCMIG_EINVAL;
+    }
+    if (!strncmp(path, INCMIG_MAP_LVM, strlen(INCMIG_MAP_LVM))) {
+        char why[512];
+        if (incmig__lvm_parse(path + strlen(INCMIG_MAP_LVM), out->lvm_vg,
+                              out->lvm_lv, why, sizeof why)) {
+            snprintf(msg, cap, "disk %s: %s", dr->name, why);
+            return INCMIG_EINVAL;
+        }
+        snprintf(out->path, sizeof out->path, "%s%s/%s", INCMIG_MAP_LVM,
+                 out->lvm_vg, out->lvm_lv);
+        goto mapped;
     }
 
     /* parent directory and final component */
@@ -299,6 +389,7 @@ static int map_one(const struct incmig_receive_opts *o, int ndisks,
                  strerror(errno));
         return INCMIG_EIO;
     }
+mapped:
     memcpy(out->lineage, dr->lineage, 16);
     snprintf(out->name, sizeof out->name, "%s", dr->name);
     snprintf(out->nbd_uri, sizeof out->nbd_uri, "%s", uri ? uri : "");

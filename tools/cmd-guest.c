@@ -214,9 +214,12 @@ static void note_progress(struct guest *g, double t)
         double ms = (t - g->switch_from) * 1000;
         if (ms > g->longest_switch)
             g->longest_switch = ms;
+        /* CLOCK_MONOTONIC stamps: comparable with the debug log of
+         * xl-incmig's other commands on this machine (-v). */
         fprintf(stderr, "guest: first request completed on %s %.1f ms "
-                "after the last one on the previous connection\n",
-                g->uris[g->cur_uri], ms);
+                "after the last one on the previous connection "
+                "[%.6f -> %.6f]\n", g->uris[g->cur_uri], ms, g->switch_from,
+                t);
     }
     if (g->was_busy && t - g->last_progress > g->longest_stall)
         g->longest_stall = t - g->last_progress;
@@ -975,8 +978,8 @@ int cmd_guest(int argc, char **argv)
         }
         if (g.h && link_dead(&g)) {
             fprintf(stderr, "guest: connection to %s ended with %d "
-                    "request(s) in flight; reconnecting\n", g.uris[g.cur_uri],
-                    g.nbusy_slots);
+                    "request(s) in flight; reconnecting [%.6f]\n",
+                    g.uris[g.cur_uri], g.nbusy_slots, now_s());
             drop_link(&g);
         }
         if (process_done(&g, t) < 0) {
@@ -1003,8 +1006,9 @@ int cmd_guest(int argc, char **argv)
             }
             g.reconnects++;
             t = now_s();
-            fprintf(stderr, "guest: reconnected to %s after %.0f ms\n",
-                    g.uris[g.cur_uri], (t - g.last_progress) * 1000);
+            fprintf(stderr, "guest: reconnected to %s after %.0f ms "
+                    "[%.6f]\n", g.uris[g.cur_uri],
+                    (t - g.last_progress) * 1000, t);
             g.switching = true;
             g.switch_from = g.last_progress;
             for (int i = 0; i < g.qd; i++) {

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "be.h"
 #include "incmig-internal.h"
 
 #define MAGIC "INCMIGST"
@@ -38,24 +39,6 @@
 #define T_END 2u
 #define PRECOPY_ROUNDS 5
 #define PRECOPY_DONE_PAGES 16   /* few enough to send while paused */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    put32(p, (uint32_t)(v >> 32));
-    put32(p + 4, (uint32_t)v);
-}
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
 
 int incmig__simmem_init(struct incmig__simmem *m, uint64_t bytes)
 {
@@ -220,24 +203,40 @@ out:
 
 /* ---- restore ------------------------------------------------------------- */
 
+/* The stream through a buffer: a page record is three reads, and the
+ * restore must keep up with the stream (its lag is downtime). */
+struct rdbuf {
+    int fd;
+    size_t pos, len;
+    uint64_t *bytes;
+    uint8_t buf[65536];
+};
+
 /* Read exactly len bytes; 1 at a clean EOF before the first byte. */
-static int rd(int fd, void *buf, size_t len, uint64_t *bytes)
+static int rd(struct rdbuf *b, void *dst, size_t len)
 {
-    uint8_t *p = buf;
+    uint8_t *p = dst;
     size_t got = 0;
     while (got < len) {
-        ssize_t n = read(fd, p + got, len - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            LOGE("reading the state stream");
-            return INCMIG_EIO;
+        if (b->pos == b->len) {
+            ssize_t n = read(b->fd, b->buf, sizeof b->buf);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                LOGE("reading the state stream");
+                return INCMIG_EIO;
+            }
+            if (n == 0)
+                return got == 0 ? 1 : INCMIG_EPROTO;
+            b->pos = 0;
+            b->len = (size_t)n;
         }
-        if (n == 0)
-            return got == 0 ? 1 : INCMIG_EPROTO;
-        got += (size_t)n;
+        size_t k = b->len - b->pos < len - got ? b->len - b->pos : len - got;
+        memcpy(p + got, b->buf + b->pos, k);
+        b->pos += k;
+        got += k;
     }
-    *bytes += len;
+    *b->bytes += len;
     return 0;
 }
 
@@ -245,13 +244,20 @@ int incmig__simstate_restore(int fd, struct incmig__simstate_info *info)
 {
     uint8_t hdr[24], *mem = NULL;
     uint64_t npages, pages = 0;
+    struct rdbuf *b = malloc(sizeof *b);
     int rc;
 
     memset(info, 0, sizeof *info);
-    rc = rd(fd, hdr, sizeof hdr, &info->bytes);
+    if (!b)
+        return INCMIG_ENOMEM;
+    b->fd = fd;
+    b->pos = b->len = 0;
+    b->bytes = &info->bytes;
+    rc = rd(b, hdr, sizeof hdr);
     if (rc) {
         ERR("state stream: %s", rc == 1 ? "empty" : "truncated header");
-        return rc == 1 ? INCMIG_EPROTO : rc;
+        rc = rc == 1 ? INCMIG_EPROTO : rc;
+        goto out;
     }
     npages = get64(hdr + 16);
     if (memcmp(hdr, MAGIC, 8) || get32(hdr + 8) != STATE_VERSION ||
@@ -259,14 +265,17 @@ int incmig__simstate_restore(int fd, struct incmig__simstate_info *info)
         npages > INCMIG_SIMSTATE_MAX_PAGES) {
         ERR("state stream: bad header (not a simulated domain's state, or "
             "%" PRIu64 " pages out of range)", npages);
-        return INCMIG_EPROTO;
+        rc = INCMIG_EPROTO;
+        goto out;
     }
     mem = calloc(npages, INCMIG_SIMSTATE_PAGE);
-    if (!mem)
-        return INCMIG_ENOMEM;
+    if (!mem) {
+        rc = INCMIG_ENOMEM;
+        goto out;
+    }
     for (;;) {
         uint8_t th[4], ix[8];
-        rc = rd(fd, th, 4, &info->bytes);
+        rc = rd(b, th, 4);
         if (rc == 1) {
             ERR("state stream: ended without END");
             rc = INCMIG_EPROTO;
@@ -275,15 +284,15 @@ int incmig__simstate_restore(int fd, struct incmig__simstate_info *info)
             goto out;
         uint32_t type = get32(th);
         if (type == T_PAGE) {
-            rc = rd(fd, ix, 8, &info->bytes);
+            rc = rd(b, ix, 8);
             uint64_t pg = rc ? 0 : get64(ix);
             if (!rc && pg >= npages) {
                 ERR("state stream: page %" PRIu64 " beyond %" PRIu64, pg, npages);
                 rc = INCMIG_EPROTO;
             }
             if (!rc)
-                rc = rd(fd, mem + pg * INCMIG_SIMSTATE_PAGE,
-                        INCMIG_SIMSTATE_PAGE, &info->bytes);
+                rc = rd(b, mem + pg * INCMIG_SIMSTATE_PAGE,
+                        INCMIG_SIMSTATE_PAGE);
             if (rc)
                 goto truncated;
             pages++;
@@ -295,7 +304,7 @@ int incmig__simstate_restore(int fd, struct incmig__simstate_info *info)
             goto out;
         }
         uint8_t end[20], extra;
-        rc = rd(fd, end, sizeof end, &info->bytes);
+        rc = rd(b, end, sizeof end);
         if (rc)
             goto truncated;
         info->cpu = get64(end);
@@ -306,7 +315,7 @@ int incmig__simstate_restore(int fd, struct incmig__simstate_info *info)
             rc = INCMIG_EPROTO;
             goto out;
         }
-        rc = rd(fd, &extra, 1, &info->bytes);
+        rc = rd(b, &extra, 1);
         if (rc != 1) {
             ERR("state stream: data after END");
             rc = INCMIG_EPROTO;
@@ -333,5 +342,6 @@ truncated:
     }
 out:
     free(mem);
+    free(b);
     return rc;
 }

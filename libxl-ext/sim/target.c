@@ -281,6 +281,12 @@ int incmig__sim_target_open(struct incmig__target **t_r, const char *domain,
     }
     for (int i = 0; i < ndisks; i++) {
         *bad_r = i;
+        if (disks[i].lvm_vg[0]) {
+            snprintf(msg, cap, "disk %s: %s is a logical volume, which only "
+                     "the xen target creates: refused, nothing created",
+                     disks[i].name, disks[i].path);
+            return INCMIG_EINVAL;
+        }
         if (!disks[i].nbd_uri[0]) {
             snprintf(msg, cap, "disk %s: the simulated target serves each "
                      "disk over NBD and this one has no address (--disk "

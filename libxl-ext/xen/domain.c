@@ -6,7 +6,20 @@
  * bitmap is switched on (tracker-blkback.c) and PUSH reads the backing
  * file or device directly (O_DIRECT).  A disk blkback does not serve
  * (qdisk: QEMU writes it, blkback never sees those writes) is refused up
- * front, naming the disk; CD-ROMs are left alone.
+ * front, naming the disk, unless it is on shared storage; CD-ROMs are
+ * left alone.
+ *
+ * Disks on shared storage are neither tracked nor copied, and travel in
+ * the configuration as they are (plain `xl migrate` does the same for
+ * every disk): those named by --shared-disk VDEV, and those whose type
+ * says so (incmig__xen_disk_network: a hotplug script other than block,
+ * a target that is not a local path).  The destination accepts them
+ * (xen/target-config.c).
+ *
+ * -C CONFIG (xl's option): the configuration sent is CONFIG's instead of
+ * the stored one; the disks tracked are still the running domain's, and
+ * each must be in CONFIG.  CONFIG is libxl's JSON, or an xl configuration
+ * file that `xl create --dryrun` turns into it.
  *
  * The state stream (suspend) is what the destination's Xen target reads
  * (xen/target.c, and the spec's "Xen state stream"):
@@ -53,9 +66,11 @@
 #include <libxl_utils.h>
 #include <xentoollog.h>
 
+#include "../be.h"
 #include "../tracker-blkback.h"
 #include "claim.h"
 #include "dm.h"
+#include "target-config.h"
 #include "xen.h"
 
 #define XEN_STATE_MAGIC "INCMIGXC"
@@ -70,6 +85,9 @@ struct xen_domain {
     char xname[INCMIG_NAME_MAX + 1];    /* the domain's name in Xen */
     libxl_domain_config cfg;
     bool cfg_ok;
+    libxl_domain_config sent;        /* -C CONFIG: sent instead of cfg */
+    bool sent_ok;
+    bool debug;                      /* LIBXL_SUSPEND_DEBUG */
     struct incmig__tracker *trk[INCMIG_MAX_DISKS];
     bool suspended, committed, released;
     struct xen_lineage {
@@ -210,8 +228,9 @@ static int add_disk(struct xen_domain *x, libxl_device_disk *dk)
     if (!blkback || (dk->backend != LIBXL_DISK_BACKEND_PHY &&
                      dk->backend != LIBXL_DISK_BACKEND_UNKNOWN)) {
         ERR("domain %s: disk %s (%s) is served by %s, not blkback: incmig "
-            "cannot track its writes; give it a phy: backend, or put it on "
-            "shared storage", x->xname, dk->vdev,
+            "cannot track its writes; give it a phy: backend, or, if it is "
+            "on shared storage, say so (--shared-disk %s): refused, nothing "
+            "started", x->xname, dk->vdev, dk->vdev,
             dk->pdev_path ? dk->pdev_path : "?",
             blkback ? libxl_disk_backend_to_string(dk->backend) : "QEMU (qdisk)");
         return INCMIG_ENOTSUP;
@@ -245,14 +264,10 @@ static int add_disk(struct xen_domain *x, libxl_device_disk *dk)
 
 /* ---- the state stream -------------------------------------------------------- */
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
-}
-
 static int write_config(struct xen_domain *x, int fd)
 {
-    char *js = libxl_domain_config_to_json(x->ctx, &x->cfg);
+    char *js = libxl_domain_config_to_json(x->ctx, x->sent_ok ? &x->sent
+                                                              : &x->cfg);
     uint8_t hdr[16];
     int rc;
 
@@ -324,7 +339,8 @@ static int xen_suspend(struct incmig__domain *d, int state_fd,
     watching = pthread_create(&w.th, NULL, watch_main, &w) == 0;
     INFO("domain %s: libxl's memory pre-copy, then the pause", x->xname);
     int r = libxl_domain_suspend(x->ctx, x->domid, state_fd,
-                                 LIBXL_SUSPEND_LIVE, NULL);
+                                 LIBXL_SUSPEND_LIVE |
+                                 (x->debug ? LIBXL_SUSPEND_DEBUG : 0), NULL);
     double t_end = incmig__now();
     if (watching) {
         w.stop = 1;
@@ -554,6 +570,8 @@ static void xen_close(struct incmig__domain *d)
     }
     if (x->cfg_ok)
         libxl_domain_config_dispose(&x->cfg);
+    if (x->sent_ok)
+        libxl_domain_config_dispose(&x->sent);
     incmig__xen_ctx_close(x->ctx, x->lg);
     free(x);
 }
@@ -569,8 +587,128 @@ static const struct incmig__domain_ops xen_ops = {
     .adopt = xen_adopt,
 };
 
-int incmig__xen_domain_open(struct incmig__domain **d_r, const char *spec)
+/* ---- -C CONFIG ----------------------------------------------------------------- */
+
+/* CONFIG's bytes (at most INCMIG_XEN_CONFIG_MAX), NUL-terminated. */
+static int read_config_file(const char *path, char **buf_r)
 {
+    FILE *f = fopen(path, "re");
+    char *buf = NULL;
+    size_t n;
+
+    if (!f) {
+        ERR("-C %s: %s", path, strerror(errno));
+        return INCMIG_EINVAL;
+    }
+    buf = malloc(INCMIG_XEN_CONFIG_MAX + 2);
+    if (!buf) {
+        fclose(f);
+        return INCMIG_ENOMEM;
+    }
+    n = fread(buf, 1, INCMIG_XEN_CONFIG_MAX + 1, f);
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad || n == 0 || n > INCMIG_XEN_CONFIG_MAX || memchr(buf, 0, n)) {
+        ERR("-C %s: %s", path, bad ? "cannot read it" : n == 0 ? "empty" :
+            n > INCMIG_XEN_CONFIG_MAX ? "larger than 1 MiB" :
+            "holds a NUL byte: not a configuration file");
+        free(buf);
+        return INCMIG_EINVAL;
+    }
+    buf[n] = '\0';
+    *buf_r = buf;
+    return 0;
+}
+
+/* -C CONFIG into x->sent: libxl's JSON as it is, an xl file through `xl
+ * create --dryrun` (which prints the JSON and creates nothing); then
+ * every disk tracked must be in it. */
+static int load_config(struct xen_domain *x, const char *path)
+{
+    char *text = NULL, *json = NULL, msg[1024];
+    int rc = read_config_file(path, &text);
+
+    if (rc)
+        return rc;
+    if (text[strspn(text, " \t\r\n")] == '{') {
+        json = text;
+        text = NULL;
+    } else {
+        const char *argv[] = { "xl", "create", "--dryrun", "--quiet", path,
+                               NULL };
+        json = malloc(INCMIG_XEN_CONFIG_MAX + 2);
+        if (!json) {
+            rc = INCMIG_ENOMEM;
+            goto out;
+        }
+        rc = incmig__dm_run(argv, json, INCMIG_XEN_CONFIG_MAX + 2, msg,
+                            sizeof msg);
+        if (rc) {
+            ERR("-C %s: xl cannot read it: %s", path, msg);
+            rc = INCMIG_EINVAL;
+            goto out;
+        }
+        if (strlen(json) > INCMIG_XEN_CONFIG_MAX) {
+            ERR("-C %s: its configuration is larger than 1 MiB", path);
+            rc = INCMIG_EINVAL;
+            goto out;
+        }
+    }
+    libxl_domain_config_init(&x->sent);
+    x->sent_ok = true;
+    if (libxl_domain_config_from_json(x->ctx, &x->sent, json)) {
+        ERR("-C %s: not a configuration libxl reads (an xl file, or its "
+            "JSON from `xl create --dryrun`; is output_format=sxp set in "
+            "xl.conf?)", path);
+        rc = INCMIG_EINVAL;
+        goto out;
+    }
+    for (int k = 0; k < x->d.ndisks; k++) {
+        bool found = false;
+        for (int i = 0; i < x->sent.num_disks && !found; i++)
+            found = x->sent.disks[i].vdev && !x->sent.disks[i].is_cdrom &&
+                    !strcmp(x->sent.disks[i].vdev, x->d.disks[k].name);
+        if (!found) {
+            ERR("-C %s: domain %s's disk %s, which incmig migrates, is not "
+                "in it: refused, nothing started", path, x->xname,
+                x->d.disks[k].name);
+            rc = INCMIG_EINVAL;
+            goto out;
+        }
+    }
+    INFO("domain %s: the configuration sent is %s's", x->xname, path);
+out:
+    free(text);
+    free(json);
+    return rc;
+}
+
+/* Whether disk dk is left alone as shared storage (said why, once). */
+static bool shared_disk(struct xen_domain *x,
+                        const struct incmig__domain_args *a,
+                        const libxl_device_disk *dk, bool *used)
+{
+    const char *why = NULL;
+
+    for (int k = 0; k < a->nshared; k++)
+        if (dk->vdev && !strcmp(dk->vdev, a->shared[k])) {
+            used[k] = true;
+            why = "--shared-disk";
+        }
+    if (!why)
+        why = incmig__xen_disk_network(dk);
+    if (why)
+        INFO("domain %s: disk %s (%s) is on shared storage (%s): not "
+             "tracked, not copied; the destination attaches it as it is",
+             x->xname, dk->vdev, dk->pdev_path ? dk->pdev_path : "no path",
+             why);
+    return why != NULL;
+}
+
+int incmig__xen_domain_open(struct incmig__domain **d_r, const char *spec,
+                            const struct incmig__domain_args *a)
+{
+    bool used[INCMIG_MAX_SHARED] = { false };
     struct xen_domain *x = calloc(1, sizeof *x);
     char *end;
     int rc;
@@ -612,12 +750,26 @@ int incmig__xen_domain_open(struct incmig__domain **d_r, const char *spec)
         rc = INCMIG_EIO;
         goto out;
     }
+    if (a->nshared > INCMIG_MAX_SHARED) {
+        ERR("at most %d --shared-disk", INCMIG_MAX_SHARED);
+        rc = INCMIG_EINVAL;
+        goto out;
+    }
+    x->debug = a->debug;
     for (int i = 0; i < x->cfg.num_disks && !rc; i++) {
         libxl_device_disk *dk = &x->cfg.disks[i];
-        if (dk->is_cdrom)
+        if (dk->is_cdrom || shared_disk(x, a, dk, used))
             continue;
         rc = add_disk(x, dk);
     }
+    for (int k = 0; k < a->nshared && !rc; k++)
+        if (!used[k]) {
+            ERR("--shared-disk %s: domain %s has no such disk (see `xl "
+                "block-list %s`)", a->shared[k], x->xname, x->xname);
+            rc = INCMIG_EINVAL;
+        }
+    if (!rc && a->config_file)
+        rc = load_config(x, a->config_file);
     if (rc)
         goto out;
     *d_r = &x->d;

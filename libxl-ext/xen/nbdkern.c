@@ -46,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../be.h"
 #include "../incmig-internal.h"
 #include "nbdkern.h"
 
@@ -85,31 +86,6 @@ void incmig__nbdkern_init(struct incmig__nbdkern *k)
 }
 
 /* ---- the handshake ---------------------------------------------------------- */
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
-           p[3];
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
-}
 
 static int readn(int fd, void *buf, size_t len, char *msg, size_t cap,
                  const char *what)

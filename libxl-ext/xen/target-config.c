@@ -16,6 +16,7 @@
  */
 #include "config.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,9 +63,34 @@ static int set_str(char **field, const char *v)
     return 0;
 }
 
+const char *incmig__xen_disk_network(const libxl_device_disk *dk)
+{
+    const char *script = dk->script;
+
+    if (script && *script) {
+        const char *base = strrchr(script, '/');
+        base = base ? base + 1 : script;
+        /* block-incmig is block with the bitmap kept across restarts */
+        if (strcmp(base, "block") && strcmp(base, "block-incmig"))
+            return "its hotplug script attaches it on each host";
+    }
+    if (!dk->pdev_path || dk->pdev_path[0] != '/')
+        return "its target is not a local path";
+    return NULL;
+}
+
+static bool named(const char *vdev, int n, const char *const names[])
+{
+    for (int k = 0; k < n; k++)
+        if (vdev && !strcmp(vdev, names[k]))
+            return true;
+    return false;
+}
+
 int incmig__xen_config_rewrite(libxl_domain_config *c, int n,
                                const char *const names[],
-                               const char *const devs[], char *name_r,
+                               const char *const devs[], int nshared,
+                               const char *const shared[], char *name_r,
                                size_t name_cap, char *msg, size_t cap)
 {
     char inc[INCMIG_NAME_MAX + 32];
@@ -83,6 +109,22 @@ int incmig__xen_config_rewrite(libxl_domain_config *c, int n,
                          "disks %s", c->c_info.name, c->disks[i].vdev);
                 return INCMIG_EPROTO;
             }
+    for (int i = 0; i < c->num_disks; i++) {
+        const libxl_device_disk *dk = &c->disks[i];
+        if (dk->is_cdrom || named(dk->vdev, n, names) ||
+            named(dk->vdev, nshared, shared) || incmig__xen_disk_network(dk))
+            continue;
+        snprintf(msg, cap, "domain %s: disk %s (%s) is not migrated (the "
+                 "source passes it through as shared storage) and this "
+                 "receiver does not map it as shared: if %s is the same "
+                 "storage here, give --disk %s=shared; refused before the "
+                 "domain was restored", c->c_info.name,
+                 dk->vdev ? dk->vdev : "?",
+                 dk->pdev_path ? dk->pdev_path : "no path",
+                 dk->pdev_path ? dk->pdev_path : "it",
+                 dk->vdev ? dk->vdev : "NAME");
+        return INCMIG_EINVAL;
+    }
     for (int k = 0; k < n; k++) {
         libxl_device_disk *dk = NULL;
         for (int i = 0; i < c->num_disks && !dk; i++)

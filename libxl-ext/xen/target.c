@@ -24,21 +24,28 @@
  *
  * One disk's I/O path, bottom up:
  *
- *   volume file (created here)  <-  gate (receive.c; PUSH writes the file
- *   directly)  <-  NBD server on a private unix socket (nbd.c)  <-  dom0's
- *   kernel NBD client /dev/nbdN (xen/nbdkern.c)  <-  device-mapper linear
- *   /dev/mapper/incmig-<domain>-<disk> (xen/dm.c)  <-  blkback  <-  guest
+ *   volume file or LV (created here)  <-  gate (receive.c; PUSH writes
+ *   the volume directly)  <-  NBD server on a private unix socket (nbd.c)
+ *   <-  dom0's kernel NBD client /dev/nbdN (xen/nbdkern.c)  <-
+ *   device-mapper linear /dev/mapper/incmig-<domain>-<disk> (xen/dm.c)
+ *   <-  blkback  <-  guest
  *
- * and after PULL the dm table points at a loop device over the volume, the
- * NBD parts go, and the guest keeps running on its local volume.
+ * and after PULL the dm table points at the local volume (a logical
+ * volume directly, a file through a loop device), the NBD parts go, and
+ * the guest keeps running on its local volume.
  *
  *   op          what the Xen target does
  *   open        checks: Xen reachable (libxl), NBD devices (modprobe nbd
  *               if none), device-mapper, dmsetup and losetup; each disk a
- *               whole number of 512-byte sectors, no nbd= (sim only).
- *               Creates nothing
+ *               whole number of 512-byte sectors, no nbd= (sim only);
+ *               for an lvm:VG/LV disk, lvm2 installed, VG there, LV not
+ *               (xen/lvm.c).  Creates nothing
  *   prepare(i)  creates disk i's volume file at its mapped path, sized
- *               (incmig__volume_create: O_EXCL, never an existing file)
+ *               (incmig__volume_create: O_EXCL, never an existing file),
+ *               or its logical volume (lvcreate), then zeroed: PUSH skips
+ *               the blocks the source never allocated, and a new LV holds
+ *               whatever its extents held before (fallocate PUNCH_HOLE on
+ *               a block device: BLKZEROOUT, offloaded where the storage can)
  *   stage(i)    serves gate g on <rundir>/disk<i>.sock, connects the kernel
  *               NBD client to it (live at once: the gate is not armed, so
  *               the kernel's partition scan reads the volume as PUSH has
@@ -52,14 +59,17 @@
  *               Then blkback tracking on for each disk on a file volume,
  *               under the volume's key (xen/claim.c), before any guest
  *               write
- *   unpause     at GO: rename NAME--incoming -> NAME, unpause
- *   disk_done   PULL of disk i complete: flush the volume, loop device on
- *               it (direct I/O), dm table swapped to it (load, suspend,
- *               resume), loop device marked autoclear (it goes with the dm
- *               device), kernel NBD client disconnected, NBD server freed;
- *               the volume's lineage OPEN with the migration's generation,
- *               then the VBD's incmig-track-gen (spec "Xen: blkback is the
- *               tracker"): blkback's bitmap holds every write since GO
+ *   unpause     at GO: rename NAME--incoming -> NAME, unpause (not with
+ *               migrate-receive -p: the domain stays paused, as xl's -p)
+ *   disk_done   PULL of disk i complete: flush the volume; for a file, a
+ *               loop device on it (direct I/O); dm table swapped to the LV
+ *               or the loop device (load, suspend, resume), the loop
+ *               device marked autoclear (it goes with the dm device),
+ *               kernel NBD client disconnected, NBD server freed; for a
+ *               file volume, its lineage OPEN with the migration's
+ *               generation, then the VBD's incmig-track-gen (spec "Xen:
+ *               blkback is the tracker"): blkback's bitmap holds every
+ *               write since GO
  *   in_use      disks still on the NBD path
  *   stop        before GO: destroys the incoming domain (so that blkback
  *               lets go of the staged devices); then disconnects every NBD
@@ -67,7 +77,8 @@
  *               a disk whose PULL is not complete loses its I/O path: the
  *               engine calls stop only when it gives up
  *   abort       stop, then removes the dm devices and the volumes this
- *               migration created, nothing else
+ *               migration created (a file: same inode; an LV: same uuid),
+ *               nothing else
  *   close       closes the volumes, removes the socket directory; the dm
  *               devices of a running domain stay (blkback uses them)
  *
@@ -93,6 +104,7 @@
 #include "../tracker-blkback.h"
 #include "claim.h"
 #include "dm.h"
+#include "lvm.h"
 #include "nbdkern.h"
 #include "target-config.h"
 #include "target.h"
@@ -112,6 +124,7 @@ struct xen_target {
     char rundir[80];                 /* private: the NBD sockets, in
                                       * the runtime directory */
     struct incmig__volume vol[INCMIG_MAX_DISKS];
+    struct incmig__lv lv[INCMIG_MAX_DISKS];      /* lvm:VG/LV disks */
     struct incmig__nbd_server *nbd[INCMIG_MAX_DISKS];
     struct incmig__nbdkern kern[INCMIG_MAX_DISKS];
     char dm[INCMIG_MAX_DISKS][128];  /* dm device name, "" before stage */
@@ -134,9 +147,41 @@ static struct xen_target *xt(struct incmig__target *t)
 
 /* ---- prepare, stage ---------------------------------------------------------- */
 
+/* Disk i's logical volume, created, opened, zeroed. */
+static int prepare_lv(struct xen_target *s, int i, struct incmig__disk **disk_r)
+{
+    const struct incmig__target_disk *td = &s->t.disks[i];
+    struct incmig__disk *d = &s->vol[i].disk;
+    char msg[INCMIG_MSG_MAX];
+    int rc;
+
+    rc = incmig__lvm_create(&s->lv[i], td->lvm_vg, td->lvm_lv, td->size, msg,
+                            sizeof msg);
+    if (rc)
+        return incmig__target_fail(&s->t, rc, "disk %s: %s", td->name, msg);
+    rc = incmig__disk_open(d, s->lv[i].dev, INCMIG_DISK_WRITE, td->size);
+    if (rc)
+        return incmig__target_fail(&s->t, rc, "disk %s: cannot open %s (%s)",
+                                   td->name, s->lv[i].dev, td->path);
+    d->size = td->size;      /* LVM rounds up to its extents: the disk's */
+    double t0 = incmig__now();
+    rc = incmig__disk_punch(d, 0, td->size);
+    if (!rc)
+        rc = incmig__disk_flush(d);
+    if (rc)
+        return incmig__target_fail(&s->t, rc, "disk %s: cannot zero %s",
+                                   td->name, td->path);
+    INFO("disk %s: %s zeroed in %.1f s", td->name, td->path,
+         incmig__now() - t0);
+    *disk_r = d;
+    return 0;
+}
+
 static int xen_prepare(struct incmig__target *t, int i,
                        struct incmig__disk **disk_r)
 {
+    if (t->disks[i].lvm_vg[0])
+        return prepare_lv(xt(t), i, disk_r);
     return incmig__target_prepare_volume(t, i, &xt(t)->vol[i], disk_r);
 }
 
@@ -362,8 +407,12 @@ static int xen_restore(struct incmig__target *t, int fd)
         names[i] = t->disks[i].name;
         devs[i] = devs_buf[i];
     }
-    rc = incmig__xen_config_rewrite(&cfg, t->ndisks, names, devs, name,
-                                    sizeof name, msg, sizeof msg);
+    const char *shared[INCMIG_MAX_DISKS];
+    for (int i = 0; i < t->nshared; i++)
+        shared[i] = t->shared[i];
+    rc = incmig__xen_config_rewrite(&cfg, t->ndisks, names, devs, t->nshared,
+                                    shared, name, sizeof name, msg,
+                                    sizeof msg);
     if (rc) {
         rc = incmig__target_fail(t, rc, "%s", msg);
         goto out;
@@ -427,11 +476,15 @@ static int xen_unpause(struct incmig__target *t)
         return incmig__target_fail(t, INCMIG_EIO, "domain %s (id %u): cannot "
                                    "rename it from %s (does the source still "
                                    "hold the name?)", s->name, s->domid, inc);
-    if (libxl_domain_unpause(s->ctx, s->domid, NULL))
+    if (!t->paused && libxl_domain_unpause(s->ctx, s->domid, NULL))
         return incmig__target_fail(t, INCMIG_EIO, "domain %s (id %u): cannot "
                                    "unpause it", s->name, s->domid);
-    s->unpaused = true;
-    INFO("domain %s (id %u) runs here", s->name, s->domid);
+    s->unpaused = true;         /* GO acted on: the domain is here's */
+    if (t->paused)
+        INFO("domain %s (id %u) is here, left paused (-p): `xl unpause %s`",
+             s->name, s->domid, s->name);
+    else
+        INFO("domain %s (id %u) runs here", s->name, s->domid);
     return 0;
 }
 
@@ -477,7 +530,8 @@ static int xen_disk_done(struct incmig__target *t, int i)
     if (rc)
         return incmig__target_fail(t, rc, "disk %s: cannot flush %s",
                                    td->name, td->path);
-    if (!s->loop[i][0]) {
+    const char *under = s->lv[i].created ? s->lv[i].dev : s->loop[i];
+    if (!s->lv[i].created && !s->loop[i][0]) {
         rc = incmig__loop_attach(td->path, s->loop[i], sizeof s->loop[i], msg,
                                  sizeof msg);
         if (rc)
@@ -485,15 +539,14 @@ static int xen_disk_done(struct incmig__target *t, int i)
                                        "%s: %s (the domain stays on the "
                                        "NBD path)", td->name, td->path, msg);
     }
-    rc = incmig__dm_swap(s->dm[i], td->size / 512, s->loop[i], msg,
-                         sizeof msg);
+    rc = incmig__dm_swap(s->dm[i], td->size / 512, under, msg, sizeof msg);
     if (rc)
         return incmig__target_fail(t, rc, "disk %s: cannot switch "
                                    "/dev/mapper/%s to %s: %s (the domain "
                                    "stays on the NBD path)", td->name,
-                                   s->dm[i], s->loop[i], msg);
+                                   s->dm[i], under, msg);
     /* device-mapper holds it now: it goes when the dm device goes */
-    if (incmig__loop_detach(s->loop[i], msg, sizeof msg))
+    if (s->loop[i][0] && incmig__loop_detach(s->loop[i], msg, sizeof msg))
         ERR("disk %s: %s not set to autoclear: %s", td->name, s->loop[i],
             msg);
     incmig__nbdkern_disconnect(&s->kern[i], DISCONNECT_TIMEOUT_S);
@@ -502,7 +555,7 @@ static int xen_disk_done(struct incmig__target *t, int i)
     s->nbd[i] = NULL;
     s->done[i] = true;
     INFO("disk %s: PULL complete; /dev/mapper/%s now on %s (%s): incmig has "
-         "left its I/O path", td->name, s->dm[i], s->loop[i], td->path);
+         "left its I/O path", td->name, s->dm[i], under, td->path);
     record_gen(s, i);
     return 0;
 }
@@ -573,8 +626,10 @@ static void xen_abort(struct incmig__target *t)
                 ERR("disk %s: %s", t->disks[i].name, msg);
             s->dm_made[i] = false;
         }
-        if (!s->unpaused)
+        if (!s->unpaused) {
             incmig__volume_close(&s->vol[i], true);
+            incmig__lvm_remove(&s->lv[i]);
+        }
     }
 }
 
@@ -681,6 +736,12 @@ int incmig__xen_target_open(struct incmig__target **t_r, const char *domain,
                      "refused, nothing created", disks[i].name,
                      disks[i].nbd_uri);
             return INCMIG_EINVAL;
+        }
+        if (disks[i].lvm_vg[0]) {
+            int rc2 = incmig__lvm_check(disks[i].lvm_vg, disks[i].lvm_lv,
+                                        msg, cap);
+            if (rc2)
+                return rc2;
         }
         if (disks[i].size % 512) {
             snprintf(msg, cap, "disk %s: %" PRIu64 " bytes is not a whole "

@@ -16,7 +16,8 @@
 #define INCMIG_XEN_CONFIG_MAX (1u << 20)   /* the JSON configuration */
 
 /* DOMAIN: a running domain's name or id. */
-int incmig__xen_domain_open(struct incmig__domain **d_r, const char *spec);
+int incmig__xen_domain_open(struct incmig__domain **d_r, const char *spec,
+                            const struct incmig__domain_args *a);
 
 /* A libxl context reaping only its own children, and its logger
  * (libxl's messages at warnings, debug with --debug); 0, or

@@ -45,6 +45,10 @@ x 2 'downtime'                             -- migrate -s "" --downtime 0 sim:x h
 x 2 'unrecognized option|unknown option'   -- migrate --frob sim:x h:1
 x 2 'needs --dest-image and --dest-nbd'    -- migrate sim:x somehost
 x 2 'dest-image/--dest-nbd belong'         -- migrate -s "" --dest-image a sim:x h:1
+x 2 "-p belongs to the receiver"           -- migrate -s "" -p dom h:1
+x 2 'are for Xen domains'                  -- migrate -s "" -C "$T/vm.cfg" sim:x h:1
+x 2 'are for Xen domains'                  -- migrate -s "" --shared-disk xvdb sim:x h:1
+x 2 'shared-disk xvdb is given twice'      -- migrate -s "" --shared-disk xvdb --shared-disk xvdb dom h:1
 # A host that looks like an ssh option is never an option: as the HOST
 # argument getopt takes it for one (refused), and after -- the library
 # refuses it as a host name (checked below with a running guest).
@@ -99,6 +103,10 @@ x 1 'name the same path'              -- migrate-receive --disk "a=$T/r.img,nbd=
 x 1 "nbd=http://x is not unix:PATH"   -- migrate-receive --disk "a=$T/r.img,nbd=http://x"
 x 1 "root $T/nodir is not a directory" -- migrate-receive --root "$T/nodir" --disk "a=$T/r.img,nbd=unix:$T/r.sock"
 x 1 "unknown target 'qemu'"           -- migrate-receive --target qemu --image "$T/r.img" --nbd "unix:$T/r.sock"
+x 1 'lvm:vg0 is not lvm:VG/LV'        -- migrate-receive --target xen --disk a=lvm:vg0
+x 1 'lvm:vg0/-x is not lvm:VG/LV'     -- migrate-receive --target xen --disk a=lvm:vg0/-x
+x 1 'a=shared: a disk on shared'      -- migrate-receive --disk "a=shared,nbd=unix:$T/r.sock"
+x 1 'is for the xen target'           -- migrate-receive -p --disk "a=$T/r.img,nbd=unix:$T/r.sock"
 [ -e "$T/r.img" ] || [ -e "$T/r.sock" ] || [ -e "$T/r2.img" ] || [ -e "$T/nodir" ] && bad "migrate-receive usage errors created files"
 
 # ---- --resume (crash-safe PULL) ----------------------------------------------------

@@ -7,6 +7,13 @@
 # migrate is killed -9 during PULL and `migrate --resume` finishes over a
 # new ssh session.  Each time the guest reads nothing stale and the
 # destination image verifies.
+#
+# Timing, so that a loaded machine cannot make it flaky: the cap drops to
+# 256 KB/s once PUSH has converged (before GO), so that PULL lasts seconds
+# and the kill lands in it; a kill that came after PULL ended fails with
+# that reason.  A process killed -9 keeps its state file locked until it
+# has exited (a thread in an fdatasync on a loaded disk delays that), so
+# the restart waits for it to be gone.
 . "$(dirname "$0")/lib.sh"
 start_sshd
 BASE=$T
@@ -20,6 +27,15 @@ receiver_pid() {
     done
 }
 
+# gone PID: exited (a zombie has released its files and locks too)
+gone() { [ ! -e "/proc/$1" ] || [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" = Z ]; }
+
+# pull_not_done VICTIM: the kill landed in PULL, not after it
+pull_not_done() {
+    ! grep -q 'migrate-receive: PULL complete' "$T/migrate.log" ||
+        fail "$1: PULL had already ended when $1 was killed (the machine too slow for the 256 KB/s cap?)"
+}
+
 one_run() {
     local victim=$1
     T=$BASE/$victim; mkdir -p "$T/state"; unset DST_SOCK
@@ -28,17 +44,25 @@ one_run() {
     start_serve "$T/src.img" --memory 256K
     DST_SOCK=$T/dst.sock
     start_guest 4M --reconnect-timeout 120
-    "$XL_INCMIG" migrate -s "$SSH" -C "$XL_INCMIG migrate-receive --state-dir $SD" \
+    "$XL_INCMIG" migrate -s "$SSH" --receiver "$XL_INCMIG migrate-receive --state-dir $SD" \
         --dest-image "$T/dst.img" --dest-nbd "unix:$DST_SOCK" --policy single \
         --bandwidth 4M --reconnect 60 --state-dir "$SD" --no-progress \
+        --control "$T/mig.ctl" \
         "sim:$SRC_CTL" 127.0.0.1 >"$T/migrate.out" 2>"$T/migrate.log" & MIG=$!
     PIDS="$PIDS $MIG"
+    wait_for "grep -q 'PUSH converged' '$T/migrate.log'" 60 || fail "$victim: PUSH never converged"
+    "$XL_INCMIG" migrate-set-bandwidth "$T/mig.ctl" 256K >/dev/null 2>"$T/set.log" ||
+        fail "$victim: migrate-set-bandwidth: $(cat "$T/set.log")"
     wait_for "grep -q 'GO:' '$T/migrate.log'" 60 || fail "$victim: never reached GO"
     sleep 0.2
     if [ "$victim" = receiver ]; then
         local rp; rp=$(receiver_pid)
         [ -n "$rp" ] || fail "receiver: no receiver process found"
         kill -9 "$rp"
+        pull_not_done receiver
+        local t0; t0=$(date +%s%N)
+        wait_for "gone $rp" 60 || fail "receiver: still there 60 s after kill -9"
+        echo "receiver gone $(( ($(date +%s%N) - t0) / 1000000 )) ms after kill -9"
         local st; st=$(ls "$SD"/receive-*.state 2>/dev/null)
         [ -n "$st" ] || fail "receiver: no state file after GO"
         bg "$XL_INCMIG" migrate-receive --resume "$st" 2>"$T/receive.log"
@@ -48,6 +72,7 @@ one_run() {
         grep -q "source reconnected" "$T/receive.log" || fail "receiver: the restarted receiver saw no source"
     else
         kill -9 "$MIG"; wait "$MIG" 2>/dev/null || true
+        pull_not_done migrate
         local st; st=$(ls "$SD"/migrate-*.state 2>/dev/null)
         [ -n "$st" ] || fail "migrate: no state file after GO"
         mv "$T/migrate.log" "$T/migrate-1.log"

@@ -14,7 +14,7 @@ start_guest 8M
 PORT=$SSH_PORT
 start_proxy
 SSHP=${SSH/-p $SSH_PORT/-p $PPORT}
-"$XL_INCMIG" migrate -s "$SSHP" -C "$XL_INCMIG migrate-receive" \
+"$XL_INCMIG" migrate -s "$SSHP" --receiver "$XL_INCMIG migrate-receive" \
     --dest-image "$T/dst.img" --dest-nbd "unix:$DST_SOCK" --policy single \
     --bandwidth 6M --reconnect 60 --no-progress --json "$T/report.json" \
     "sim:$SRC_CTL" 127.0.0.1 >"$T/migrate.out" 2>"$T/migrate.log" & MIG=$!

@@ -52,7 +52,10 @@ cp "$IMG" "$IMG.before2"
     --rate 8M --seed 12 --journal "$T/j2" --stats-json "$T/s2.json" \
     >"$T/guest2.log" 2>&1 &
 G=$!
-sleep 1.5
+# connected and writing before the outage (a fixed sleep was not enough on
+# a loaded machine: the guest may not have connected yet); the stats file
+# is rewritten every second
+wait_for "[ \"\$(json writes '$T/s2.json')\" -gt 0 ]" 20 || fail "2: the guest never wrote"
 kill -9 "$NBDKIT"; wait "$NBDKIT" 2>/dev/null || true
 sleep 1
 start_nbdkit
@@ -101,7 +104,8 @@ cp "$IMG" "$IMG.before5"
 "$XL_INCMIG" guest --nbd "$URI" --seconds 0 --rate 8M --seed 15 \
     --journal "$T/j5" >"$T/guest5.log" 2>&1 &
 G=$!
-sleep 2.5
+# the checkpoint is written every second: wait for one rather than sleep
+wait_for "grep -q '^state checkpoint$' '$T/j5'" 20 || fail "5: no checkpoint journal within 20 s"
 kill -9 "$G"; wait "$G" 2>/dev/null || true
 grep -q '^state checkpoint$' "$T/j5" || fail "5: no checkpoint journal"
 verify --journal "$T/j5" --image "$IMG" --original "$IMG.before5" ||

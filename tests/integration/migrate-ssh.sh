@@ -14,7 +14,7 @@ DST_SOCK=$T/dst.sock
 start_guest 10M
 sleep 2
 kill -0 "$GUEST_PID" 2>/dev/null || fail "guest died before the migration: $(cat "$T/guest.log")"
-"$XL_INCMIG" migrate -s "$SSH" -C "$XL_INCMIG migrate-receive" \
+"$XL_INCMIG" migrate -s "$SSH" --receiver "$XL_INCMIG migrate-receive" \
     --dest-image "$T/dst.img" --dest-nbd "unix:$DST_SOCK" \
     --no-progress --json "$T/report.json" "sim:$SRC_CTL" 127.0.0.1 \
     >"$T/migrate.out" 2>"$T/migrate.log" || fail "migration over ssh failed"
@@ -47,7 +47,7 @@ cp --sparse=always "$T/src.img.orig" "$T/src2.img"
 start_serve "$T/src2.img"
 Q="$T/dest dir's"
 mkdir "$Q"
-"$XL_INCMIG" migrate -s "$SSH" -C "$XL_INCMIG migrate-receive" \
+"$XL_INCMIG" migrate -s "$SSH" --receiver "$XL_INCMIG migrate-receive" \
     --dest-image "$Q/dst 2.img" --dest-nbd "unix:$Q/dst.sock" \
     --no-progress "sim:$SRC_CTL" 127.0.0.1 >"$T/migrate2.out" 2>"$T/migrate2.log" ||
     fail "migration over ssh to a destination path with a space and a quote failed (the remote command is not quoted for the remote shell): $(head -3 "$T/migrate2.log")"

@@ -1,7 +1,10 @@
 #!/bin/bash
 # build-rootfs.sh: the dom0 root filesystem, a bookworm minbase with the Debian
 # kernel, Xen's tools (xen-utils-4.17), ssh, lvm2 (LV disks), dkms with the
-# kernel headers and gcc (the packaged blkback module builds in dom0), and the lab's configuration:
+# kernel headers, gcc and linux-source-6.1 (xen-blkback-incmig-dkms builds
+# in dom0, which has no network: apt install of incmig's .debs there needs
+# every dependency already installed; the .debs' Depends are all here,
+# 2026-12-01), and the lab's configuration:
 # autologin on hvc0, static addresses by MAC, the throwaway ssh key, a
 # readiness marker on the console and xenconsoled logging guest consoles with
 # timestamps.  Everything from the machine's own Debian mirror.
@@ -23,8 +26,8 @@ mount -t proc proc "$R/proc"
 trap 'umount "$R/proc" 2>/dev/null || true' EXIT
 chroot "$R" apt-get update -q
 chroot "$R" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	linux-image-amd64 initramfs-tools xen-utils-4.17 libaio1 libnbd0 zlib1g \
-	lvm2 dkms linux-headers-amd64 make gcc
+	linux-image-amd64 initramfs-tools xen-utils-4.17 libaio1 libnbd0 zlib1g libgnutls30 libxxhash0 libzstd1 \
+	lvm2 dkms linux-headers-amd64 make gcc linux-source-6.1
 chroot "$R" apt-get clean
 rm -rf "$R"/var/lib/apt/lists/* "$R/usr/sbin/policy-rc.d"
 umount "$R/proc"; trap - EXIT

@@ -11,6 +11,8 @@
 #   lab.sh up [--two]       boot + wait host 1 (and host 2, linked)
 #   lab.sh deploy N         build incmig (a copy of this work tree, built in
 #                           $LAB/work) and install it into dom0 N's /usr/local
+#   lab.sh deploy-debs N    build incmig's .debs and the patched xl from this
+#                           work tree, apt install them in dom0 N (DKMS)
 #   lab.sh ssh N CMD...     run CMD in dom0 of host N
 #   lab.sh stop [N]         stop host N (default: all)
 #   lab.sh check            build, boot both hosts, run every tests/*.sh
@@ -132,14 +134,19 @@ run_tests() {
 # deploy N: the project's own build, made on this machine (Debian 12 like
 # dom0) from a copy of the work tree (no build files land in the repository)
 # and unpacked into dom0's /usr/local.  The lab's baselines do not need it.
+# treesum TOP: a hash of the work tree's files but the lab's own: the same
+# tree deploys the same build, the second host (and the next test) reuse
+# it, anything changed in the tree (but tests/lab/) builds again
+treesum() {
+	(cd "$1" && git ls-files -co --exclude-standard | grep -v "^tests/lab/" | LC_ALL=C sort |
+		tar -cf - -T - --mtime=@0 --owner=0 --group=0 | sha256sum | cut -c1-16)
+}
+
 deploy() {
 	local n=$1 top=$(cd "$LABSRC/../.." && pwd) B=$LAB/work/incmig
 	local deps="autoconf automake libtool pkg-config libaio-dev zlib1g-dev libnbd-dev libxen-dev"
 	HOST_PKGS=$deps host_deps
-	# the same tree deploys the same build: the second host (and the next
-	# test) reuse it, anything changed in the tree (but the lab's own
-	# files) builds again
-	local sum=$(cd "$top" && git ls-files -co --exclude-standard | grep -v "^tests/lab/" | LC_ALL=C sort | tar -cf - -T - --mtime=@0 --owner=0 --group=0 | sha256sum | cut -c1-16)
+	local sum=$(treesum "$top")
 	if [ "$(cat "$B/stamp" 2>/dev/null)" != "$sum" ] || [ ! -d "$B/root/usr" ]; then
 		rm -rf "$B"; mkdir -p "$B/src" "$B/root"
 		(cd "$top" && git ls-files -co --exclude-standard | tar -cf - -T -) | tar -C "$B/src" -xf - || die "deploy: copy"
@@ -151,12 +158,55 @@ deploy() {
 	log "deploy: incmig installed in dom0 $n ($(hssh "$n" 'ls /usr/local/bin /usr/local/sbin 2>/dev/null | tr "\n" " "'))"
 }
 
+# deploy-debs N: incmig the way a Debian 12 dom0 installs it (README
+# "Debian packages"), not from a build tree.  On this machine, from a copy
+# of the work tree: the four .debs (debian/build-debs.sh, as ./setup.sh
+# test builds them, lintian included) and the patched xl
+# (tools/xl-patch/build-xl.sh, linked against the libincmig of that same
+# package build), cached in $LAB/work/incmig-debs per tree (treesum).  In
+# dom0 N: dom0/debs.sh install (apt-get install of the .debs, offline;
+# DKMS builds xen-blkback-incmig for the running kernel; the patched xl
+# under a dpkg diversion).  Returns 77 when Debian's xen source cannot be
+# downloaded for xl (a cause outside the project), 1 on any other failure.
+deploy_debs() {
+	local n=$1 top=$(cd "$LABSRC/../.." && pwd) W=$LAB/work/incmig-debs
+	local L=$LAB/logs/deploy-debs-build.log sum missing rc out
+	sum=$(treesum "$top")
+	if [ "$(cat "$W/stamp" 2>/dev/null)" != "$sum" ] || [ ! -x "$W/xl/xl" ] || ! ls "$W"/deb/*.deb >/dev/null 2>&1; then
+		rm -f "$W/stamp"; mkdir -p "$W"
+		HOST_PKGS="debhelper dh-dkms lintian dpkg-dev libyajl-dev uuid-dev" host_deps
+		# the rest of debian/control's Build-Depends, without versions,
+		# build profiles and architectures
+		missing=$(cd "$top" && dpkg-checkbuilddeps 2>&1 | sed -n 's/.*Unmet build dependencies: //p' |
+			sed -e 's/([^)]*)//g' -e 's/<[^>]*>//g' -e 's/\[[^]]*\]//g')
+		[ -z "$missing" ] || HOST_PKGS=$missing host_deps
+		log "deploy-debs: building the packages and the patched xl (log: $L)"
+		JOBS=$(nproc) $NICE "$top/debian/build-debs.sh" "$W/deb" >"$L" 2>&1 ||
+			{ log "deploy-debs: the packages could not be built: $(tail -n 1 "$L") (log: $L)"; return 1; }
+		$NICE "$top/tools/xl-patch/build-xl.sh" "$W/deb/src" "$W/deb/src" "$W/xl" >>"$L" 2>&1; rc=$?
+		if [ $rc = 77 ]; then
+			log "SKIP: deploy-debs: $(cat "$W/xl/download-failed" 2>/dev/null || echo "Debian's xen source could not be downloaded") (log: $L)"
+			return 77
+		fi
+		[ $rc = 0 ] || { log "deploy-debs: the patched xl could not be built: $(tail -n 1 "$L") (log: $L)"; return 1; }
+		echo "$sum" >"$W/stamp"
+		log "deploy-debs: $(grep -a '^lintian (' "$L"); $(grep -a '^build-xl: .* built' "$L")"
+	fi
+	( cd "$W/deb" && tar -cf - ./*.deb -C "$W/xl" xl xen.version -C "$LABSRC/dom0" debs.sh ) |
+		hssh "$n" 'rm -rf /root/lab/debs && mkdir -p /root/lab/debs && tar -C /root/lab/debs -xf - &&
+			mv /root/lab/debs/debs.sh /root/lab/debs.sh' || die "deploy-debs: push to host $n"
+	out=$(hssh "$n" /root/lab/debs.sh install /root/lab/debs) ||
+		{ log "deploy-debs: dom0 $n: $out"; return 1; }
+	log "deploy-debs: dom0 $n: $out"
+}
+
 cmd=${1:-}; shift || true
 case $cmd in
 build) build ;;
 boot) "$LABSRC/boot.sh" "$@" ;;
 wait) wait_host "${1:?host}" ;;
 deploy) deploy "${1:?host}" ;;
+deploy-debs) deploy_debs "${1:?host}" ;;
 up) up "$@" ;;
 ssh) n=${1:?host}; shift; hssh "$n" "$@" ;;
 stop) stop "${1:-}" ;;
@@ -180,5 +230,5 @@ check|smoke)
 clean) stop; umount "$LAB/work/rootfs/proc" 2>/dev/null
 	mountpoint -q "$LAB/work/rootfs/proc" && die "$LAB/work/rootfs/proc still mounted"
 	rm -rf "$LAB" ;;
-*) sed -n '2,19p' "$0" | sed 's/^# \?//'; exit 2 ;;
+*) sed -n '2,21p' "$0" | sed 's/^# \?//'; exit 2 ;;
 esac

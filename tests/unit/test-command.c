@@ -1,7 +1,8 @@
 /* test-command.c: incmig_migrate_main and incmig_receive_main as xl calls
  * them (the public library only, in a process that has its own signal
  * handlers and has used getopt before): xl's --incremental-storage switch
- * is accepted (and with it xl's -C refused), exit statuses are 0/1/2, a second call parses its argv
+ * is accepted, and xl's -C, -p, -e and --debug with their meaning, exit
+ * statuses are 0/1/2, a second call parses its argv
  * from the start, and the caller's signal dispositions are given back. */
 #include "config.h"
 
@@ -67,9 +68,19 @@ static void test_usage_errors(void **state)
                        "d", "h" };
     char *unknown[] = { "migrate", "--frob", "d", "h" };
     char *recv[] = { "migrate-receive", "--disk", "xvda" };
-    /* under xl, -C is xl's config file: never run on HOST as a command */
+    /* -C is xl's config file (never run on HOST as a command), and a
+     * simulated domain has none */
     char *xl_c[] = { "migrate", "--incremental-storage", "-C", "/etc/xen/vm.cfg",
                      "-s", "", "sim:/nonexistent/x.ctl", "127.0.0.1:1" };
+    char *shared_sim[] = { "migrate", "--shared-disk", "xvdb", "-s", "",
+                           "sim:/nonexistent/x.ctl", "127.0.0.1:1" };
+    char *shared_twice[] = { "migrate", "--shared-disk", "xvdb",
+                             "--shared-disk", "xvdb", "dom", "h" };
+    /* -p with plain TCP is the receiver's option */
+    char *p_tcp[] = { "migrate", "-p", "-s", "", "dom", "127.0.0.1:1" };
+    char *c_empty[] = { "migrate", "-C", "", "-s", "", "dom", "127.0.0.1:1" };
+    char *resume_p[] = { "migrate", "--resume", "0123", "-p" };
+    char *recv_p[] = { "migrate-receive", "--resume", "0123", "-p" };
 
     assert_int_equal(incmig_migrate_main("t", NULL, ARGC(none), none), 2);
     assert_int_equal(incmig_migrate_main("t", NULL, ARGC(three), three), 2);
@@ -77,6 +88,31 @@ static void test_usage_errors(void **state)
     assert_int_equal(incmig_migrate_main("t", NULL, ARGC(unknown), unknown), 2);
     assert_int_equal(incmig_receive_main("t", ARGC(recv), recv, 0, 1), 2);
     assert_int_equal(incmig_migrate_main("t", NULL, ARGC(xl_c), xl_c), 2);
+    assert_int_equal(incmig_migrate_main("t", NULL, ARGC(shared_sim),
+                                         shared_sim), 2);
+    assert_int_equal(incmig_migrate_main("t", NULL, ARGC(shared_twice),
+                                         shared_twice), 2);
+    assert_int_equal(incmig_migrate_main("t", NULL, ARGC(p_tcp), p_tcp), 2);
+    assert_int_equal(incmig_migrate_main("t", NULL, ARGC(c_empty), c_empty),
+                     2);
+    assert_int_equal(incmig_migrate_main("t", NULL, ARGC(resume_p), resume_p),
+                     2);
+    assert_int_equal(incmig_receive_main("t", ARGC(recv_p), recv_p, 0, 1), 2);
+}
+
+/* xl's -e is taken (incmig's receiver never waits for the domain's death)
+ * and -p/--debug reach the parse: the help still prints, status 0. */
+static void test_xl_options(void **state)
+{
+    (void)state;
+    char *m[] = { "migrate", "-e", "--debug", "--help" };
+    char *r[] = { "migrate-receive", "-e", "-d", "-p", "--help" };
+    int saved = quiet_stdout();
+    int rm = incmig_migrate_main("t", NULL, ARGC(m), m);
+    int rr = incmig_receive_main("t", ARGC(r), r, 0, 1);
+    restore_stdout(saved);
+    assert_int_equal(rm, 0);
+    assert_int_equal(rr, 0);
 }
 
 /* A runtime failure (no such simulated domain: nothing is contacted) after
@@ -119,6 +155,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_xl_switch),
         cmocka_unit_test(test_usage_errors),
+        cmocka_unit_test(test_xl_options),
         cmocka_unit_test(test_failure_and_signals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -109,9 +109,9 @@ static void test_rules(void **unused)
                                                     &next), INCMIG_EPROTO);
     /* records only the destination sends are never taken */
     const uint32_t dst_only[] = { R(DISK_ACK), R(PULL_REQ), R(COMPLETE),
-                                  R(BASE) };
+                                  R(BASE), R(FLOW) };
     for (int st = 0; st < INCMIG_DST_NSTATES; st++)
-        for (size_t i = 0; i < 4; i++)
+        for (size_t i = 0; i < 5; i++)
             assert_int_equal(incmig__dst_transition(st, dst_only[i], &next),
                              INCMIG_EPROTO);
     /* out-of-range states */
@@ -130,7 +130,9 @@ static const struct { int state; uint32_t type; } src_spec[] = {
     { SS(HANDSHAKE), R(HELLO) }, { SS(HANDSHAKE), R(DISK_ACK) },
     { SS(HANDSHAKE), R(BASE) },
     { SS(PUSH), R(ROUND) },
+    { SS(STATE), R(FLOW) },
     { SS(STOPCOPY), R(ROUND) }, { SS(STOPCOPY), R(READY) },
+    { SS(STOPCOPY), R(FLOW) },
     { SS(PULL), R(PULL_REQ) }, { SS(PULL), R(COMPLETE) },
     { SS(PULL), R(REPORT) },
     { SS(RECONNECT), R(HELLO) }, { SS(RECONNECT), R(BITMAP) },

@@ -2,13 +2,18 @@
  * set and the text survive a reopen; a block is cleared in the file only
  * by sync, never by done alone; GO is marked; a file prepared with every
  * block owed is armed down to the given sets; a second user of the file
- * is refused (flock); and open refuses, one check each, a damaged text, a
+ * is refused (flock), and one that waits gets the file once the first
+ * lets go; and open refuses, one check each, a damaged text, a
  * truncated file, bits past a disk's end, a bad magic; key/value values
- * with any byte round-trip; ids and paths resolve.
+ * with any byte round-trip, numbers are bounded, a text too long for the
+ * file is refused; a started file resumes with its id, and a resume
+ * refuses another role's file and one never marked GO; ids and paths
+ * resolve.
  */
 #include "config.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,7 +46,7 @@ static void make(struct incmig__owed *o, uint64_t nb0, uint64_t nb1)
 static void reopen(struct incmig__owed *o, char **text)
 {
     incmig__owed_init(o);
-    assert_int_equal(incmig__owed_open(o, path, text), 0);
+    assert_int_equal(incmig__owed_open(o, path, 0, text), 0);
 }
 
 static void test_roundtrip(void **state)
@@ -54,7 +59,7 @@ static void test_roundtrip(void **state)
     assert_false(o.go);
     /* a second user is refused while the first holds the file */
     incmig__owed_init(&p);
-    assert_int_equal(incmig__owed_open(&p, path, &text), INCMIG_EINVAL);
+    assert_int_equal(incmig__owed_open(&p, path, 0, &text), INCMIG_EINVAL);
     incmig__owed_close(&p, false);
     /* done alone changes nothing durable; sync does */
     incmig__owed_done(&o, 0, 3, 50);
@@ -117,6 +122,110 @@ static void test_prepare_arm(void **state)
     incmig__bitmap_dispose(&b[1]);
 }
 
+/* A process killed a moment ago holds the lock until it has exited: open
+ * waits for it (here a thread lets go after 0.3 s), within its bound. */
+static void *let_go(void *arg)
+{
+    usleep(300 * 1000);
+    incmig__owed_close(arg, false);
+    return NULL;
+}
+
+static void test_lock_wait(void **state)
+{
+    struct incmig__owed o, p;
+    pthread_t th;
+    char *text = NULL;
+    double t0;
+
+    make(&o, 1000, 65);
+    incmig__owed_init(&p);
+    t0 = incmig__now();
+    assert_int_equal(incmig__owed_open(&p, path, 1, &text), INCMIG_EINVAL);
+    assert_true(incmig__now() - t0 >= 1.0);
+    assert_null(text);
+    assert_int_equal(pthread_create(&th, NULL, let_go, &o), 0);
+    t0 = incmig__now();
+    assert_int_equal(incmig__owed_open(&p, path, 10, &text), 0);
+    assert_true(incmig__now() - t0 < 5.0);
+    pthread_join(th, NULL);
+    assert_string_equal(text, "role test\n");
+    assert_int_equal(incmig__owed_count(&p), 101);
+    free(text);
+    incmig__owed_close(&p, true);
+}
+
+/* start writes the role and the id before the caller's text; resume finds
+ * the file by id, checks the role and the GO mark, and gives the id back */
+static void test_start_resume(void **state)
+{
+    struct incmig__owed o;
+    struct incmig__kv *kv = calloc(1, sizeof *kv);
+    struct incmig__bitmap b = {0};
+    uint64_t nb = 64, x;
+    uint8_t id[16], id2[16] = {0};
+    char *text = NULL, sp[4096];
+    const char *hex = "000102030405060708090a0b0c0d0e0f";
+
+    assert_non_null(kv);
+    for (int i = 0; i < 16; i++)
+        id[i] = (uint8_t)i;
+    assert_int_equal(incmig__owed_path(dir, "receive", id, sp, sizeof sp), 0);
+    incmig__kv_add(kv, "n", "%d", 42);
+    incmig__owed_init(&o);
+    assert_int_equal(incmig__owed_start(&o, dir, "receive", id, 1, &nb, kv),
+                     0);
+    assert_string_equal(o.path, sp);
+    incmig__owed_close(&o, false);
+    /* never marked GO: nothing to resume */
+    incmig__owed_init(&o);
+    assert_int_equal(incmig__owed_resume(&o, dir, "receive", hex, id2, &text),
+                     INCMIG_EINVAL);
+    assert_null(text);
+    incmig__owed_close(&o, false);
+    /* the text as written; then marked GO */
+    incmig__owed_init(&o);
+    assert_int_equal(incmig__owed_open(&o, sp, 0, &text), 0);
+    assert_string_equal(text, "role receive\n"
+                        "id 000102030405060708090a0b0c0d0e0f\nn 42\n");
+    free(text);
+    text = NULL;
+    assert_int_equal(incmig__bitmap_init(&b, 64), 0);
+    assert_int_equal(incmig__owed_arm(&o, &b, true), 0);
+    incmig__owed_close(&o, false);
+    /* another role's file */
+    incmig__owed_init(&o);
+    assert_int_equal(incmig__owed_resume(&o, dir, "migrate", sp, id2, &text),
+                     INCMIG_EINVAL);
+    assert_null(text);
+    incmig__owed_close(&o, false);
+    /* resumed by id */
+    incmig__owed_init(&o);
+    assert_int_equal(incmig__owed_resume(&o, dir, "receive", hex, id2, &text),
+                     0);
+    assert_memory_equal(id, id2, 16);
+    assert_string_equal(o.path, sp);
+    assert_int_equal(incmig__kv_num(o.path, text, "n", 42, &x), 0);
+    assert_int_equal(x, 42);
+    assert_int_equal(incmig__kv_num(o.path, text, "n", 41, &x), INCMIG_EINVAL);
+    assert_int_equal(incmig__kv_num(o.path, text, "id", UINT64_MAX, &x),
+                     INCMIG_EINVAL);
+    assert_int_equal(incmig__kv_num(o.path, text, "m", 1, &x), INCMIG_EINVAL);
+    free(text);
+    incmig__owed_close(&o, true);
+    incmig__bitmap_dispose(&b);
+    /* a text that does not fit: the first error sticks, nothing written */
+    for (int i = 0; i < 10; i++)
+        incmig__kv_add(kv, "big", "%08000d", i);
+    assert_int_not_equal(kv->rc, 0);
+    incmig__owed_init(&o);
+    assert_int_equal(incmig__owed_start(&o, dir, "receive", id, 1, &nb, kv),
+                     INCMIG_EINVAL);
+    assert_int_not_equal(access(sp, F_OK), 0);
+    incmig__owed_close(&o, false);
+    free(kv);
+}
+
 static void poke(off_t off, const void *b, size_t n)
 {
     int fd = open(path, O_RDWR);
@@ -130,7 +239,7 @@ static void refused(void)
     struct incmig__owed o;
     char *text = NULL;
     incmig__owed_init(&o);
-    assert_int_not_equal(incmig__owed_open(&o, path, &text), 0);
+    assert_int_not_equal(incmig__owed_open(&o, path, 0, &text), 0);
     assert_null(text);
     incmig__owed_close(&o, false);
 }
@@ -211,6 +320,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_prepare_arm),
+        cmocka_unit_test(test_lock_wait),
+        cmocka_unit_test(test_start_resume),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_kv),
         cmocka_unit_test(test_resolve),

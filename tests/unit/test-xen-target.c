@@ -4,8 +4,11 @@
  *     magic, other version, lengths 0 and over 1 MiB;
  *   - the configuration rewrite: the migrated disk attached from its dm
  *     device (phy, raw, no script), another disk untouched, the name
- *     NAME--incoming, the domid left to Xen; refusals; the hotplug hook
- *     set on the migrated disk only;
+ *     NAME--incoming, the domid left to Xen; refusals; disks on shared
+ *     storage: by the receiver's --disk NAME=shared or by their type
+ *     (hotplug script, network target) left alone, any other disk not
+ *     migrated refused, naming it; the hotplug hook
+ *     set on the migrated disk only (block-incmig is not a network script);
  *   - the kernel NBD client (xen/nbdkern.c): the handshake against
  *     nbd.c's own server, and against scripted hostile servers; connect
  *     and disconnect against a fake /dev + /sys/block and a fake ioctl
@@ -122,8 +125,9 @@ static void test_rewrite(void **state)
 
     (void)state;
     make_config(&c);
-    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, name,
-                                                sizeof name, msg, sizeof msg),
+    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, 0, NULL,
+                                                name, sizeof name, msg,
+                                                sizeof msg),
                      0);
     assert_string_equal(name, "guest");
     assert_string_equal(c.c_info.name, "guest--incoming");
@@ -154,8 +158,9 @@ static void test_rewrite_refusals(void **state)
 
     (void)state;
     make_config(&c);
-    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, name,
-                                                sizeof name, msg, sizeof msg),
+    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, 0, NULL,
+                                                name, sizeof name, msg,
+                                                sizeof msg),
                      INCMIG_EPROTO);
     assert_non_null(strstr(msg, "xvdz"));
     libxl_domain_config_dispose(&c);
@@ -163,25 +168,109 @@ static void test_rewrite_refusals(void **state)
     make_config(&c);                 /* two disks with one vdev */
     add_disk(&c, "xvda", "/other.img", LIBXL_DISK_BACKEND_PHY);
     names[0] = "xvda";
-    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, name,
-                                                sizeof name, msg, sizeof msg),
+    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, 0, NULL,
+                                                name, sizeof name, msg,
+                                                sizeof msg),
                      INCMIG_EPROTO);
     assert_non_null(strstr(msg, "two disks"));
     libxl_domain_config_dispose(&c);
 
     make_config(&c);                 /* a CD-ROM is not a migrated disk */
     c.disks[0].is_cdrom = 1;
-    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, name,
-                                                sizeof name, msg, sizeof msg),
+    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, 0, NULL,
+                                                name, sizeof name, msg,
+                                                sizeof msg),
                      INCMIG_EPROTO);
     libxl_domain_config_dispose(&c);
 
     make_config(&c);                 /* no name */
     free(c.c_info.name);
     c.c_info.name = NULL;
-    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, name,
-                                                sizeof name, msg, sizeof msg),
+    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, 0, NULL,
+                                                name, sizeof name, msg,
+                                                sizeof msg),
                      INCMIG_EPROTO);
+    libxl_domain_config_dispose(&c);
+}
+
+static void test_disk_network(void **state)
+{
+    libxl_device_disk d;
+
+    (void)state;
+    libxl_device_disk_init(&d);
+    d.pdev_path = strdup("/dev/vg0/guest");
+    assert_null(incmig__xen_disk_network(&d));            /* phy LV */
+    d.script = strdup("block");
+    assert_null(incmig__xen_disk_network(&d));
+    free(d.script);
+    d.script = strdup("/etc/xen/scripts/block");
+    assert_null(incmig__xen_disk_network(&d));
+    free(d.script);
+    d.script = strdup("block-incmig");      /* set by an earlier migration */
+    assert_null(incmig__xen_disk_network(&d));
+    free(d.script);
+    d.script = strdup("block-iscsi");
+    assert_non_null(incmig__xen_disk_network(&d));
+    free(d.script);
+    d.script = NULL;
+    free(d.pdev_path);
+    d.pdev_path = strdup("rbd:pool/guest");                /* qdisk on rbd */
+    d.backend = LIBXL_DISK_BACKEND_QDISK;
+    assert_non_null(incmig__xen_disk_network(&d));
+    free(d.pdev_path);
+    d.pdev_path = NULL;
+    assert_non_null(incmig__xen_disk_network(&d));
+    libxl_device_disk_dispose(&d);
+}
+
+static void test_rewrite_shared(void **state)
+{
+    libxl_domain_config c;
+    const char *names[] = { "xvda" };
+    const char *devs[] = { "/dev/mapper/incmig-guest-xvda" };
+    const char *shared[] = { "xvdc" };
+    char name[64], msg[512];
+
+    (void)state;
+    /* xvdb: a hotplug script (shared by its type); xvdc: a phy disk the
+     * source did not migrate, which this receiver does not map shared */
+    make_config(&c);
+    add_disk(&c, "xvdc", "/srv/data.img", LIBXL_DISK_BACKEND_PHY);
+    free(c.disks[2].script);
+    c.disks[2].script = NULL;
+    c.disks[2].format = LIBXL_DISK_FORMAT_RAW;
+    msg[0] = '\0';
+    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, 0, NULL,
+                                                name, sizeof name, msg,
+                                                sizeof msg), INCMIG_EINVAL);
+    assert_non_null(strstr(msg, "disk xvdc (/srv/data.img)"));
+    assert_non_null(strstr(msg, "--disk xvdc=shared"));
+    libxl_domain_config_dispose(&c);
+
+    /* mapped shared by the receiver: left as it is */
+    make_config(&c);
+    add_disk(&c, "xvdc", "/srv/data.img", LIBXL_DISK_BACKEND_PHY);
+    free(c.disks[2].script);
+    c.disks[2].script = NULL;
+    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, 1, shared,
+                                                name, sizeof name, msg,
+                                                sizeof msg), 0);
+    assert_string_equal(c.disks[2].pdev_path, "/srv/data.img");
+    assert_null(c.disks[2].script);
+    assert_string_equal(c.disks[1].pdev_path, "/shared/data.img");
+    assert_string_equal(c.disks[0].pdev_path, devs[0]);
+    libxl_domain_config_dispose(&c);
+
+    /* a CD-ROM is never in the way */
+    make_config(&c);
+    add_disk(&c, "xvdd", "/srv/boot.iso", LIBXL_DISK_BACKEND_PHY);
+    free(c.disks[2].script);
+    c.disks[2].script = NULL;
+    c.disks[2].is_cdrom = 1;
+    assert_int_equal(incmig__xen_config_rewrite(&c, 1, names, devs, 0, NULL,
+                                                name, sizeof name, msg,
+                                                sizeof msg), 0);
     libxl_domain_config_dispose(&c);
 }
 
@@ -645,6 +734,8 @@ int main(void)
         cmocka_unit_test(test_claim),
         cmocka_unit_test(test_rewrite),
         cmocka_unit_test(test_rewrite_refusals),
+        cmocka_unit_test(test_disk_network),
+        cmocka_unit_test(test_rewrite_shared),
         cmocka_unit_test(test_handshake_ours),
         cmocka_unit_test(test_handshake_hostile),
         cmocka_unit_test(test_connect),
