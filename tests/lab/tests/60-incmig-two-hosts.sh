@@ -62,9 +62,10 @@ trip() {
 	echo "$lsrc" | grep -q "^$g " && fail "domain $g still on host $from"
 	sleep 5
 	c=$(lg $to check $g) || fail "on host $to: $c"
-	local tbl=$(hssh $to "dmsetup table | grep '^incmig-$g'") || fail "no incmig dm device on host $to: the disk is not on the destination volume"
-	local dev=$(echo "$tbl" | awk '{ print $5 }') loop=$(hssh $to "losetup -j $vol | cut -d: -f1 | head -n 1")
-	local mm=$(hssh $to "lsblk -dno MAJ:MIN $loop 2>/dev/null | tr -d ' '")
+	local tbl dev loop mm
+	tbl=$(hssh $to "dmsetup table | grep '^incmig-$g'") || fail "no incmig dm device on host $to: the disk is not on the destination volume"
+	dev=$(echo "$tbl" | awk '{ print $5 }') loop=$(hssh $to "losetup -j $vol | cut -d: -f1 | head -n 1")
+	mm=$(hssh $to "lsblk -dno MAJ:MIN $loop 2>/dev/null | tr -d ' '")
 	[ -n "$loop" ] && [ "$dev" = "$mm" ] || fail "host $to: the destination volume is not under the guest: dm on $dev, $vol on ${loop:-no loop} ($mm)"
 	hssh $to "for n in /sys/block/nbd*/pid; do [ -e \$n ] && echo \$n; done" | grep -q . && fail "host $to: an NBD device is still connected"
 	hssh $to "[ \$(stat -c %s $vol) = $SIZE ]" || fail "host $to: $vol missing or of the wrong size"
