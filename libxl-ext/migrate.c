@@ -769,6 +769,23 @@ static int wait_rounds(struct mig *m, uint32_t last)
     return 0;
 }
 
+/* The rate PUSH's convergence test assumes for the pause: at least 1 MB/s
+ * (a yielding PUSH measures less than the pause, which does not yield,
+ * will get), but never above the operator's cap, which holds in the pause
+ * too (a 1 MB/s floor under a 16 KiB/s cap declared 300 KiB "fits the
+ * budget": 19 s of downtime). */
+static double pause_rate(struct mig *m, double rate)
+{
+    pthread_mutex_lock(&m->lock);
+    uint64_t cap = m->yielding ? 0 : m->bandwidth;
+    pthread_mutex_unlock(&m->lock);
+    if (rate < 1e6)
+        rate = 1e6;
+    if (cap && rate > (double)cap)
+        rate = (double)cap;
+    return rate;
+}
+
 static int push(struct mig *m)
 {
     const struct incmig_migrate_opts *o = m->o;
@@ -807,9 +824,8 @@ static int push(struct mig *m)
     if (rc)
         return rc;
     double el = incmig__now() - t;
-    double rate = el > 0 ? (double)(wire_now(m) - w0) / el : 1e9;
-    if (rate < 1e6)
-        rate = 1e6;
+    double rate = pause_rate(m, el > 0 ? (double)(wire_now(m) - w0) / el
+                                       : 1e9);
     rep->push_rate = rate;
     int round = 1;
     uint64_t prev = UINT64_MAX;
@@ -829,8 +845,9 @@ static int push(struct mig *m)
             why = "dirty set no longer shrinking";
         if (why) {
             INFO("PUSH converged after %d round(s): %s (%" PRIu64
-                 " KiB dirty, %.0f ms at %.1f MB/s)", round, why,
-                 dirty >> 10, est * 1000, rate / 1e6);
+                 " KiB dirty, %.0f ms at %.1f %s)", round, why,
+                 dirty >> 10, est * 1000, rate < 1e6 ? rate / 1e3 : rate / 1e6,
+                 rate < 1e6 ? "kB/s" : "MB/s");
             break;
         }
         prev = dirty;
@@ -843,7 +860,7 @@ static int push(struct mig *m)
             return rc;
         el = incmig__now() - t;
         if (el > 0.05)
-            rate = (rate + (double)(wire_now(m) - w) / el) / 2;
+            rate = pause_rate(m, (rate + (double)(wire_now(m) - w) / el) / 2);
     }
     for (int i = 0; i < m->nd; i++)
         rep->disks[i].rounds = round;

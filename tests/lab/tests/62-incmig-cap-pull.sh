@@ -8,7 +8,7 @@
 # The cap is lifted (migrate-set-bandwidth max, through --control) once
 # PUSH has ended: libxl's memory stream (about 136 MiB) shares the link,
 # and at a cap below the guest's disk rate under TCG (tens of KiB/s) it
-# would take hours.  --compress off: the guest's blocks are text, which
+# would take hours.  --compress=off: the guest's blocks are text, which
 # zstd shrinks a thousandfold, and the cap must bite on the blocks.
 #
 # Checks: the guest's write rate is measured first (blkback's wr_sect over
@@ -59,7 +59,7 @@ echo "RESULT guest_write_Bps=$rate cap_Bps=$cap"
 [ "$cap" -ge 4096 ] || fail "the guest writes only $rate bytes/s: a cap below it is under migrate's floor of 4 KiB/s"
 
 T0=$(now)
-hssh 1 "rm -f $D/m.log; setsid sh -c 'xl-incmig migrate --no-progress --timeout 120 --compress off \
+hssh 1 "rm -f $D/m.log; setsid sh -c 'xl-incmig migrate --no-progress --timeout 120 --compress=off \
 	--bandwidth $cap --control $D/ctl --json $D/report.json --dest-target xen --dest-root $D/dst \
 	--dest-disk xvda=$D/dst/xvda.img $g xen2 >$D/m.log 2>&1; echo rc=\$? >>$D/m.log' </dev/null >/dev/null 2>&1 &"
 # waitlog PATTERN SECS
