@@ -593,6 +593,20 @@ static int base_exchange(struct mig *m)
 
 /* ---- progress ------------------------------------------------------------ */
 
+/* The guest's I/O cannot be read (the backend said why): PUSH goes on
+ * uncapped rather than fail a migration for want of a courtesy. */
+static int yield_off(struct mig *m)
+{
+    ERR("warning: PUSH no longer yields to the guest: its I/O statistics cannot be "
+         "read; PUSH runs uncapped (--bandwidth sets a cap)");
+    pthread_mutex_lock(&m->lock);
+    m->yielding = false;
+    if (m->st_open)
+        incmig__stream_set_bandwidth(&m->st, m->bandwidth);
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
 /* PUSH yielding: the guest's I/O since the last window sets the cap. */
 static int yield_poll(struct mig *m, double now)
 {
@@ -604,7 +618,7 @@ static int yield_poll(struct mig *m, double now)
         return 0;
     rc = m->dom->ops->activity(m->dom, &reqs, &busy);
     if (rc)
-        return rc;
+        return yield_off(m);
     uint64_t cap = incmig__yield_step(&m->y, now, reqs, busy);
     if (m->y.probe_due) {
         /* The guest alone for a window: PUSH sends nothing meanwhile. */
@@ -613,7 +627,7 @@ static int yield_poll(struct mig *m, double now)
         usleep(100000);
         rc = m->dom->ops->activity(m->dom, &reqs1, &busy1);
         if (rc)
-            return rc;
+            return yield_off(m);
         t1 = incmig__now();
         incmig__yield_probe(&m->y, now, reqs, busy, t1, reqs1, busy1);
         DBG("PUSH yielding: the guest's latency alone %.3f ms, cap %.1f "

@@ -11,6 +11,8 @@
  *                                                     tracker"), we write
  *                            sectors                  VBD size (blkback)
  *   sysfs, vbd-D-N/          incmig_control           "snapshot" | "load"
+ *                            physical_device          "MAJ:MIN" (hex), the
+ *                                                     device blkback serves
  *                            incmig_bitmap            the snapshot, bytes
  *                            incmig_bitmap_load       staged bitmap
  *                            incmig_inflight          requests in flight
@@ -29,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,6 +43,7 @@ struct bbtracker {
     struct incmig__tracker t;
     char name[64];                 /* "vbd-D-N", for messages */
     char sysdir[4096];
+    char root[2048];               /* sysfs root prefix ("" normally) */
     char bepath[256];
     const struct incmig__blkback_xs_ops *xs;
     void *xs_opaque;
@@ -409,8 +413,9 @@ int incmig__blkback_tracker_open(struct incmig__tracker **t_r, uint32_t domid,
         goto out;
     }
     root = opts->sysfs_root ? opts->sysfs_root : getenv("INCMIG_SYSFS_ROOT");
+    snprintf(b->root, sizeof b->root, "%s", root ? root : "");
     snprintf(b->sysdir, sizeof b->sysdir, "%s/sys/bus/xen-backend/devices/%s",
-             root ? root : "", b->name);
+             b->root, b->name);
     if (opts->backend_path)
         snprintf(b->bepath, sizeof b->bepath, "%s", opts->backend_path);
     else
@@ -583,4 +588,65 @@ int incmig__blkback_disable(struct incmig__tracker *t)
     if (rc)
         return rc;
     return wait_tracking(b, "0", 10.0);
+}
+
+/* The device blkback serves the VBD from (physical_device, "%x:%x"). */
+static int bb_physdev(const struct bbtracker *b, unsigned *maj, unsigned *min)
+{
+    char path[4200], buf[64];
+    ssize_t n;
+    int fd;
+
+    bb_path(b, "physical_device", path, sizeof path);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return n < 0 ? -errno : -EINVAL;
+    buf[n] = 0;
+    return sscanf(buf, "%x:%x", maj, min) == 2 ? 0 : -EINVAL;
+}
+
+int incmig__blkback_activity(struct incmig__tracker *t, dev_t push_dev,
+                             uint64_t *reqs_r, double *busy_s_r)
+{
+    struct bbtracker *b = (struct bbtracker *)t;
+    unsigned maj, min;
+    unsigned long long f[8];
+    char path[4200], buf[512];
+    ssize_t n;
+    int fd, r;
+
+    r = bb_physdev(b, &maj, &min);
+    if (r) {
+        ERR("%s: no physical_device in blkback's sysfs: %s", b->name,
+            strerror(-r));
+        return INCMIG_EIO;
+    }
+    snprintf(path, sizeof path, "%s/sys/dev/block/%u:%u/stat", b->root, maj,
+             min);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        LOGE("%s: %s", b->name, path);
+        return INCMIG_EIO;
+    }
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n > 0)
+        buf[n] = 0;
+    /* reads, merged, sectors, ms; writes, merged, sectors, ms */
+    if (n <= 0 || sscanf(buf, "%llu %llu %llu %llu %llu %llu %llu %llu",
+                         &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6],
+                         &f[7]) != 8) {
+        ERR("%s: %s: not a block device's statistics", b->name, path);
+        return INCMIG_EIO;
+    }
+    /* PUSH's own reads of the same device are not the guest's. */
+    bool writes_only = push_dev && major(push_dev) == maj &&
+                       minor(push_dev) == min;
+    *reqs_r = f[4] + (writes_only ? 0 : f[0]);
+    *busy_s_r = (double)(f[7] + (writes_only ? 0 : f[3])) / 1e3;
+    return 0;
 }

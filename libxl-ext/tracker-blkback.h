@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "incmig-internal.h"
 
@@ -71,5 +72,13 @@ void incmig__blkback_prior(struct incmig__tracker *t, bool *was_on_r,
                            char gen_hex_r[33]);
 /* incmig-track-gen := gen (hex); NULL empties it (no proof). */
 int incmig__blkback_set_gen(struct incmig__tracker *t, const uint8_t *gen);
+
+/* The guest's requests on the VBD, for PUSH yielding (the domain's
+ * activity op): those completed by the device blkback serves it from
+ * (physical_device; /sys/dev/block/MAJ:MIN/stat) and the seconds they
+ * took, cumulative.  push_dev: the block device PUSH reads, 0 for a file;
+ * when it is the same device its reads are PUSH's, and only writes count. */
+int incmig__blkback_activity(struct incmig__tracker *t, dev_t push_dev,
+                             uint64_t *reqs_r, double *busy_s_r);
 
 #endif

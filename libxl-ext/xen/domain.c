@@ -7,7 +7,9 @@
  * file or device directly (O_DIRECT).  A disk blkback does not serve
  * (qdisk: QEMU writes it, blkback never sees those writes) is refused up
  * front, naming the disk, unless it is on shared storage; CD-ROMs are
- * left alone.
+ * left alone.  PUSH yields to the guest (yield.c) by the latency of the
+ * guest's requests on each disk's backing device, the one blkback serves
+ * it from (incmig__blkback_activity).
  *
  * Disks on shared storage are neither tracked nor copied, and travel in
  * the configuration as they are (plain `xl migrate` does the same for
@@ -89,6 +91,7 @@ struct xen_domain {
     bool sent_ok;
     bool debug;                      /* LIBXL_SUSPEND_DEBUG */
     struct incmig__tracker *trk[INCMIG_MAX_DISKS];
+    dev_t push_dev[INCMIG_MAX_DISKS];   /* what PUSH reads, 0: a file */
     bool suspended, committed, released;
     struct xen_lineage {
         char vol[PATH_MAX];       /* the file volume, "" if none */
@@ -245,6 +248,9 @@ static int add_disk(struct xen_domain *x, libxl_device_disk *dk)
     snprintf(dd->name, sizeof dd->name, "%s", dk->vdev);
     snprintf(dd->path, sizeof dd->path, "%s", dk->pdev_path);
     dd->size = probe.size;
+    struct stat st;
+    x->push_dev[x->d.ndisks] =
+        !stat(dd->path, &st) && S_ISBLK(st.st_mode) ? st.st_rdev : 0;
     dd->block_size = INCMIG_BS_DEFAULT;
     incmig__disk_close(&probe);
 
@@ -415,6 +421,26 @@ static int xen_adopt(struct incmig__domain *d, int disk, const uint8_t gen[16])
     return 0;
 }
 
+/* PUSH yielding: the guest's requests on every disk's backing device. */
+static int xen_activity(struct incmig__domain *d, uint64_t *reqs_r,
+                        double *busy_s_r)
+{
+    struct xen_domain *x = (struct xen_domain *)d;
+
+    *reqs_r = 0;
+    *busy_s_r = 0;
+    for (int i = 0; i < d->ndisks; i++) {
+        uint64_t n;
+        double s;
+        int rc = incmig__blkback_activity(x->trk[i], x->push_dev[i], &n, &s);
+        if (rc)
+            return rc;
+        *reqs_r += n;
+        *busy_s_r += s;
+    }
+    return 0;
+}
+
 static int xen_resume(struct incmig__domain *d)
 {
     struct xen_domain *x = (struct xen_domain *)d;
@@ -579,6 +605,7 @@ static void xen_close(struct incmig__domain *d)
 static const struct incmig__domain_ops xen_ops = {
     .get_and_clear = xen_get_and_clear,
     .suspend = xen_suspend,
+    .activity = xen_activity,
     .resume = xen_resume,
     .commit = xen_commit,
     .release = xen_release,

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -186,6 +187,50 @@ static void test_open(void **state)
     assert_int_equal(t->nblocks, 257);
     assert_int_equal(incmig__blkback_disable(t), 0);
     assert_string_equal(e->xs.tracking, "0");
+    t->ops->dispose(t);
+}
+
+/* PUSH yielding's view of the guest: the statistics of the device blkback
+ * serves the VBD from; reads left out when PUSH reads that device. */
+static void test_activity(void **state)
+{
+    struct env *e = *state;
+    struct incmig__tracker *t;
+    char cmd[600], path[300];
+    uint64_t n;
+    double s;
+    FILE *f;
+
+    assert_int_equal(incmig__blkback_tracker_open(&t, 7, 51712, 4096,
+                                                  &e->opts), 0);
+    /* no physical_device: an error, not a guest that looks idle */
+    assert_int_equal(incmig__blkback_activity(t, 0, &n, &s), INCMIG_EIO);
+    put(e, "physical_device", "fd:1a\n", 6);
+    assert_int_equal(incmig__blkback_activity(t, 0, &n, &s), INCMIG_EIO);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/sys/dev/block/253:26'", e->root);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/sys/dev/block/253:26/stat", e->root);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "     120        3     4000      250      300        0"
+               "     9000      750        0      900     1000\n");
+    fclose(f);
+    assert_int_equal(incmig__blkback_activity(t, 0, &n, &s), 0);
+    assert_int_equal(n, 420);
+    assert_true(s > 0.999 && s < 1.001);
+    assert_int_equal(incmig__blkback_activity(t, makedev(253, 26), &n, &s),
+                     0);
+    assert_int_equal(n, 300);
+    assert_true(s > 0.749 && s < 0.751);
+    assert_int_equal(incmig__blkback_activity(t, makedev(253, 27), &n, &s),
+                     0);
+    assert_int_equal(n, 420);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "garbage\n");
+    fclose(f);
+    assert_int_equal(incmig__blkback_activity(t, 0, &n, &s), INCMIG_EIO);
+    assert_int_equal(incmig__blkback_disable(t), 0);
     t->ops->dispose(t);
 }
 
@@ -402,6 +447,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drain_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prior_and_gen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_connected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_activity, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
