@@ -1380,6 +1380,31 @@ static int resume_link(struct mig *m)
 
 /* PULL until COMPLETE; with `reconnect`, on a new connection first (a
  * resume).  A stop request ends it with INCMIG_ECANCEL (say_resume). */
+/* Sending failed: did the destination say COMPLETE before the link went?
+ * A receiver that has everything may close while our last blocks are
+ * still in flight (its kernel then resets the connection, and our write
+ * fails); its COMPLETE is still in our socket's queue.  The reader takes
+ * what is queued and stops at the error; wait for it, bounded. */
+static bool completed_before_loss(struct mig *m)
+{
+    struct timespec ts;
+
+    if (!m->reader_running)
+        return m->complete;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 2;
+    pthread_mutex_lock(&m->lock);
+    while (!m->reader_done &&
+           pthread_cond_timedwait(&m->cond, &m->lock, &ts) == 0)
+        ;
+    bool done = m->complete;
+    pthread_mutex_unlock(&m->lock);
+    if (done)
+        INFO("the link closed after the destination's COMPLETE: PULL is "
+             "done");
+    return done;
+}
+
 static int pull(struct mig *m, bool reconnect)
 {
     int rc;
@@ -1456,6 +1481,10 @@ static int pull(struct mig *m, bool reconnect)
             }
             if (!rc)
                 quiet_end = incmig__now() + quiet;
+        }
+        if (rc == INCMIG_ELINK && completed_before_loss(m)) {
+            rc = 0;
+            goto out;
         }
         if (rc == INCMIG_ELINK && !m->peer_rc) {
             rc = resume_link(m);
