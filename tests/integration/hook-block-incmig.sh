@@ -19,23 +19,27 @@ requires realpath
 HOOK=$(cd "${TESTS_SRCDIR:-$(dirname "$0")/..}/.." && pwd)/xenstore-hooks/block-incmig
 [ -x "$HOOK" ] || fail "no block-incmig at $HOOK"
 
-BE=/local/domain/0/backend/vbd/7/51712
+# libxl runs hotplug scripts with XENBUS_PATH relative to dom0's home, as
+# xenstore-read/-write resolve it (the fakes below do the same)
+BE=/local/domain/0/backend/vbd/7/51712 BE_REL=backend/vbd/7/51712
 XS=$T/xs SYS=$T/sysroot VBD=$T/sysroot/sys/bus/xen-backend/devices/vbd-7-51712
 mkdir -p "$XS" "$T/parked/parked" "$T/bitmaps" "$T/real" "$VBD"
 ln -s "$T/real" "$T/link"
 cat >"$T/xs-read" <<E
 #!/bin/sh
-[ -f "$XS\$1" ] && cat "$XS\$1"
+p=\$1; case \$p in /*) ;; *) p=/local/domain/0/\$p ;; esac
+[ -f "$XS\$p" ] && cat "$XS\$p"
 E
 cat >"$T/xs-write" <<E
 #!/bin/sh
-mkdir -p "\$(dirname "$XS\$1")" && printf '%s' "\$2" >"$XS\$1"
-case \$1 in */incmig-track-block-size) printf '%s' "\$2" >"\$(dirname "$XS\$1")/incmig-tracking" ;; esac
+p=\$1; case \$p in /*) ;; *) p=/local/domain/0/\$p ;; esac
+mkdir -p "\$(dirname "$XS\$p")" && printf '%s' "\$2" >"$XS\$p"
+case \$p in */incmig-track-block-size) printf '%s' "\$2" >"\$(dirname "$XS\$p")/incmig-tracking" ;; esac
 E
 chmod +x "$T/xs-read" "$T/xs-write"
 export INCMIG_BLOCK_SCRIPT=true INCMIG_BITMAP_DIR=$T/bitmaps INCMIG_PARKED_DIR=$T/parked \
     INCMIG_SYSFS_ROOT=$SYS XS_READ=$T/xs-read XS_WRITE=$T/xs-write \
-    INCMIG_HOOK_LOG=$T/hook.log XENBUS_PATH=$BE
+    INCMIG_HOOK_LOG=$T/hook.log XENBUS_PATH=$BE_REL
 xsr() { cat "$XS$BE/$1" 2>/dev/null; }
 fresh_vbd() {   # a new VBD on PARAMS: empty backend dir, empty sysfs files
     rm -rf "$XS$BE"; mkdir -p "$XS$BE"; printf '%s' "$1" >"$XS$BE/params"
