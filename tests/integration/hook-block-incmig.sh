@@ -107,6 +107,8 @@ rm -f "$VBD/incmig_control"; mkdir "$VBD/incmig_control"    # writes fail
 "$HOOK" add || fail "add 4"
 [ -z "$(xsr incmig-track-gen)" ] || fail "a generation over a bitmap that was not loaded"
 grep -q "loading the bitmap $key failed" "$T/hook.log" || fail "4: $(cat "$T/hook.log")"
+grep -q "loading the bitmap $key failed (.*incmig_control: Is a directory)" "$T/hook.log" ||
+    fail "4: the log does not say why the load failed: $(cat "$T/hook.log")"
 [ -z "$(ls "$T/bitmaps")" ] || fail "4: saved files left: $(ls "$T/bitmaps")"
 
 # ---- nothing parked: remove saves nothing

@@ -42,6 +42,8 @@ for h in 1 2; do
 	m=$(hssh $h /root/lab/blkbitmap.sh load-module /root/lab/xen-blkback-incmig.ko) || fail "load module on host $h: $m"
 	hssh $h "rm -rf $D && mkdir -p $D/dst" || fail "host $h: $D"
 done
+# the hook logs with logger; dom0 keeps it in the journal (no syslog file)
+hook_log() { hssh 1 'journalctl -t incmig --no-pager -n 5 2>/dev/null || grep block-incmig /var/log/syslog 2>/dev/null | tail -5'; }
 cleanup() {
 	for h in 1 2; do
 		scrub $h
@@ -115,13 +117,13 @@ gen=$(hssh 1 "xenstore-read $be/incmig-track-gen") && [ ${#gen} = 32 ] ||
 [ "$(hssh 1 "xenstore-read $be/incmig-track-key")" = "$key" ] || fail "host 1: incmig-track-key is not $key"
 hssh 1 "xl destroy $g" || fail "host 1: xl destroy $g"
 sleep 2
-hssh 1 "ls -l /var/lib/incmig/bitmaps/; cat /var/lib/incmig/bitmaps/$key.gen" || fail "host 1: block-incmig saved no bitmap for $key ($(hssh 1 'grep block-incmig /var/log/syslog /var/log/messages 2>/dev/null | tail -5'))"
+hssh 1 "ls -l /var/lib/incmig/bitmaps/; cat /var/lib/incmig/bitmaps/$key.gen" || fail "host 1: block-incmig saved no bitmap for $key ($(hook_log))"
 hssh 1 "grep -q '^$gen ' /var/lib/incmig/bitmaps/$key.gen" || fail "host 1: the saved bitmap is not of generation $gen"
 hssh 1 "for m in \$(dmsetup ls | awk '/^incmig-$g/ { print \$1 }'); do dmsetup remove \$m; done" || fail "host 1: incmig's dm device stays"
 start_guest
 domid=$(hssh 1 "xl domid $g")
 gen2=$(hssh 1 "xenstore-read /local/domain/0/backend/vbd/$domid/51712/incmig-track-gen")
-[ "$gen2" = "$gen" ] || fail "host 1: started again, the VBD's generation is '$gen2', not $gen ($(hssh 1 'grep block-incmig /var/log/syslog /var/log/messages 2>/dev/null | tail -5'))"
+[ "$gen2" = "$gen" ] || fail "host 1: started again, the VBD's generation is '$gen2', not $gen ($(hook_log))"
 echo "RESULT restart=kept generation=$gen"
 sleep 20          # the guest writes on host 1
 c=$(lg 1 check $g) || fail "after the restart: $c"
