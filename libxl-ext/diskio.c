@@ -42,6 +42,11 @@
 #include "incmig-internal.h"
 
 #define DIO_ALIGN 512u          /* O_DIRECT offset/length granularity */
+#ifndef IOCB_FLAG_IOPRIO
+#define IOCB_FLAG_IOPRIO (1 << 1)  /* linux/aio_abi.h, Linux 4.18 */
+#endif
+#define IOPRIO_CLASS_SHIFT 13
+#define IOPRIO_IDLE (3 << IOPRIO_CLASS_SHIFT)  /* class IDLE, level 0 */
 #define BUF_ALIGN 4096u         /* buffer alignment and read rounding */
 #define AIOQ_QD_MAX 1024
 #define AIOQ_MAXLEN_MAX (UINT64_C(64) << 20)
@@ -349,6 +354,9 @@ struct incmig__aioq {
     int *done;             /* FIFO ring of slot indices, qd entries */
     int done_head, done_n;
     struct io_event *events;
+    bool idle;             /* submit at the IDLE I/O class */
+    bool idle_refused;     /* the kernel refused a request's priority */
+    uint64_t idle_reqs;    /* submitted at the IDLE class */
 };
 
 void incmig__aioq_free(struct incmig__aioq *q)
@@ -563,6 +571,10 @@ int incmig__aioq_submit(struct incmig__aioq *q, bool write, uint8_t *buf,
     else
         io_prep_pread(&s->iocb, q->d->dfd, s->buf, s->iolen, (long long)off);
     s->iocb.data = s;
+    if (q->idle) {
+        s->iocb.u.c.flags |= IOCB_FLAG_IOPRIO;
+        s->iocb.aio_reqprio = IOPRIO_IDLE;
+    }
     for (;;) {
         struct iocb *iocbs[1] = { &s->iocb };
         int r = io_submit(q->ctx, 1, iocbs);
@@ -570,6 +582,16 @@ int incmig__aioq_submit(struct incmig__aioq *q, bool write, uint8_t *buf,
             break;
         if (r == -EINTR)
             continue;
+        if (r == -EINVAL && (s->iocb.u.c.flags & IOCB_FLAG_IOPRIO)) {
+            /* A kernel before 4.18, or one that refuses the class. */
+            DBG("I/O priorities refused on %s: background reads at the "
+                "normal class", q->d->path);
+            q->idle = false;
+            q->idle_refused = true;
+            s->iocb.u.c.flags &= ~IOCB_FLAG_IOPRIO;
+            s->iocb.aio_reqprio = 0;
+            continue;
+        }
         if (r == -EAGAIN && q->kernel > 0) {
             /* Kernel queue full: make room, keeping the completions. */
             int rc = collect(q, 1);
@@ -591,7 +613,19 @@ int incmig__aioq_submit(struct incmig__aioq *q, bool write, uint8_t *buf,
     }
     s->state = SLOT_INFLIGHT;
     q->kernel++;
+    if (s->iocb.u.c.flags & IOCB_FLAG_IOPRIO)
+        q->idle_reqs++;
     return 0;
+}
+
+void incmig__aioq_set_idle(struct incmig__aioq *q, bool idle)
+{
+    q->idle = idle && !q->idle_refused;
+}
+
+uint64_t incmig__aioq_idle_reqs(const struct incmig__aioq *q)
+{
+    return q->idle_reqs;
 }
 
 int incmig__aioq_inflight(const struct incmig__aioq *q)

@@ -178,6 +178,12 @@ int incmig__aioq_reap(struct incmig__aioq *q, uint64_t *tag_r,
 void incmig__aioq_put_buf(struct incmig__aioq *q, uint8_t *buf);
 /* Wait for every in-flight request; first error is returned. */
 int incmig__aioq_drain(struct incmig__aioq *q);
+/* Background I/O: requests submitted from now on carry the IDLE I/O
+ * class (the block layer serves them when nobody else waits: mq-deadline
+ * and bfq honour it; on a kernel that refuses it they go at the normal
+ * class).  idle_reqs counts the requests submitted so. */
+void incmig__aioq_set_idle(struct incmig__aioq *q, bool idle);
+uint64_t incmig__aioq_idle_reqs(const struct incmig__aioq *q);
 
 /* ---- disk lineage (lineage.c, spec "Incremental migration") ------------- */
 

@@ -248,6 +248,8 @@ struct incmig_report {
                                * the guest's latency alone */
     uint64_t compressed_in;   /* block bytes sent compressed, all phases */
     uint64_t compressed_out;  /*   and what they took compressed */
+    uint64_t push_idle_reads; /* PUSH reads submitted at the IDLE I/O
+                               * class (while yielding) */
 };
 void incmig_report_init(struct incmig_report *rep);
 void incmig_report_dispose(struct incmig_report *rep);

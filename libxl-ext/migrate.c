@@ -114,6 +114,10 @@ struct mig {
     bool yielding;                   /* under lock: PUSH's cap follows the
                                       * guest's I/O (yield.c) */
     struct incmig__yield y;
+    bool background;                 /* under lock: no cap given, PUSH is
+                                      * background I/O (background_io) */
+    bool bg_io;                      /* main thread: PUSH reads at the IDLE
+                                      * I/O class now */
 
     /* progress */
     double prog_last, prog_t;
@@ -188,6 +192,21 @@ int incmig__src_accepts(int state, uint32_t type)
  * while the background push runs, so no silence bound applies there.  A
  * stop request cancels reads before GO, and is noted in PULL, which
  * completes first. */
+/* Without a cap PUSH is background I/O: its reads go at the IDLE I/O
+ * class, so the block layer serves the guest's own requests first (also
+ * where the backend reports no I/O to yield to, as on Xen, where the
+ * guest's requests are blkback's); a cap, --bandwidth max and PULL go at
+ * the normal class.  Main thread (it submits the reads). */
+static void background_io(struct mig *m, bool on)
+{
+    if (m->bg_io == on)
+        return;
+    m->bg_io = on;
+    for (int i = 0; i < m->nd; i++)
+        if (m->d[i].snd.q)
+            incmig__aioq_set_idle(m->d[i].snd.q, on);
+}
+
 static void set_state(struct mig *m, int state)
 {
     double t = m->o->timeout_s > 0 ? m->o->timeout_s : 30;
@@ -199,6 +218,10 @@ static void set_state(struct mig *m, int state)
             incmig__stream_set_bandwidth(&m->st, m->bandwidth);
         pthread_mutex_unlock(&m->lock);
     }
+    pthread_mutex_lock(&m->lock);
+    bool bg = m->background;
+    pthread_mutex_unlock(&m->lock);
+    background_io(m, bg && state == INCMIG_SRC_PUSH);
     if (!m->st_open)
         return;
     m->st.deadline = state == INCMIG_SRC_HANDSHAKE ||
@@ -650,8 +673,9 @@ static int progress_poll(void *opaque)
         return INCMIG_ECANCEL;
     }
     pthread_mutex_lock(&m->lock);
-    bool yielding = m->yielding;
+    bool yielding = m->yielding, bg = m->background;
     pthread_mutex_unlock(&m->lock);
+    background_io(m, bg && m->sstate == INCMIG_SRC_PUSH);
     if (yielding) {
         int rc = yield_poll(m, now);
         if (rc)
@@ -698,6 +722,7 @@ static int set_bandwidth(void *opaque, uint64_t bw, uint64_t *sent_r)
     pthread_mutex_lock(&m->lock);
     m->bandwidth = bw;
     m->yielding = false;   /* the operator's cap rules from now on */
+    m->background = false;
     incmig__stream_set_bandwidth(&m->st, bw);
     *sent_r = m->st.bytes_out;
     pthread_mutex_unlock(&m->lock);
@@ -1833,10 +1858,12 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     m.nd = m.dom->ndisks;
     rep->ndisks = m.nd;
     incmig__yield_init(&m.y);
-    m.yielding = !o->bandwidth && !o->no_yield && m.dom->ops->activity;
-    if (!o->bandwidth && !o->no_yield && !m.dom->ops->activity)
+    m.background = !o->bandwidth && !o->no_yield;
+    m.yielding = m.background && m.dom->ops->activity;
+    if (m.background && !m.dom->ops->activity)
         INFO("domain %s: its backend does not report the guest's I/O, so "
-             "PUSH runs uncapped (as with --bandwidth max)", m.dom->name);
+             "PUSH has no cap; its reads go at the idle I/O class",
+             m.dom->name);
     rc = open_disks(&m);
     if (!rc && o->resume)
         rc = resume_check(&m);
@@ -1878,6 +1905,9 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     rep->push_s = incmig__now() - tp;
     rep->push_yield_backoffs = m.y.backoffs;
     rep->push_yield_probes = m.y.probes;
+    for (int i = 0; i < m.nd; i++)
+        if (m.d[i].snd.q)
+            rep->push_idle_reads += incmig__aioq_idle_reqs(m.d[i].snd.q);
     for (int i = 0; i < m.nd; i++) {
         rep->disks[i].pushed_blocks = m.d[i].snd.blocks;
         rep->disks[i].zero_blocks = m.d[i].snd.zero_blocks;

@@ -40,8 +40,9 @@ void incmig_report_print(const struct incmig_report *r, FILE *f)
             r->push_s, r->push_rate / 1e6);
     if (r->push_yield_probes)
         fprintf(f, "  %-26s %10" PRIu64 " times (%" PRIu64 " probes of the "
-                "guest alone)\n", "PUSH yielded to the guest",
-                r->push_yield_backoffs, r->push_yield_probes);
+                "guest alone; %" PRIu64 " reads at the idle I/O class)\n",
+                "PUSH yielded to the guest", r->push_yield_backoffs,
+                r->push_yield_probes, r->push_idle_reads);
     fprintf(f, "  %-26s %10.3f s (%.1f MiB)\n", "domain state pre-copy",
             r->state_s, r->state_bytes / 1048576.0);
     fprintf(f, "  %-26s %10.3f s\n", "PULL time", r->pull_s);
@@ -93,7 +94,8 @@ void incmig_report_json(const struct incmig_report *r, FILE *f)
             "\"dst_waits\":%" PRIu64 ",\"dst_max_wait_ms\":%.3f,"
             "\"go_ms\":%.3f,\"dst_serve_ms\":%.3f,"
             "\"push_yield_backoffs\":%" PRIu64 ",\"push_yield_probes\":%"
-            PRIu64 ",\"compressed_in_bytes\":%" PRIu64
+            PRIu64 ",\"push_idle_reads\":%" PRIu64
+            ",\"compressed_in_bytes\":%" PRIu64
             ",\"compressed_out_bytes\":%" PRIu64 ",\"disks\":[",
             r->policy, r->total_s, r->downtime_ms, r->wire_total, r->push_s,
             r->pull_s, r->push_rate, r->wire.push, r->wire.stopcopy,
@@ -101,7 +103,7 @@ void incmig_report_json(const struct incmig_report *r, FILE *f)
             r->wire.state, r->state_s, r->state_bytes, r->dst_pull_s,
             r->dst_restore_s, r->dst_waits, r->dst_max_wait_ms, r->go_ms,
             r->dst_serve_ms, r->push_yield_backoffs, r->push_yield_probes,
-            r->compressed_in, r->compressed_out);
+            r->push_idle_reads, r->compressed_in, r->compressed_out);
     for (int i = 0; i < r->ndisks; i++) {
         const struct incmig_disk_report *d = &r->disks[i];
         fprintf(f, "%s{\"name\":\"", i ? "," : "");

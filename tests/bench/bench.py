@@ -529,7 +529,8 @@ LATENCY = [((1, "random", 0, 16), ["incmig-nocap", "nbdcopy"]),
 
 def tools_for(rate, a, kind="random", size=1, qd=16):
     if a.latency:
-        return dict(LATENCY)[(size, kind, rate, qd)]
+        ts = dict(LATENCY)[(size, kind, rate, qd)]
+        return [t for t in ts if not a.tools or t in a.tools]
     if a.tools:
         return [t for t in a.tools if rate == 0 or t in ("incmig", "qemu-mirror-bg", "qemu-mirror-wb")]
     if rate == 0 and (a.quick and kind != "random" or
