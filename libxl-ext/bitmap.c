@@ -271,31 +271,49 @@ static int varint_get(const uint8_t *buf, size_t len, size_t *i, uint64_t *v_r)
     return -1;
 }
 
-/* Size of the runs form's body for [first, end): alternating clear/set
- * run lengths, starting with a (possibly empty) clear run.  With `out`,
- * also writes the varints there (sized by a first call without). */
-static size_t runs_size(const struct incmig__bitmap *b, uint64_t first,
-                        uint64_t end, uint8_t *out)
+/* The runs form's body for [first, end) into out, alternating clear/set
+ * run lengths starting with a (possibly empty) clear run, in one pass;
+ * stops once it would pass `cap` bytes.  Returns its size, or cap + 1
+ * when it does not fit (the raw form is then no larger). */
+static size_t runs_put(const struct incmig__bitmap *b, uint64_t first,
+                       uint64_t end, uint8_t *out, size_t cap)
 {
     size_t n = 0;
     uint64_t pos = first;
     bool set = false;
 
-    if (first == end)
-        return 0;
     while (pos < end) {
-        uint64_t nx = set ? next_bit(b, pos, false) : next_bit(b, pos, true);
+        uint64_t nx = next_bit(b, pos, !set);
         if (nx > end)
             nx = end;
-        uint64_t run = nx - pos;
-        if (out)
-            n += varint_put(out + n, run);
-        else
-            n += varint_len(run);
+        if (n + VARINT_MAX > cap && n + varint_len(nx - pos) > cap)
+            return cap + 1;
+        n += varint_put(out + n, nx - pos);
         pos = nx;
         set = !set;
     }
     return n;
+}
+
+/* The raw form of [first, first+nbits) into out (zeroed by the caller),
+ * a word at a time: byte i holds bits first+8i .. first+8i+7. */
+static void raw_put(const struct incmig__bitmap *b, uint64_t first,
+                    uint64_t nbits, uint8_t *out)
+{
+    size_t nbytes = (size_t)(nbits / 8 + (nbits % 8 != 0));
+    unsigned s = first % 64;
+    uint64_t w0 = first / 64, nw = nwords(b->nbits);
+
+    for (size_t i = 0; i < nbytes; i += 8) {
+        uint64_t w = w0 + i / 8;
+        uint64_t v = b->words[w] >> s;
+        if (s && w + 1 < nw)
+            v |= b->words[w + 1] << (64 - s);
+        if (nbits - (uint64_t)i * 8 < 64)
+            v &= (UINT64_C(1) << (nbits - (uint64_t)i * 8)) - 1;
+        for (size_t k = 0; k < 8 && i + k < nbytes; k++)
+            out[i + k] = (uint8_t)(v >> (8 * k));
+    }
 }
 
 int incmig__bitmap_encode(const struct incmig__bitmap *b, uint64_t first,
@@ -308,33 +326,27 @@ int incmig__bitmap_encode(const struct incmig__bitmap *b, uint64_t first,
             PRIu64 " bits", first, nbits, b->nbits);
         return INCMIG_EINVAL;
     }
-    uint64_t end = first + nbits;
+    /* Runs are tried first in a buffer the size of the raw form: the
+     * shorter form wins, raw on a tie. */
     size_t raw = (size_t)(nbits / 8 + (nbits % 8 != 0));
-    size_t runs = runs_size(b, first, end, NULL);
-    bool use_raw = raw <= runs;
-    size_t len = 1 + (use_raw ? raw : runs);
-    uint8_t *buf = malloc(len);
+    uint8_t *buf = malloc(1 + raw + VARINT_MAX);
 
     if (!buf) {
-        ERR("cannot allocate %zu bytes to encode a bitmap", len);
+        ERR("cannot allocate %zu bytes to encode a bitmap", 1 + raw);
         return INCMIG_ENOMEM;
     }
-    if (use_raw) {
+    size_t runs = raw ? runs_put(b, first, first + nbits, buf + 1, raw - 1)
+                      : 1;
+    if (runs < raw) {
+        buf[0] = FORM_RUNS;
+        *len_r = 1 + runs;
+    } else {
         buf[0] = FORM_RAW;
         memset(buf + 1, 0, raw);
-        uint64_t pos = first, s, l;
-        while (incmig__bitmap_next_run(b, &pos, &s, &l) && s < end) {
-            if (l > end - s)
-                l = end - s;
-            for (uint64_t i = s - first; i < s - first + l; i++)
-                buf[1 + i / 8] |= (uint8_t)(1u << (i % 8));
-        }
-    } else {
-        buf[0] = FORM_RUNS;
-        runs_size(b, first, end, buf + 1);
+        raw_put(b, first, nbits, buf + 1);
+        *len_r = 1 + raw;
     }
     *buf_r = buf;
-    *len_r = len;
     return 0;
 }
 
@@ -358,6 +370,17 @@ static void apply_raw(struct incmig__bitmap *b, uint64_t first, uint64_t nbits,
         if (s && (v >> (64 - s)))
             b->words[pos / 64 + 1] |= v >> (64 - s);
     }
+}
+
+/* A validated run of set bits: within one word at once, else by range. */
+static void set_run(struct incmig__bitmap *b, uint64_t at, uint64_t run)
+{
+    unsigned lo = at % 64;
+
+    if (lo + run <= 64)
+        b->words[at / 64] |= word_mask(lo, lo + (unsigned)run);
+    else
+        change_range(b, at, run, true);
 }
 
 int incmig__bitmap_decode(struct incmig__bitmap *b, uint64_t first,
@@ -396,7 +419,9 @@ int incmig__bitmap_decode(struct incmig__bitmap *b, uint64_t first,
         uint64_t sum = 0, run;
         bool set = false;
         for (unsigned k = 0; i < len; k++, set = !set) {
-            if (varint_get(buf, len, &i, &run) < 0) {
+            if (buf[i] < 0x80)
+                run = buf[i++];     /* most runs: one byte */
+            else if (varint_get(buf, len, &i, &run) < 0) {
                 ERR("bitmap chunk at %" PRIu64 ": bad varint at byte %zu",
                     first, i);
                 return INCMIG_EPROTO;
@@ -412,7 +437,7 @@ int incmig__bitmap_decode(struct incmig__bitmap *b, uint64_t first,
                 return INCMIG_EPROTO;
             }
             if (pass == 1 && set)
-                change_range(b, first + sum, run, true);
+                set_run(b, first + sum, run);
             sum += run;
         }
         if (sum != nbits) {

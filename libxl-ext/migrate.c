@@ -1143,6 +1143,8 @@ static int stop_and_copy(struct mig *m, double t_paused)
     rc = get_dirty(m, &dirty);
     if (rc)
         return rc;
+    DBG("final bitmap read %.1f ms after the pause: %" PRIu64 " KiB to "
+        "leave on the source", (incmig__now() - t_paused) * 1000, dirty >> 10);
     w0 = wire_now(m);
     rc = incmig__stream_send(&m->st, INCMIG_REC_SUSPEND, NULL, 0);
     if (rc)
@@ -1158,6 +1160,8 @@ static int stop_and_copy(struct mig *m, double t_paused)
             return rc;
     }
     rc = send_bitmaps(m, INCMIG_PHASE_STOPCOPY);
+    DBG("stop-and-copy bitmaps sent %.1f ms after the pause",
+        (incmig__now() - t_paused) * 1000);
     if (!rc)
         rc = incmig__stream_send(&m->st, INCMIG_REC_READY, NULL, 0);
     /* while the destination arms its own (two fdatasyncs side by side) */
