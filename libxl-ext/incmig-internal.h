@@ -528,6 +528,7 @@ struct incmig__owed {
     uint64_t off[INCMIG_MAX_DISKS];          /* each bitmap's offset */
     struct incmig__bitmap file[INCMIG_MAX_DISKS];   /* under sync_lock */
     struct incmig__bitmap mem[INCMIG_MAX_DISKS];    /* under lock */
+    struct incmig__bitmap snap[INCMIG_MAX_DISKS];   /* sync's, sync_lock */
     struct incmig__disk *vol[INCMIG_MAX_DISKS];
     pthread_mutex_t lock, sync_lock;
     bool lock_ok;
