@@ -536,6 +536,10 @@ struct incmig__owed {
     double t_sync;
     uint64_t unsynced;
     bool unsettled;          /* under sync_lock: written, not fdatasynced */
+    pthread_t syncer;        /* sync_maybe's thread, once started */
+    pthread_cond_t syncer_cond;
+    bool syncer_on, syncer_stop;
+    int syncer_rc;           /* its first error, under lock */
 };
 void incmig__owed_init(struct incmig__owed *o);
 bool incmig__owed_active(const struct incmig__owed *o);
@@ -592,7 +596,9 @@ void incmig__owed_done(struct incmig__owed *o, int disk, uint64_t first,
 bool incmig__owed_durable(struct incmig__owed *o, int disk, uint64_t first,
                           uint64_t n);
 int incmig__owed_sync(struct incmig__owed *o);
-int incmig__owed_sync_maybe(struct incmig__owed *o);   /* every 0.2 s */
+/* Every 0.2 s, by a thread started on the first call (stopped by close);
+ * returns that thread's first error. */
+int incmig__owed_sync_maybe(struct incmig__owed *o);
 /* mem &= still (the source, after the destination said what it lacks). */
 int incmig__owed_keep(struct incmig__owed *o, int disk,
                       const struct incmig__bitmap *still);

@@ -262,6 +262,7 @@ static int init_common(struct incmig__owed *o, int nd, const uint64_t *nb)
     if (!rc && !o->lock_ok) {
         pthread_mutex_init(&o->lock, NULL);
         pthread_mutex_init(&o->sync_lock, NULL);
+        pthread_cond_init(&o->syncer_cond, NULL);
         o->lock_ok = true;
     }
     return rc;
@@ -772,9 +773,11 @@ static int sync_words(struct incmig__owed *o, bool durable)
     o->unsynced = 0;
     pthread_mutex_unlock(&o->lock);
     /* durable data first, then the clears */
+    double t0 = incmig__now(), t1;
     for (int i = 0; i < o->nd && !rc && n && durable; i++)
         if (o->vol[i])
             rc = incmig__disk_flush(o->vol[i]);
+    t1 = incmig__now();
     if (!rc && n)
         rc = write_changes(o);
     if (!rc && (n || o->unsettled) && durable) {
@@ -785,6 +788,10 @@ static int sync_words(struct incmig__owed *o, bool durable)
     } else if (!rc && n) {
         o->unsettled = true;
     }
+    if (incmig__now() - t0 > 0.05)
+        DBG("state file %s: %" PRIu64 " words synced in %.1f ms (the volumes' "
+            "flush %.1f ms)", o->path, n, (incmig__now() - t0) * 1000,
+            (t1 - t0) * 1000);
     if (rc)
         ERR("cannot update the state file %s: %s", o->path,
             incmig_strerror(rc));
@@ -798,16 +805,68 @@ int incmig__owed_sync(struct incmig__owed *o)
     return sync_words(o, true);
 }
 
+/* The receiver's periodic syncs, off its record loop: a sync flushes the
+ * volumes, which on a disk being filled costs 50-150 ms, and blocks the
+ * loop reading the source's answers to the guest's reads for as long. */
+static void *syncer_main(void *opaque)
+{
+    struct incmig__owed *o = opaque;
+
+    pthread_mutex_lock(&o->lock);
+    while (!o->syncer_stop) {
+        if (!o->unsynced || incmig__now() - o->t_sync < SYNC_EVERY_S) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&o->syncer_cond, &o->lock, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&o->lock);
+        int rc = sync_words(o, true);
+        pthread_mutex_lock(&o->lock);
+        if (rc && !o->syncer_rc)
+            o->syncer_rc = rc;
+    }
+    pthread_mutex_unlock(&o->lock);
+    return NULL;
+}
+
+static void syncer_stop(struct incmig__owed *o)
+{
+    if (!o->syncer_on)
+        return;
+    pthread_mutex_lock(&o->lock);
+    o->syncer_stop = true;
+    pthread_cond_broadcast(&o->syncer_cond);
+    pthread_mutex_unlock(&o->lock);
+    pthread_join(o->syncer, NULL);
+    o->syncer_on = false;
+}
+
 int incmig__owed_sync_maybe(struct incmig__owed *o)
 {
-    bool due;
+    bool due, start;
+    int rc;
 
     if (o->fd < 0)
         return 0;
     pthread_mutex_lock(&o->lock);
+    rc = o->syncer_rc;
     due = o->unsynced && incmig__now() - o->t_sync >= SYNC_EVERY_S;
+    start = !o->syncer_on && !rc;
+    if (start) {
+        o->syncer_stop = false;
+        o->syncer_on = pthread_create(&o->syncer, NULL, syncer_main, o) == 0;
+    }
     pthread_mutex_unlock(&o->lock);
-    return due ? incmig__owed_sync(o) : 0;
+    if (rc)
+        return rc;
+    /* no thread to be had: in line, as due */
+    return !o->syncer_on && due ? incmig__owed_sync(o) : 0;
 }
 
 int incmig__owed_keep(struct incmig__owed *o, int disk,
@@ -853,6 +912,7 @@ uint64_t incmig__owed_count(struct incmig__owed *o)
 
 void incmig__owed_close(struct incmig__owed *o, bool remove)
 {
+    syncer_stop(o);
     if (o->fd >= 0) {
         close(o->fd);
         if (remove && unlink(o->path) == 0)
@@ -867,6 +927,7 @@ void incmig__owed_close(struct incmig__owed *o, bool remove)
     if (o->lock_ok) {
         pthread_mutex_destroy(&o->lock);
         pthread_mutex_destroy(&o->sync_lock);
+        pthread_cond_destroy(&o->syncer_cond);
         o->lock_ok = false;
     }
 }

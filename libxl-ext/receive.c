@@ -1078,6 +1078,16 @@ static int on_ready(struct recv *r, const struct incmig__rec *rec)
     return rc;
 }
 
+/* In PULL a demand answer queues behind the background data already in
+ * our socket's receive buffer, which we drain only as fast as blocks are
+ * written: keep it small (as the source keeps its send buffer), so that
+ * a guest read waiting for a block does not wait for megabytes. */
+static void small_recv_buffer(struct recv *r)
+{
+    int sz = 256 << 10;
+    setsockopt(r->st.rfd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+}
+
 static int on_go(struct recv *r, const struct incmig__rec *rec)
 {
     int rc = incmig__dec_empty(rec);
@@ -1086,6 +1096,7 @@ static int on_go(struct recv *r, const struct incmig__rec *rec)
         return rc;
     r->t_go = incmig__now();
     r->state = INCMIG_DST_PULL;   /* past the point of no return */
+    small_recv_buffer(r);
     /* Before the domain runs: from here on the state file is what a
      * restarted receiver finishes PULL from (written: a killed receiver
      * finds it in the page cache; made durable just after the unpause,
@@ -1181,6 +1192,7 @@ static int on_resume(struct recv *r, const struct incmig__rec *rec)
     pthread_mutex_unlock(&r->slock);
     INFO("source reconnected: PULL resumes");
     r->state = INCMIG_DST_PULL;
+    small_recv_buffer(r);
     for (int i = 0; i < r->nd; i++)
         incmig__gate_relink(r->d[i].gate);
     maybe_complete(r);

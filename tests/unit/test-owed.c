@@ -1,6 +1,6 @@
 /* test-owed.c: unit tests of owed.c, the state file of a PULL: the owed
  * set and the text survive a reopen; a block is cleared in the file only
- * by sync, never by done alone; GO is marked; a file prepared with every
+ * by sync, never by done alone, and by sync_maybe's thread; GO is marked; a file prepared with every
  * block owed is armed down to the given sets; a second user of the file
  * is refused (flock), and one that waits gets the file once the first
  * lets go; and open refuses, one check each, a damaged text, a
@@ -93,6 +93,31 @@ static void test_roundtrip(void **state)
     incmig__bitmap_dispose(&k);
     incmig__owed_close(&o, true);
     assert_int_not_equal(access(path, F_OK), 0);
+}
+
+/* sync_maybe returns at once and leaves the sync to its thread, which
+ * makes the clears durable within a few tenths of a second; the file
+ * reopened after close holds them */
+static void test_sync_maybe_thread(void **state)
+{
+    struct incmig__owed o;
+    char *text = NULL;
+
+    make(&o, 1000, 65);
+    incmig__owed_done(&o, 0, 3, 40);
+    assert_int_equal(incmig__owed_sync_maybe(&o), 0);
+    assert_true(o.syncer_on);
+    for (int i = 0; i < 100 && incmig__owed_durable(&o, 0, 3, 40); i++)
+        usleep(20000);
+    assert_false(incmig__owed_durable(&o, 0, 3, 40));
+    assert_true(incmig__owed_durable(&o, 0, 43, 1));
+    incmig__owed_done(&o, 1, 64, 1);
+    incmig__owed_close(&o, false);     /* stops the thread */
+    assert_false(o.syncer_on);
+    reopen(&o, &text);
+    free(text);
+    assert_int_equal(incmig__owed_count(&o), 61);
+    incmig__owed_close(&o, true);
 }
 
 /* prepare (every block owed) then arm: the file holds the armed sets */
@@ -319,6 +344,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_sync_maybe_thread),
         cmocka_unit_test(test_prepare_arm),
         cmocka_unit_test(test_lock_wait),
         cmocka_unit_test(test_start_resume),
