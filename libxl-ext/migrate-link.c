@@ -319,8 +319,6 @@ static int send_decide(struct mig *m, int i)
                                                m->buf, (uint32_t)len);
 }
 
-/* The destination's BASE reports, the decisions, then its checksums of
- * the CHECKSUM disks, compared with ours block by block as they come. */
 /* One BASE record of disk i and the kind expected. */
 static int recv_base(struct mig *m, int i, uint8_t kind,
                      struct incmig__base_rec *b)

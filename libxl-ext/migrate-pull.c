@@ -257,8 +257,6 @@ static int resume_link(struct mig *m)
     }
 }
 
-/* PULL until COMPLETE; with `reconnect`, on a new connection first (a
- * resume).  A stop request ends it with INCMIG_ECANCEL (say_resume). */
 /* Sending failed: did the destination say COMPLETE before the link went?
  * A receiver that has everything may close while our last blocks are
  * still in flight (its kernel then resets the connection, and our write
@@ -284,6 +282,8 @@ static bool completed_before_loss(struct mig *m)
     return done;
 }
 
+/* PULL until COMPLETE; with `reconnect`, on a new connection first (a
+ * resume).  A stop request ends it with INCMIG_ECANCEL (say_resume). */
 int incmig__mig_pull(struct mig *m, bool reconnect)
 {
     int rc;

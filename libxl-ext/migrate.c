@@ -18,6 +18,9 @@
  *              checksums of the CHECKSUM disks                ->fail
  *   PUSH       round 0 (allocated blocks), rounds of dirty
  *              blocks until the convergence policy stops      ->fail
+ *   STATE      the domain's own state stream (libxl's memory
+ *              pre-copy, for Xen), dirty blocks in between,
+ *              until the domain pauses                        ->fail
  *   STOPCOPY   guest suspended; final bitmap (or, for the
  *              pre-copy-only policy, the blocks) then READY;
  *              wait for the destination's READY               ->fail
@@ -106,13 +109,6 @@ int incmig__src_accepts(int state, uint32_t type)
     return 0;
 }
 
-/* Deadlines for the state: the handshake must be done within timeout_s;
- * before GO neither side may stall the other for 4 * timeout_s (the
- * destination restores the domain before its READY); in PULL the
- * destination may be quiet for long (no guest reads of missing blocks)
- * while the background push runs, so no silence bound applies there.  A
- * stop request cancels reads before GO, and is noted in PULL, which
- * completes first. */
 /* Without a cap PUSH is background I/O: its reads go at the IDLE I/O
  * class, so the block layer serves the guest's own requests first (also
  * where the backend reports no I/O to yield to, as on Xen, where the
@@ -128,6 +124,13 @@ void incmig__mig_background_io(struct mig *m, bool on)
             incmig__aioq_set_idle(m->d[i].snd.q, on);
 }
 
+/* Deadlines for the state: the handshake must be done within timeout_s;
+ * before GO neither side may stall the other for 4 * timeout_s (the
+ * destination restores the domain before its READY); in PULL the
+ * destination may be quiet for long (no guest reads of missing blocks)
+ * while the background push runs, so no silence bound applies there.  A
+ * stop request cancels reads before GO, and is noted in PULL, which
+ * completes first. */
 void incmig__mig_set_state(struct mig *m, int state)
 {
     double t = m->o->timeout_s > 0 ? m->o->timeout_s : 30;

@@ -313,16 +313,16 @@ class Bench:
 
     # ---- the tools -------------------------------------------------------
 
-    def run_incmig(self, d, img, r, cap):
+    def run_incmig(self, d, img, r, cap, x):
         P = Procs(d)
         try:
             src_sock, dst_sock = d + "/src.sock", d + "/dst.sock"
-            P.start("serve", [self.x, "serve", "--nbd", "unix:" + src_sock,
+            P.start("serve", [x, "serve", "--nbd", "unix:" + src_sock,
                               "--control", d + "/src.ctl", img])
             if not wait_for(lambda: os.path.exists(d + "/src.ctl"), 20):
                 raise RuntimeError("serve did not start")
             rport = free_port()
-            P.start("receive", [self.x, "migrate-receive", "--listen",
+            P.start("receive", [x, "migrate-receive", "--listen",
                                 "127.0.0.1:%d" % rport, "--image", d + "/dst.img",
                                 "--nbd", "unix:" + dst_sock, "--exit-when-done"])
             if not wait_for(lambda: "waiting for the source" in
@@ -331,7 +331,7 @@ class Bench:
             pport, stats = self.proxy(P, d, rport)
             gp, s = self.guest(P, d, ["nbd+unix:///?socket=" + src_sock,
                                       "nbd+unix:///?socket=" + dst_sock], self.rate)
-            argv = [self.x, "migrate", "-s", "", "--no-progress",
+            argv = [x, "migrate", "-s", "", "--no-progress",
                     "--json", d + "/report.json"]
             if cap == "max":
                 argv += ["--bandwidth", "max"]
@@ -357,6 +357,7 @@ class Bench:
             r["finished"] = mp.returncode == 0 and "error" not in r
             r["total_s"] = rep.get("total_s", round(t_end - t0, 3))
             r["downtime_ms"] = rep.get("downtime_ms")
+            r["dst_max_wait_ms"] = rep.get("dst_max_wait_ms")
             r["push_yield_backoffs"] = rep.get("push_yield_backoffs")
             r["report_wire_bytes"] = rep.get("wire_bytes")
             r["push_rate_MBps"] = rep.get("push_rate_bps") and round(rep["push_rate_bps"] / 1e6, 1)
@@ -502,7 +503,7 @@ class Bench:
         subprocess.check_call(["cp", "--sparse=always", orig, img])
         r = {"scenario": name, "tool": tool, "rep": rep, "size": size_g * GiB,
              "image": kind, "guest_qd": qd, "guest_rate": rate,
-             "cap_bps": 0 if tool in ("nbdcopy", "incmig-nocap", "incmig-max") else self.cap,
+             "cap_bps": 0 if tool.split("@")[0] in ("nbdcopy", "incmig-nocap", "incmig-max") else self.cap,
              "allocated_bytes": alloc, "finished": False, "total_s": None,
              "downtime_ms": None, "wire_bytes": None, "payload_bytes": None,
              "guest_write_ratio": None, "load_before": round(os.getloadavg()[0], 2)}
@@ -510,8 +511,10 @@ class Bench:
         sys.stderr.flush()
         try:
             if tool.startswith("incmig"):
+                base, _, ref = tool.partition("@")
                 self.run_incmig(d, img, r, {"incmig": self.cap, "incmig-nocap": 0,
-                                            "incmig-max": "max"}[tool])
+                                            "incmig-max": "max"}[base],
+                                self.a.reference if ref else self.x)
             elif tool.startswith("qemu-mirror"):
                 self.run_mirror(d, img, r, "background" if tool.endswith("bg") else "write-blocking",
                                 tool.endswith("-direct"))
@@ -552,7 +555,7 @@ LATENCY = [((1, "random", 0, 16), ["incmig-nocap", "nbdcopy"]),
 # yielding PUSH beside a 20 MB/s guest with 16 requests in flight sits at
 # its 4 MB/s floor (16 GiB took 179-207 s on 2026-12-02), which measures
 # the floor, not the size.
-LARGE_SIZES = (1, 16, 64)
+LARGE_SIZES = "1,16,64"
 
 
 def alloc_pct(kind):
@@ -561,7 +564,7 @@ def alloc_pct(kind):
 
 def tools_for(rate, a, kind="random", size=1, qd=16):
     if a.large:
-        return ["incmig-max"]
+        return ["incmig-max"] + (["incmig-max@ref"] if a.reference else [])
     if a.latency:
         ts = dict(LATENCY)[(size, kind, rate, qd)]
         return [t for t in ts if not a.tools or t in a.tools]
@@ -578,7 +581,7 @@ def tools_for(rate, a, kind="random", size=1, qd=16):
 
 def matrix(a):
     if a.large:
-        return [(s, "sparse4", 20 * MiB, 16) for s in LARGE_SIZES]
+        return [(s, "sparse4", 20 * MiB, 16) for s in a.sizes]
     if a.latency:
         return [sc for sc, _ in LATENCY]
     if a.quick:
@@ -610,7 +613,7 @@ def estimate(a, m):
         tot += 1 + alloc / 1.5e9  # mkimg
         for t in tools_for(r, a, k, s, qd) * a.repeats:
             run = 7 + a.baseline + alloc / 1e9  # setup, baseline, cp
-            if t in ("nbdcopy", "incmig-nocap", "incmig-max"):
+            if t.split("@")[0] in ("nbdcopy", "incmig-nocap", "incmig-max"):
                 run += alloc / 6e8
             elif t == "qemu-mirror-bg" and r >= 10 * MiB:
                 run += lim + a.force_limit  # never READY (hot spot)
@@ -686,19 +689,33 @@ def summary(results):
 
 
 def large_summary(results):
-    """Per disk size: downtime, guest-seen switchover, stop-and-copy bytes
-    and each process's peak RSS, medians [ranges]."""
+    """Per disk size and incmig build: downtime, guest-seen switchover, the
+    guest's longest wait for a block after GO, stop-and-copy bytes and
+    each process's peak RSS, medians [ranges]; with --reference, this
+    build's medians over the reference build's, measured alike."""
     keys = [("downtime_ms", "%.1f"), ("guest_switch_ms", "%.1f"),
-            ("stopcopy_bytes", "%.0f"), ("rss_serve_MiB", "%.1f"),
-            ("rss_receive_MiB", "%.1f"), ("rss_migrate_MiB", "%.1f"),
-            ("total_s", "%.1f")]
-    lines = ["%-22s %s" % ("scenario", " ".join("%-22s" % k for k, _ in keys))]
-    for sc in sorted({r["scenario"] for r in results}, key=lambda x: int(x.split("G")[0])):
-        cells = []
-        for k, fmt in keys:
-            m = med(results, sc, "incmig-max", k)
-            cells.append("%-22s" % (((fmt + " [" + fmt + "-" + fmt + "]") % m[:3]) if m else "-"))
-        lines.append("%-22s %s" % (sc, " ".join(cells)))
+            ("dst_max_wait_ms", "%.1f"), ("stopcopy_bytes", "%.0f"),
+            ("rss_serve_MiB", "%.1f"), ("rss_receive_MiB", "%.1f"),
+            ("rss_migrate_MiB", "%.1f"), ("total_s", "%.1f")]
+    lines = ["%-22s %-15s %s" % ("scenario", "build", " ".join("%-22s" % k for k, _ in keys))]
+    scs = sorted({r["scenario"] for r in results}, key=lambda x: int(x.split("G")[0]))
+    for sc in scs:
+        for tool in ("incmig-max", "incmig-max@ref"):
+            if not any(r["scenario"] == sc and r["tool"] == tool for r in results):
+                continue
+            cells = []
+            for k, fmt in keys:
+                m = med(results, sc, tool, k)
+                cells.append("%-22s" % (((fmt + " [" + fmt + "-" + fmt + "]") % m[:3]) if m else "-"))
+            lines.append("%-22s %-15s %s" % (sc, "this" if tool == "incmig-max" else "reference",
+                                             " ".join(cells)))
+        ratios = []
+        for k, _ in keys[:3] + keys[-1:]:
+            a, b = med(results, sc, "incmig-max", k), med(results, sc, "incmig-max@ref", k)
+            if a and b and b[0]:
+                ratios.append("%s %.2f" % (k, a[0] / b[0]))
+        if ratios:
+            lines.append("%-22s this / reference: %s" % (sc, ", ".join(ratios)))
     return "\n".join(lines)
 
 
@@ -810,7 +827,11 @@ def main():
     ap.add_argument("--full", action="store_true", help="the whole matrix")
     ap.add_argument("--large", action="store_true",
                     help="1, 16 and 64 GiB sparse images: memory and downtime against size")
-    ap.add_argument("--sizes", default="1,4,16", help="GiB, comma-separated")
+    ap.add_argument("--sizes", default=None,
+                    help="GiB, comma-separated (default 1,4,16; --large: 1,16,64)")
+    ap.add_argument("--reference", default=None, metavar="XL_INCMIG",
+                    help="--large: another build's xl-incmig, run interleaved as "
+                    "incmig-max@ref, and this build's figures as ratios to it")
     ap.add_argument("--out", default=None)
     ap.add_argument("--work", default=None, help="scratch dir (default /var/tmp)")
     ap.add_argument("--cap", type=int, default=100 * MiB, help="bytes/s")
@@ -823,7 +844,11 @@ def main():
     ap.add_argument("--countproxy", required=True)
     ap.add_argument("--mkimg", required=True)
     a = ap.parse_args()
-    a.sizes = [int(s) for s in a.sizes.split(",")]
+    if a.reference and not a.large:
+        ap.error("--reference goes with --large")
+    if a.reference and not os.access(a.reference, os.X_OK):
+        ap.error("--reference %s: not an executable" % a.reference)
+    a.sizes = [int(s) for s in (a.sizes or (LARGE_SIZES if a.large else "1,4,16")).split(",")]
     a.tools = a.tools.split(",") if a.tools else None
     a.time_limit_set = a.time_limit is not None or a.quick
     if a.time_limit is None:
