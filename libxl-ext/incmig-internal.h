@@ -1,24 +1,38 @@
 /* incmig-internal.h: interfaces between libincmig's subsystems.
  *
- * One .c per subsystem:
- *   log.c        logging macros' back end, error strings, size parsing
+ * One .c per subsystem (each opens with what it is for):
+ *   log.c        logging back end, error strings, size parsing, clock
  *   bitmap.c     block bitmaps and their compact wire encoding
- *   diskio.c     image files: O_DIRECT + libaio reader/writer, allocation map
+ *   diskio.c     image files and block devices: O_DIRECT + libaio,
+ *                allocation map
  *   stream.c     the migration stream codec (docs/specs/incmig-stream.md)
- *   nbd.c        NBD server (fixed newstyle), used by the source export of
- *                the simulated guest and by the destination's PULL gate
+ *   nbd.c        NBD server, for the simulated guest's source export and
+ *                the destination's PULL gate
  *   tracker.c    write-tracker interface; the in-process tracker
- *   serve.c      the simulated guest's source disk (NBD + tracker + ctl)
- *   ctl.c        control protocol between toolstack and serve
+ *   tracker-blkback.c  the tracker of a VBD served by patched blkback
+ *   backends.c   the table of source domain backends (sim/, xen/)
  *   transport.c  ssh / tcp connections, bandwidth cap
+ *   tls.c        TLS (GnuTLS) for the TCP transports
  *   control.c    a running migration's control socket (bandwidth)
- *   push.c       PUSH rounds and the convergence policy
+ *   push.c       sending a disk's blocks (PUSH, stop-and-copy, PULL)
  *   compress.c   block compression (zstd, or zlib for older peers), adaptive
  *   yield.c      PUSH's cap from the guest's I/O latency (no --bandwidth)
- *   migrate.c    source state machine (PUSH, stop-and-copy, PULL serving)
- *   gate.c       destination PULL gate
- *   receive.c    destination state machine
+ *   flow.c       the source's window while the state stream runs
+ *   lineage.c, base.c  incremental migration: what a copy proves, and the
+ *                per-disk decision
+ *   owed.c       the state file of a PULL (crash-safe owed set)
+ *   migrate.c    the source: state machine and incmig_migrate; its phases
+ *                in migrate-{link,push,state,pull,owed}.c
+ *                (migrate-internal.h)
+ *   gate.c       the destination's PULL gate
+ *   volume.c     where the receiver puts each disk; the targets' table
+ *   receive.c    the destination: state machine and incmig_receive; its
+ *                parts in receive-{link,handshake,data,pull,owed}.c
+ *                (receive-internal.h)
  *   report.c     metrics: human and JSON output, progress line
+ *   command*.c   the migrate / migrate-receive commands' option parsing
+ *   sim/         the simulated domain: source backend, serve, state, target
+ *   xen/         the Xen domain: source backend (libxl + blkback) and target
  *
  * Nothing here includes a Xen header.  Internal symbols are incmig__*.
  */

@@ -7,7 +7,7 @@
  * (incmig-internal.h, "target backend").
  *
  * The contract with the source (xen/domain.c), the state stream that
- * restore reads (XEN_STREAM bodies, concatenated, fed to fd by receive.c):
+ * restore reads (XEN_STREAM bodies, concatenated, fed to fd by receive-data.c):
  *
  *   "INCMIGXC"  u32 version (1)  u32 N (1 .. 1 MiB)     big-endian
  *   N bytes     the domain's configuration as xl keeps it: JSON of
@@ -55,7 +55,7 @@
  *               but block-incmig when this host has it; named
  *               NAME--incoming), libxl_domain_create_restore reads
  *               libxl's stream to its END: the domain exists, paused.  Its
- *               own libxl context: it runs on receive.c's restore thread.
+ *               own libxl context: it runs on receive-data.c's restore thread.
  *               Then blkback tracking on for each disk on a file volume,
  *               under the volume's key (xen/claim.c), before any guest
  *               write

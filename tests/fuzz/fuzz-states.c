@@ -8,7 +8,7 @@
  * The first input byte picks the machine:
  *
  *   even  the destination's table (incmig__dst_transition, receive.c) for
- *         records from the source, with the guards receive.c's handlers
+ *         records from the source, with the guards receive-*.c's handlers
  *         apply (bitmap chunks of each disk contiguous and in order, READY
  *         only when every bitmap is whole, SUSPEND only after the end of
  *         the state stream, END only after COMPLETE);
@@ -197,7 +197,7 @@ static bool src_only(uint32_t t)
            t == INCMIG_REC_DECIDE;
 }
 
-/* The destination: table + the handlers' guards, as receive.c has them. */
+/* The destination: table + the handlers' guards, as receive-*.c have them. */
 static void run_dst(struct in *in, int fd, struct incmig__stream *w,
                     struct incmig__stream *r)
 {
