@@ -689,6 +689,21 @@ static int write_stats(struct guest *g, double elapsed)
     return 0;
 }
 
+/* An NBD URI as libnbd takes it (nbd_connect_uri(3)): a scheme of nbd or
+ * nbds, with +unix or +vsock, then "://".  Anything else would only fail
+ * to connect, again and again until --reconnect-timeout. */
+static bool nbd_uri(const char *t)
+{
+    static const char *const schemes[] = {
+        "nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://",
+        "nbds+vsock://",
+    };
+    for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++)
+        if (!strncmp(t, schemes[i], strlen(schemes[i])))
+            return true;
+    return false;
+}
+
 static int parse_uris(struct guest *g, const char *arg)
 {
     char *save = NULL;
@@ -702,6 +717,12 @@ static int parse_uris(struct guest *g, const char *arg)
          t = strtok_r(NULL, ",", &save)) {
         if (g->nuris == MAX_URIS)
             return -1;
+        if (!nbd_uri(t)) {
+            fprintf(stderr, "xl-incmig guest: --nbd: '%s' is not an NBD URI "
+                    "(nbd://HOST[:PORT][/EXPORT], nbd+unix:///[EXPORT]"
+                    "?socket=PATH, or nbds... with TLS)\n", t);
+            return -2;
+        }
         g->uris[g->nuris++] = t;
     }
     return g->nuris ? 0 : -1;
@@ -773,7 +794,10 @@ int cmd_guest(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "v", longopts, NULL)) != -1) {
         switch (c) {
         case 'n':
-            if (parse_uris(&g, optarg) < 0) {
+            c = parse_uris(&g, optarg);
+            if (c == -2)
+                goto out;
+            if (c < 0) {
                 fprintf(stderr, "xl-incmig guest: --nbd wants 1 to %d NBD "
                         "URIs separated by commas\n", MAX_URIS);
                 goto out;

@@ -148,6 +148,12 @@ x 1 'not a socket' -- serve --nbd "unix:$T/notasocket" "$T/disk2.img"
 [ "$(cat "$T/notasocket" 2>/dev/null)" = precious ] || bad "serve removed or changed a regular file at a socket path"
 rm -f "$T/s2.sock"
 
+# ---- guest ------------------------------------------------------------------------
+# Not an NBD URI: refused at once (it used to retry for 60 s, then say
+# "cannot connect"), as is the second of two.
+TMO=5 x 2 "'unix:$T/s.sock' is not an NBD URI" -- guest --nbd "unix:$T/s.sock" --seconds 1
+TMO=5 x 2 "'$T/s.sock' is not an NBD URI" -- guest --nbd "nbd+unix:///?socket=$T/s.sock,$T/s.sock" --seconds 1
+
 # ---- verify -----------------------------------------------------------------------
 x 1 "cannot open the journal $T/nojournal" -- verify --journal "$T/nojournal" --image "$T/disk.img"
 
