@@ -566,8 +566,8 @@ def tools_for(rate, a, kind="random", size=1, qd=16):
     if a.large:
         return ["incmig-max"] + (["incmig-max@ref"] if a.reference else [])
     if a.latency:
-        ts = dict(LATENCY)[(size, kind, rate, qd)]
-        return [t for t in ts if not a.tools or t in a.tools]
+        ts = [t for t in dict(LATENCY)[(size, kind, rate, qd)] if not a.tools or t in a.tools]
+        return ts + [t + "@ref" for t in ts if a.reference and t.startswith("incmig")]
     if a.tools:
         return [t for t in a.tools if rate == 0 or t in ("incmig", "qemu-mirror-bg", "qemu-mirror-wb")]
     if rate == 0 and (a.quick and kind != "random" or
@@ -830,8 +830,9 @@ def main():
     ap.add_argument("--sizes", default=None,
                     help="GiB, comma-separated (default 1,4,16; --large: 1,16,64)")
     ap.add_argument("--reference", default=None, metavar="XL_INCMIG",
-                    help="--large: another build's xl-incmig, run interleaved as "
-                    "incmig-max@ref, and this build's figures as ratios to it")
+                    help="--large or --latency: another build's xl-incmig, run "
+                    "interleaved as incmig-*@ref, and (--large) this build's "
+                    "figures as ratios to it")
     ap.add_argument("--out", default=None)
     ap.add_argument("--work", default=None, help="scratch dir (default /var/tmp)")
     ap.add_argument("--cap", type=int, default=100 * MiB, help="bytes/s")
@@ -844,8 +845,8 @@ def main():
     ap.add_argument("--countproxy", required=True)
     ap.add_argument("--mkimg", required=True)
     a = ap.parse_args()
-    if a.reference and not a.large:
-        ap.error("--reference goes with --large")
+    if a.reference and not (a.large or a.latency):
+        ap.error("--reference goes with --large or --latency")
     if a.reference and not os.access(a.reference, os.X_OK):
         ap.error("--reference %s: not an executable" % a.reference)
     a.sizes = [int(s) for s in (a.sizes or (LARGE_SIZES if a.large else "1,4,16")).split(",")]
