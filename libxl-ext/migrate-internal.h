@@ -81,7 +81,7 @@ struct mig {
                                       * guest's I/O (yield.c) */
     struct incmig__yield y;
     bool background;                 /* under lock: no cap given, PUSH is
-                                      * background I/O (incmig__mig_io_class) */
+                                      * background I/O (background_io) */
     bool bg_io;                      /* main thread: PUSH reads at the IDLE
                                       * I/O class now */
 
@@ -105,7 +105,7 @@ static inline uint64_t incmig__mig_wire_now(struct mig *m)
 
 /* migrate.c: the state machine */
 /* PUSH's reads at the IDLE I/O class or not (main thread). */
-void incmig__mig_io_class(struct mig *m);
+void incmig__mig_background_io(struct mig *m, bool on);
 /* Enter a state: its deadlines, PUSH's cap and I/O class. */
 void incmig__mig_set_state(struct mig *m, int state);
 /* Every record read from the destination goes through here. */

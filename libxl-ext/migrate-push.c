@@ -80,14 +80,14 @@ static int progress_poll(void *opaque)
         return INCMIG_ECANCEL;
     }
     pthread_mutex_lock(&m->lock);
-    bool yielding = m->yielding;
+    bool yielding = m->yielding, bg = m->background;
     pthread_mutex_unlock(&m->lock);
+    incmig__mig_background_io(m, bg && m->sstate == INCMIG_SRC_PUSH);
     if (yielding) {
         int rc = yield_poll(m, now);
         if (rc)
             return rc;
     }
-    incmig__mig_io_class(m);
     if (!m->o->progress || now - m->prog_last < 0.5)
         return 0;
     /* The rate over the last interval, so a new cap shows at once. */

@@ -110,20 +110,12 @@ int incmig__src_accepts(int state, uint32_t type)
 }
 
 /* Without a cap PUSH is background I/O: its reads go at the IDLE I/O
- * class, so the block layer serves the guest's own requests first, once
- * the guest has been seen slowed by PUSH (a yield back-off); from the
- * start where the backend reports no I/O to watch, as on Xen, where the
- * guest's requests are blkback's.  A guest that PUSH does not slow (one
- * reading a few MB/s) leaves it the normal class: at the idle class
- * PUSH took 3.2-3.4 s for 1 GiB beside a guest reading 4 MB/s, against
- * 1.1-2.8 s.  A cap, --bandwidth max and PULL go at the normal class.
- * Main thread (it submits the reads). */
-void incmig__mig_io_class(struct mig *m)
+ * class, so the block layer serves the guest's own requests first (also
+ * where the backend reports no I/O to yield to, as on Xen, where the
+ * guest's requests are blkback's); a cap, --bandwidth max and PULL go at
+ * the normal class.  Main thread (it submits the reads). */
+void incmig__mig_background_io(struct mig *m, bool on)
 {
-    pthread_mutex_lock(&m->lock);
-    bool on = m->background && m->sstate == INCMIG_SRC_PUSH &&
-              (!m->yielding || m->y.backoffs > 0);
-    pthread_mutex_unlock(&m->lock);
     if (m->bg_io == on)
         return;
     m->bg_io = on;
@@ -150,7 +142,10 @@ void incmig__mig_set_state(struct mig *m, int state)
             incmig__stream_set_bandwidth(&m->st, m->bandwidth);
         pthread_mutex_unlock(&m->lock);
     }
-    incmig__mig_io_class(m);
+    pthread_mutex_lock(&m->lock);
+    bool bg = m->background;
+    pthread_mutex_unlock(&m->lock);
+    incmig__mig_background_io(m, bg && state == INCMIG_SRC_PUSH);
     if (!m->st_open)
         return;
     m->st.deadline = state == INCMIG_SRC_HANDSHAKE ||

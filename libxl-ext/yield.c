@@ -19,11 +19,8 @@
  *           when the guest is busy and base is unknown or PROBE_EVERY_S
  *           old (a probe costs PUSH WINDOW_S of every PROBE_EVERY_S)
  *   busy    lat > base * SLACK + SLACK_S: the cap shrinks (SHRINK, at
- *           least MIN_BPS); else it grows: doubling each window until
- *           the first back-off (a guest that PUSH does not slow, say one
- *           reading a few MB/s, lets it reach full speed from START_BPS
- *           in half a second, not in 1.5 s), then by GROW (a guest that
- *           goes quiet soon gives PUSH the whole link)
+ *           least MIN_BPS); else it grows (GROW: a guest that goes quiet
+ *           soon gives PUSH the whole link)
  *
  * A minimum window, rather than the lowest seen, is not the base: on a
  * loaded host the lowest of many noisy windows is far below the typical
@@ -42,7 +39,6 @@
 #define SLACK 1.3
 #define SLACK_S 100e-6
 #define GROW 1.2
-#define SLOW_START_GROW 2.0     /* before the first back-off */
 #define SHRINK 0.6
 
 void incmig__yield_init(struct incmig__yield *y)
@@ -84,8 +80,7 @@ uint64_t incmig__yield_step(struct incmig__yield *y, double now,
         y->cap = y->cap * SHRINK > MIN_BPS ? y->cap * SHRINK : MIN_BPS;
         y->backoffs++;
     } else {
-        double g = y->backoffs ? GROW : SLOW_START_GROW;
-        y->cap = y->cap * g < MAX_BPS ? y->cap * g : MAX_BPS;
+        y->cap = y->cap * GROW < MAX_BPS ? y->cap * GROW : MAX_BPS;
     }
     y->out = (uint64_t)y->cap;
     return y->out;

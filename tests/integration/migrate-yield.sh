@@ -1,11 +1,10 @@
 #!/bin/bash
 # migrate-yield.sh: without --bandwidth, PUSH yields to the guest: while
 # the guest is busy it is probed (PUSH stops for 0.1 s to measure the
-# guest's latency alone) and PUSH's cap follows its latency, and once
-# it has backed off (the guest seen slowed) PUSH's reads go at the IDLE
-# I/O class; an idle guest is never probed and PUSH reads at the normal
-# class (uncapped); --bandwidth max or a cap turns yielding and the IDLE
-# class off.  (How much rate the guest keeps is the benchmark's to measure: a
+# guest's latency alone) and PUSH's cap follows its latency, and PUSH's
+# reads go at the IDLE I/O class; an idle guest is never probed (PUSH runs
+# uncapped); --bandwidth max or a cap turns yielding and the IDLE class
+# off.  (How much rate the guest keeps is the benchmark's to measure: a
 # timing figure here would flake on a loaded machine.)
 . "$(dirname "$0")/lib.sh"
 # 256 MiB: on an idle machine a 64 MiB PUSH took 0.11 s, about one
@@ -30,26 +29,16 @@ run() {
 
 run 1G
 p=$(json push_yield_probes)
-b=$(json push_yield_backoffs)
-echo "busy guest: $p probes, $b back-offs, PUSH $(json push_s) s"
+echo "busy guest: $p probes, $(json push_yield_backoffs) back-offs, PUSH $(json push_s) s"
 fcmp "$p" '>=' 1 || fail "a busy guest was never probed: PUSH did not yield"
 i=$(json push_idle_reads)
 echo "busy guest: $i PUSH reads at the idle I/O class"
-# The idle class comes with the first back-off (the guest seen slowed).
-if fcmp "$b" '>=' 1; then
-    fcmp "$i" '>=' 1 || fail "PUSH backed off $b times but none of its reads went at the idle I/O class"
-else
-    [ "$i" = 0 ] || fail "PUSH never backed off, yet $i reads went at the idle I/O class"
-    echo "busy guest: no back-off in this run, so the idle class was not due"
-fi
+fcmp "$i" '>=' 1 || fail "PUSH yielded but none of its reads went at the idle I/O class"
 
 GUEST_EXTRA="--read-rate 0" run 0
 p=$(json push_yield_probes)
 echo "idle guest: $p probes, PUSH $(json push_s) s"
 [ "$p" = 0 ] || fail "an idle guest was probed $p times"
-# nothing slowed, so nothing at the idle class (it halves PUSH's rate
-# beside a light guest)
-[ "$(json push_idle_reads)" = 0 ] || fail "PUSH read at the idle I/O class beside an idle guest"
 
 run 1G --bandwidth max
 p=$(json push_yield_probes)

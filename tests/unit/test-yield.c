@@ -3,9 +3,8 @@
  * The controller sees cumulative samples (requests, busy seconds); each
  * test feeds windows with a chosen request count and latency, runs the
  * probes it asks for (the guest alone, latency `alone`), and checks the
- * cap: none while the guest is idle, doubling each window until the
- * first back-off, shrinking when its latency rises above what it is
- * alone, growing back by 1.2 a window when it falls again.
+ * cap: none while the guest is idle, shrinking when its latency rises
+ * above what it is alone, growing back when it falls again.
  */
 #include "config.h"
 
@@ -84,38 +83,12 @@ static void test_busy_guest_backoff(void **state)
     assert_int_equal(f.y.backoffs, 3);
     for (int i = 0; i < 30; i++)            /* latency back: grows again */
         cap = window(&f, 500, 100e-6);
-    assert_true(cap > low * 4);
+    assert_true(cap > low * 16);
     assert_int_equal(f.y.backoffs, 3);
     assert_true(f.probes >= 3);             /* re-probed every 2 s */
     assert_true(f.probes <= 6);
     /* the guest goes quiet: no cap at once */
     assert_int_equal(window(&f, 0, 0), 0);
-}
-
-/* Until the first back-off the cap doubles each window (a guest PUSH does
- * not slow lets it reach full speed in half a second); after it, it grows
- * by 1.2 a window. */
-static void test_slow_start(void **state)
-{
-    struct feed f;
-    uint64_t cap, prev;
-    (void)state;
-    start(&f);
-    prev = window(&f, 500, 100e-6);         /* the cap starts: 32 MB/s */
-    assert_true(prev > (uint64_t)31e6 && prev < (uint64_t)33e6);
-    for (int i = 0; i < 4; i++) {           /* alone-like latency */
-        cap = window(&f, 500, 105e-6);
-        assert_true(cap >= 2 * prev - 2 && cap <= 2 * prev + 2);
-        prev = cap;
-    }
-    assert_true(prev >= (uint64_t)500e6);   /* 0.5 s after the start */
-    assert_int_equal(f.y.backoffs, 0);
-    cap = window(&f, 200, 300e-6);          /* slowed: one back-off */
-    assert_int_equal(f.y.backoffs, 1);
-    assert_true(cap <= prev * 6 / 10 + 1);
-    prev = cap;
-    cap = window(&f, 500, 100e-6);          /* then 1.2 a window */
-    assert_true(cap >= prev * 12 / 10 - 2 && cap <= prev * 12 / 10 + 2);
 }
 
 static void test_cap_floor(void **state)
@@ -148,7 +121,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idle_guest_no_cap),
         cmocka_unit_test(test_busy_guest_backoff),
-        cmocka_unit_test(test_slow_start),
         cmocka_unit_test(test_cap_floor),
         cmocka_unit_test(test_short_window_ignored),
     };
