@@ -25,6 +25,7 @@ static void help(void)
            "  --memory SIZE      simulated memory, 4K..256M (default 4M)\n"
            "  --requests N       NBD requests in flight (default 8 workers)\n"
            "  --fault corrupt-state  tests only: corrupt the state stream\n"
+           "  --debug            debug messages (the pause, bitmap hand-overs)\n"
            "%s", INCMIG_SERVE_MAX_DISKS, incmig_security_help());
 }
 
@@ -88,6 +89,7 @@ int cmd_serve(int argc, char **argv)
         { "memory", required_argument, NULL, 'm' },
         { "requests", required_argument, NULL, 'r' },
         { "fault", required_argument, NULL, 'F' },
+        { "debug", no_argument, NULL, 'g' },
         { "help", no_argument, NULL, 'h' },
         INCMIG_SECURITY_OPTIONS,
         { 0 },
@@ -137,6 +139,7 @@ int cmd_serve(int argc, char **argv)
             }
             o.faults |= INCMIG_FAULT_CORRUPT_STATE;
             break;
+        case 'g': incmig_log_setup(2, stderr, "xl-incmig serve"); break;
         case 'h': help(); return 0;
         default:
             if (xl_security_opt("serve", c, optarg) != 1)
