@@ -500,18 +500,8 @@ int incmig__gate_wait_complete(struct incmig__gate *g, double timeout_s)
     struct timespec dl;
     int rc;
 
-    if (timeout_s >= 0) {
-        if (timeout_s > 1e9)
-            timeout_s = 1e9;
-        time_t sec = (time_t)timeout_s;
-        clock_gettime(CLOCK_MONOTONIC, &dl);
-        dl.tv_sec += sec;
-        dl.tv_nsec += (long)((timeout_s - (double)sec) * 1e9);
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-    }
+    if (timeout_s >= 0)
+        incmig__deadline(&dl, CLOCK_MONOTONIC, timeout_s);
     pthread_mutex_lock(&g->lock);
     while (g->nmissing) {
         if (timeout_s < 0)

@@ -45,6 +45,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "incmig.h"
 
@@ -84,6 +85,8 @@ void incmig__log_limited(struct incmig__ratelimit *rl, int level,
 extern volatile sig_atomic_t incmig__stop_requested;
 
 double incmig__now(void);   /* CLOCK_MONOTONIC seconds */
+/* `s` (>= 0) seconds from now on clock clk, for pthread_cond_timedwait. */
+void incmig__deadline(struct timespec *ts, clockid_t clk, double s);
 
 /* ---- bitmaps (bitmap.c) -------------------------------------------------- */
 

@@ -162,3 +162,17 @@ double incmig__now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
+
+void incmig__deadline(struct timespec *ts, clockid_t clk, double s)
+{
+    if (s > 1e9)
+        s = 1e9;
+    time_t sec = (time_t)s;
+    clock_gettime(clk, ts);
+    ts->tv_sec += sec;
+    ts->tv_nsec += (long)((s - (double)sec) * 1e9);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}

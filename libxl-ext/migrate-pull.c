@@ -325,12 +325,7 @@ int incmig__mig_pull(struct mig *m, bool reconnect)
             while (!complete_now(m) && !m->link_down && !m->q_len &&
                    !silent && !incmig__stop_requested) {
                 struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += 250 * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
+                incmig__deadline(&ts, CLOCK_REALTIME, 0.25);
                 pthread_cond_timedwait(&m->cond, &m->lock, &ts);
                 silent = incmig__now() >= quiet_end;
             }

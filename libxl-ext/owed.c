@@ -816,12 +816,7 @@ static void *syncer_main(void *opaque)
     while (!o->syncer_stop) {
         if (!o->unsynced || incmig__now() - o->t_sync < SYNC_EVERY_S) {
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            incmig__deadline(&ts, CLOCK_REALTIME, 0.05);
             pthread_cond_timedwait(&o->syncer_cond, &o->lock, &ts);
             continue;
         }
