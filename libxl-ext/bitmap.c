@@ -4,7 +4,7 @@
  * PUSH round sends, the blocks the PULL gate still misses.
  *
  * Entry points: incmig__bitmap_init/dispose, set/clear/test (+ ranges),
- * count, merge, next_set/next_clear/next_run, swap, encode/decode, and
+ * count, merge, move, next_set/next_clear/next_run, swap, encode/decode, and
  * incmig__block_size_valid.
  *
  * Layout: words[i] holds bits 64*i .. 64*i+63, bit k of the word = bit
@@ -68,6 +68,14 @@ int incmig__bitmap_init(struct incmig__bitmap *b, uint64_t nbits)
         ERR("cannot allocate a bitmap of %" PRIu64 " bits", nbits);
         return INCMIG_ENOMEM;
     }
+    /* Resident from now on: a large calloc is fresh pages of zeros that the
+     * kernel maps on first write, one fault per 4 KiB page (512 for a 64
+     * GiB disk), and the first write to many bitmaps (the stop-and-copy
+     * set, the gate's missing set) falls in the downtime, where those
+     * faults cost milliseconds.  Volatile: the stores must not be elided. */
+    volatile uint64_t *v = b->words;
+    for (uint64_t i = 0; i < n; i += 4096 / sizeof *b->words)
+        v[i] = 0;
     b->nbits = nbits;
     return 0;
 }
@@ -164,6 +172,22 @@ int incmig__bitmap_merge(struct incmig__bitmap *dst,
     uint64_t nw = nwords(dst->nbits);
     for (uint64_t i = 0; i < nw; i++)
         dst->words[i] |= src->words[i];
+    return 0;
+}
+
+int incmig__bitmap_move(struct incmig__bitmap *dst, struct incmig__bitmap *src)
+{
+    if (dst->nbits != src->nbits) {
+        ERR("cannot merge bitmaps of %" PRIu64 " and %" PRIu64 " bits",
+            dst->nbits, src->nbits);
+        return INCMIG_EINVAL;
+    }
+    uint64_t nw = nwords(dst->nbits);
+    for (uint64_t i = 0; i < nw; i++)
+        if (src->words[i]) {
+            dst->words[i] |= src->words[i];
+            src->words[i] = 0;
+        }
     return 0;
 }
 

@@ -117,6 +117,9 @@ uint64_t incmig__bitmap_count(const struct incmig__bitmap *b);
 /* dst |= src; sizes must be equal (INCMIG_EINVAL otherwise). */
 int incmig__bitmap_merge(struct incmig__bitmap *dst,
                          const struct incmig__bitmap *src);
+/* dst |= src, and src is left clear (one pass; src's words are written
+ * only where they were set). */
+int incmig__bitmap_move(struct incmig__bitmap *dst, struct incmig__bitmap *src);
 /* First set bit >= from, or b->nbits if none. */
 uint64_t incmig__bitmap_next_set(const struct incmig__bitmap *b,
                                  uint64_t from);
@@ -841,6 +844,13 @@ int incmig__nbd_hold(struct incmig__nbd_server *s);
  * in the backlog (the destination stages its export that way).  start and
  * quiesce are called from one thread. */
 int incmig__nbd_quiesce(struct incmig__nbd_server *s);
+/* The pause in two steps, so that a caller with several exports, or other
+ * work to do while the requests in flight finish, waits only once:
+ * _begin stops accepting and reading (steps 1-2, returns at once), _wait
+ * waits until every request read is answered and the connections are
+ * closed.  _quiesce is both.  No start in between. */
+void incmig__nbd_quiesce_begin(struct incmig__nbd_server *s);
+void incmig__nbd_quiesce_wait(struct incmig__nbd_server *s);
 int incmig__nbd_clients(struct incmig__nbd_server *s);  /* connected now */
 void incmig__nbd_free(struct incmig__nbd_server *s);    /* stops, unlinks */
 
@@ -964,13 +974,20 @@ struct incmig__tracker {
 /* In-process tracker: writers call mark; thread safe. */
 struct incmig__memtracker {
     struct incmig__tracker t;
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;          /* bm: the marks */
     struct incmig__bitmap bm;
+    pthread_mutex_t take;          /* spare: one get_and_clear at a time */
+    struct incmig__bitmap spare;   /* clear, swapped in by get_and_clear */
 };
 int incmig__memtracker_init(struct incmig__memtracker *m, uint64_t disk_size,
                             uint32_t block_size);
 void incmig__memtracker_mark(struct incmig__memtracker *m, uint64_t off,
                              uint64_t len);
+/* get_and_clear straight to the wire encoding (incmig__bitmap_encode of
+ * the whole disk; *enc malloc'd), and how many blocks it holds (count may
+ * be NULL): what a backend hands the toolstack. */
+int incmig__memtracker_take(struct incmig__memtracker *m, uint8_t **enc,
+                            size_t *len, uint64_t *count);
 
 /* ---- the domain backend the toolstack drives (source) --------------------- */
 
@@ -1087,11 +1104,16 @@ struct incmig__simmem {
     uint64_t npages;
     uint64_t cpu;                  /* "CPU state": writes seen */
     struct incmig__bitmap dirty;   /* pages touched since the last round */
+    bool frozen;                   /* paused: touches change nothing */
 };
 int incmig__simmem_init(struct incmig__simmem *m, uint64_t bytes);
 void incmig__simmem_dispose(struct incmig__simmem *m);   /* idempotent */
 /* A guest write: dirty the page `key` selects. */
 void incmig__simmem_touch(struct incmig__simmem *m, uint64_t key);
+/* Paused (true) or running again (false): a write the guest issued before
+ * the pause and the export finishes after it dirtied its page when it was
+ * issued, so once frozen, touches are ignored. */
+void incmig__simmem_freeze(struct incmig__simmem *m, bool frozen);
 /* Write the state stream to fd: pre-copy rounds, then pause(opaque), then
  * the last pages and END.  corrupt: fault injection for tests. */
 int incmig__simstate_save(struct incmig__simmem *m, int fd,

@@ -1280,9 +1280,8 @@ static void drop_held(struct incmig__nbd_server *s)
     s->qtail = NULL;
 }
 
-int incmig__nbd_quiesce(struct incmig__nbd_server *s)
+void incmig__nbd_quiesce_begin(struct incmig__nbd_server *s)
 {
-    struct conn *c;
     bool join;
 
     /* 1. Stop accepting and stop listening: a paused guest's disk must
@@ -1305,7 +1304,7 @@ int incmig__nbd_quiesce(struct incmig__nbd_server *s)
     /* 2. Stop every reader; SHUT_RD wakes one blocked in recv while the
      * write side stays open for the replies still owed. */
     pthread_mutex_lock(&s->lock);
-    for (c = s->conns; c; c = c->next) {
+    for (struct conn *c = s->conns; c; c = c->next) {
         if (c->state == FINISHED)
             continue;
         c->stop = true;
@@ -1314,12 +1313,23 @@ int incmig__nbd_quiesce(struct incmig__nbd_server *s)
     }
     drop_held(s);
     pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
 
+void incmig__nbd_quiesce_wait(struct incmig__nbd_server *s)
+{
     /* 3. Each reader closes its socket once its requests are answered. */
+    pthread_mutex_lock(&s->lock);
     while (s->nclients > 0)
         pthread_cond_wait(&s->cond, &s->lock);
     pthread_mutex_unlock(&s->lock);
     reap(s);
+}
+
+int incmig__nbd_quiesce(struct incmig__nbd_server *s)
+{
+    incmig__nbd_quiesce_begin(s);
+    incmig__nbd_quiesce_wait(s);
     return 0;
 }
 

@@ -23,22 +23,48 @@
 
 #include "incmig-internal.h"
 
+/* The marks go on in `spare` (clear, resident) while the old ones move
+ * into out: no allocation, no page faults, one pass. */
 static int mem_get_and_clear(struct incmig__tracker *t,
                              struct incmig__bitmap *out)
 {
     struct incmig__memtracker *m = (struct incmig__memtracker *)t;
-    struct incmig__bitmap fresh = {0};
     int rc;
 
-    /* Allocate outside the lock: marking must never wait for calloc. */
-    rc = incmig__bitmap_init(&fresh, m->bm.nbits);
-    if (rc)
-        return rc;
+    pthread_mutex_lock(&m->take);
     pthread_mutex_lock(&m->lock);
-    incmig__bitmap_swap(&m->bm, &fresh);
+    incmig__bitmap_swap(&m->bm, &m->spare);
     pthread_mutex_unlock(&m->lock);
-    rc = incmig__bitmap_merge(out, &fresh);
-    incmig__bitmap_dispose(&fresh);
+    rc = incmig__bitmap_move(out, &m->spare);
+    if (rc) {   /* out of the wrong size: the marks go back */
+        pthread_mutex_lock(&m->lock);
+        incmig__bitmap_merge(&m->bm, &m->spare);
+        pthread_mutex_unlock(&m->lock);
+        incmig__bitmap_clear_all(&m->spare);
+    }
+    pthread_mutex_unlock(&m->take);
+    return rc;
+}
+
+int incmig__memtracker_take(struct incmig__memtracker *m, uint8_t **enc,
+                            size_t *len, uint64_t *count)
+{
+    int rc;
+
+    pthread_mutex_lock(&m->take);
+    pthread_mutex_lock(&m->lock);
+    incmig__bitmap_swap(&m->bm, &m->spare);
+    pthread_mutex_unlock(&m->lock);
+    rc = incmig__bitmap_encode(&m->spare, 0, m->spare.nbits, enc, len);
+    if (rc) {   /* the marks go back */
+        pthread_mutex_lock(&m->lock);
+        incmig__bitmap_merge(&m->bm, &m->spare);
+        pthread_mutex_unlock(&m->lock);
+    } else if (count) {
+        *count = incmig__bitmap_count(&m->spare);
+    }
+    incmig__bitmap_clear_all(&m->spare);
+    pthread_mutex_unlock(&m->take);
     return rc;
 }
 
@@ -60,7 +86,9 @@ static void mem_dispose(struct incmig__tracker *t)
     if (!m->t.ops)
         return;
     incmig__bitmap_dispose(&m->bm);
+    incmig__bitmap_dispose(&m->spare);
     pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->take);
     m->t.ops = NULL;
 }
 
@@ -84,9 +112,14 @@ int incmig__memtracker_init(struct incmig__memtracker *m, uint64_t disk_size,
     m->t.block_size = block_size;
     m->t.nblocks = (disk_size + block_size - 1) / block_size;
     rc = incmig__bitmap_init(&m->bm, m->t.nblocks);
-    if (rc)
+    if (!rc)
+        rc = incmig__bitmap_init(&m->spare, m->t.nblocks);
+    if (rc) {
+        incmig__bitmap_dispose(&m->bm);
         return rc;
+    }
     pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->take, NULL);
     m->t.ops = &mem_ops;
     return 0;
 }

@@ -72,6 +72,7 @@ struct served {
     bool released;
     double t_paused;               /* incmig__now() when paused */
     bool saving;                   /* a SUSPEND is writing the state */
+    bool draining;                 /* paused, requests in flight finishing */
     const char *name;
     /* The guest's I/O as the export sees it (ACTIVITY), atomic: requests
      * completed, and nanoseconds spent in them. */
@@ -219,56 +220,64 @@ static struct served_disk *disk_arg(struct served *s, int fd, const char *arg)
 
 static int cmd_getclear(struct served_disk *d, int fd)
 {
-    struct incmig__bitmap bm = {0};
     uint8_t *enc = NULL;
     size_t len = 0;
+    uint64_t n = 0;
     int rc;
 
-    rc = incmig__bitmap_init(&bm, d->mt.t.nblocks);
-    if (!rc)
-        rc = d->mt.t.ops->get_and_clear(&d->mt.t, &bm);
-    if (!rc)
-        rc = incmig__bitmap_encode(&bm, 0, bm.nbits, &enc, &len);
+    rc = incmig__memtracker_take(&d->mt, &enc, &len, &n);
     if (rc) {
         rc = reply(fd, "ERR cannot read the write bitmap of disk %s: %s",
                    d->name, incmig_strerror(rc));
         goto out;
     }
-    DBG("bitmap of %s handed out: %" PRIu64 " dirty blocks, %zu bytes",
-        d->name, incmig__bitmap_count(&bm), len);
-    rc = reply(fd, "OK %" PRIu64 " %zu", bm.nbits, len);
+    rc = reply(fd, "OK %" PRIu64 " %zu", d->mt.t.nblocks, len);
     if (!rc)
         rc = incmig__ctl_writeall(fd, enc, len);
+    DBG("bitmap of %s handed out: %" PRIu64 " dirty blocks, %zu bytes",
+        d->name, n, len);
 out:
     free(enc);
-    incmig__bitmap_dispose(&bm);
     return rc;
 }
 
-/* The pause, from inside the state stream: every export drained and
- * closed (the guest's requests wait in the backlog, as a paused domain's
- * I/O waits in its ring). */
+/* The pause, from inside the state stream: every export stops taking
+ * requests and its connections close once the requests in flight are
+ * answered (the guest's next requests wait in the backlog, as a paused
+ * domain's I/O waits in its ring).  The state stream's last pages go
+ * out meanwhile; cmd_suspend waits for the exports (drain_all) before it
+ * answers, so the toolstack reads the final bitmaps after the last
+ * write. */
 static int pause_all(void *opaque)
 {
     struct served *s = opaque;
-    int rc = 0;
 
     pthread_mutex_lock(&s->lock);
     if (s->state == SERVING) {
         s->t_paused = incmig__now();
-        for (int i = 0; i < s->nd && !rc; i++)
-            rc = incmig__nbd_quiesce(s->d[i].nbd);
-        if (rc) {
-            for (int i = 0; i < s->nd; i++)
-                incmig__nbd_start(s->d[i].nbd);
-            ERR("cannot drain the exports: guest left running");
-        } else {
-            s->state = SUSPENDED;
-            INFO("guest paused: exports drained and closed");
-        }
+        for (int i = 0; i < s->nd; i++)
+            incmig__nbd_quiesce_begin(s->d[i].nbd);
+        s->state = SUSPENDED;
+        s->draining = true;
     }
     pthread_mutex_unlock(&s->lock);
-    return rc;
+    return 0;
+}
+
+static void drain_all(struct served *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool draining = s->draining;
+    pthread_mutex_unlock(&s->lock);
+    if (!draining)
+        return;
+    for (int i = 0; i < s->nd; i++)
+        incmig__nbd_quiesce_wait(s->d[i].nbd);
+    pthread_mutex_lock(&s->lock);
+    s->draining = false;
+    pthread_mutex_unlock(&s->lock);
+    INFO("guest paused: exports drained and closed, %.1f ms after the "
+         "pause", (incmig__now() - s->t_paused) * 1000);
 }
 
 static int cmd_suspend(struct served *s, int fd, int state_fd)
@@ -286,6 +295,7 @@ static int cmd_suspend(struct served *s, int fd, int state_fd)
         return reply(fd, "ERR not running, or a SUSPEND is under way");
     int rc = incmig__simstate_save(&s->mem, state_fd, pause_all, s,
                                    s->o->faults & INCMIG_FAULT_CORRUPT_STATE);
+    drain_all(s);
     pthread_mutex_lock(&s->lock);
     s->saving = false;
     pthread_mutex_unlock(&s->lock);
@@ -390,13 +400,16 @@ static int command(struct served *s, int fd, const char *line, int passed_fd)
             rc = reply(fd, "OK");
         }
     } else if (!strcmp(line, "RESUME")) {
-        if (s->state == COMMITTED) {
+        if (s->saving) {
+            rc = reply(fd, "ERR a SUSPEND is under way");
+        } else if (s->state == COMMITTED) {
             rc = reply(fd, "ERR past the point of no return: the "
                        "destination owns the guest");
         } else {
             if (s->state == SUSPENDED) {
                 for (int i = 0; i < s->nd; i++)
                     incmig__nbd_start(s->d[i].nbd);
+                incmig__simmem_freeze(&s->mem, false);
                 INFO("guest resumed on the source");
             }
             s->state = SERVING;
@@ -459,6 +472,7 @@ static void *session_main(void *opaque)
             "point of no return: resuming the guest here");
         for (int i = 0; i < s->nd; i++)
             incmig__nbd_start(s->d[i].nbd);
+        incmig__simmem_freeze(&s->mem, false);
         s->state = SERVING;
     }
     pthread_cond_broadcast(&s->cond);

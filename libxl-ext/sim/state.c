@@ -79,6 +79,10 @@ void incmig__simmem_touch(struct incmig__simmem *m, uint64_t key)
     if (!m->pages)
         return;
     pthread_mutex_lock(&m->lock);
+    if (m->frozen) {
+        pthread_mutex_unlock(&m->lock);
+        return;
+    }
     /* Writes dirty a working set of 1/16 of memory, as a guest's busy
      * pages are a small part of its memory: pre-copy converges to it. */
     uint64_t hot = m->npages >= 16 ? m->npages / 16 : m->npages;
@@ -87,6 +91,15 @@ void incmig__simmem_touch(struct incmig__simmem *m, uint64_t key)
     m->cpu++;
     put64(p + 8 + (m->cpu % 500) * 8, m->cpu ^ key);
     incmig__bitmap_set(&m->dirty, pg);
+    pthread_mutex_unlock(&m->lock);
+}
+
+void incmig__simmem_freeze(struct incmig__simmem *m, bool frozen)
+{
+    if (!m->pages)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->frozen = frozen;
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -158,7 +171,9 @@ int incmig__simstate_save(struct incmig__simmem *m, int fd,
     rc = pause(opaque);
     if (rc)
         goto out;
-    /* Paused: nothing dirties memory any more. */
+    /* Paused: nothing dirties memory any more (the guest's requests still
+     * in flight were issued before the pause). */
+    incmig__simmem_freeze(m, true);
     struct incmig__bitmap last = {0};
     rc = incmig__bitmap_init(&last, m->npages);
     if (rc)
@@ -315,6 +330,15 @@ int incmig__simstate_restore(int fd, struct incmig__simstate_info *info)
             rc = INCMIG_EPROTO;
             goto out;
         }
+        /* The checksum first: it is done while the end of the stream
+         * (its EOF) is still on its way. */
+        uint32_t crc = incmig__crc32c(0, mem, npages * INCMIG_SIMSTATE_PAGE);
+        if (crc != info->crc) {
+            ERR("state stream corrupt: the memory received has checksum "
+                "%08x, the source's was %08x", crc, info->crc);
+            rc = INCMIG_EPROTO;
+            goto out;
+        }
         rc = rd(b, &extra, 1);
         if (rc != 1) {
             ERR("state stream: data after END");
@@ -322,13 +346,6 @@ int incmig__simstate_restore(int fd, struct incmig__simstate_info *info)
             goto out;
         }
         break;
-    }
-    uint32_t crc = incmig__crc32c(0, mem, npages * INCMIG_SIMSTATE_PAGE);
-    if (crc != info->crc) {
-        ERR("state stream corrupt: the memory received has checksum %08x, "
-            "the source's was %08x", crc, info->crc);
-        rc = INCMIG_EPROTO;
-        goto out;
     }
     info->npages = npages;
     info->pages = pages;

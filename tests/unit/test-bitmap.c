@@ -1,7 +1,8 @@
 /* test-bitmap.c: unit tests of bitmap.c: bit and range operations across
- * word boundaries, scans at the edges, merge/swap, and the wire encoding
- * (round trips, form choice, one test per decode error rule, the size of a
- * sparse 64 GiB bitmap).
+ * word boundaries, scans at the edges, merge/swap/move, residency after
+ * init, the wire encoding (round trips, form choice, one test per decode
+ * error rule, the size of a sparse 64 GiB bitmap), and the in-process
+ * tracker's hand-over (tracker.c).
  */
 #include "config.h"
 
@@ -11,6 +12,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -141,6 +144,98 @@ static void test_next(void **state)
     assert_int_equal(l, 130);
     assert_int_equal(incmig__bitmap_next_clear(&b, 0), 130);
     incmig__bitmap_dispose(&b);
+}
+
+static void test_move(void **state)
+{
+    struct incmig__bitmap a, b, c;
+
+    assert_int_equal(incmig__bitmap_init(&a, 200), 0);
+    assert_int_equal(incmig__bitmap_init(&b, 200), 0);
+    assert_int_equal(incmig__bitmap_init(&c, 201), 0);
+    incmig__bitmap_set(&a, 3);
+    incmig__bitmap_set_range(&b, 60, 70);
+    incmig__bitmap_set(&b, 199);
+    incmig__bitmap_set(&c, 7);
+    assert_int_equal(incmig__bitmap_move(&a, &c), INCMIG_EINVAL);
+    assert_int_equal(incmig__bitmap_count(&a), 1);
+    assert_int_equal(incmig__bitmap_count(&c), 1);
+    assert_int_equal(incmig__bitmap_move(&a, &b), 0);
+    assert_int_equal(incmig__bitmap_count(&a), 72);
+    assert_true(incmig__bitmap_test(&a, 3));
+    assert_true(incmig__bitmap_test(&a, 60));
+    assert_true(incmig__bitmap_test(&a, 129));
+    assert_false(incmig__bitmap_test(&a, 130));
+    assert_true(incmig__bitmap_test(&a, 199));
+    assert_int_equal(incmig__bitmap_count(&b), 0);
+    incmig__bitmap_dispose(&a);
+    incmig__bitmap_dispose(&b);
+    incmig__bitmap_dispose(&c);
+}
+
+/* A 64 GiB disk's bitmap (2 MiB) is resident once initialised: its first
+ * writes, often in the downtime, must not fault pages in. */
+static void test_init_resident(void **state)
+{
+    struct incmig__bitmap b;
+    long pg = sysconf(_SC_PAGESIZE);
+
+    assert_int_equal(incmig__bitmap_init(&b, UINT64_C(16) << 20), 0);
+    uintptr_t lo = (uintptr_t)b.words & ~(uintptr_t)(pg - 1);
+    uintptr_t hi = (uintptr_t)(b.words + (UINT64_C(16) << 20) / 64);
+    size_t n = (hi - lo + (size_t)pg - 1) / (size_t)pg;
+    unsigned char *vec = malloc(n);
+    assert_non_null(vec);
+    assert_int_equal(mincore((void *)lo, hi - lo, vec), 0);
+    size_t in = 0;
+    for (size_t i = 0; i < n; i++)
+        in += vec[i] & 1;
+    assert_int_equal(in, n);
+    assert_int_equal(incmig__bitmap_count(&b), 0);
+    free(vec);
+    incmig__bitmap_dispose(&b);
+}
+
+/* The in-process tracker: get_and_clear and take hand over exactly the
+ * marks since the last one; a failed hand-over keeps them. */
+static void test_memtracker(void **state)
+{
+    struct incmig__memtracker m;
+    struct incmig__bitmap out, wrong, dec;
+    uint8_t *enc = NULL;
+    size_t len = 0;
+    uint64_t n = 0;
+
+    assert_int_equal(incmig__memtracker_init(&m, 1 << 20, 4096), 0);
+    assert_int_equal(incmig__bitmap_init(&out, 256), 0);
+    assert_int_equal(incmig__bitmap_init(&wrong, 255), 0);
+    assert_int_equal(incmig__bitmap_init(&dec, 256), 0);
+    incmig__memtracker_mark(&m, 4096, 8192);          /* blocks 1, 2 */
+    incmig__bitmap_set(&out, 200);                    /* kept: merged */
+    assert_int_equal(m.t.ops->get_and_clear(&m.t, &wrong), INCMIG_EINVAL);
+    assert_int_equal(m.t.ops->get_and_clear(&m.t, &out), 0);
+    assert_int_equal(incmig__bitmap_count(&out), 3);
+    assert_true(incmig__bitmap_test(&out, 1) && incmig__bitmap_test(&out, 2));
+    incmig__memtracker_mark(&m, 255 * 4096, 1);       /* block 255 */
+    assert_int_equal(incmig__memtracker_take(&m, &enc, &len, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(incmig__bitmap_decode(&dec, 0, 256, enc, len), 0);
+    assert_int_equal(incmig__bitmap_count(&dec), 1);
+    assert_true(incmig__bitmap_test(&dec, 255));
+    free(enc);
+    enc = NULL;
+    assert_int_equal(incmig__memtracker_take(&m, &enc, &len, &n), 0);
+    assert_int_equal(n, 0);
+    free(enc);
+    incmig__memtracker_mark(&m, 0, 1);
+    incmig__bitmap_clear_all(&out);
+    assert_int_equal(m.t.ops->get_and_clear(&m.t, &out), 0);
+    assert_int_equal(incmig__bitmap_count(&out), 1);
+    assert_true(incmig__bitmap_test(&out, 0));
+    m.t.ops->dispose(&m.t);
+    incmig__bitmap_dispose(&out);
+    incmig__bitmap_dispose(&wrong);
+    incmig__bitmap_dispose(&dec);
 }
 
 static void test_merge_swap(void **state)
@@ -470,6 +565,9 @@ int main(void)
         cmocka_unit_test(test_decode_errors),
         cmocka_unit_test(test_decode_accepts),
         cmocka_unit_test(test_sparse_64g_size),
+        cmocka_unit_test(test_move),
+        cmocka_unit_test(test_init_resident),
+        cmocka_unit_test(test_memtracker),
     };
     /* Decode errors are expected here: keep stderr quiet. */
     incmig__verbosity = -1;
