@@ -161,14 +161,21 @@ uint64_t incmig__bitmap_count(const struct incmig__bitmap *b)
     return n;
 }
 
+static bool same_size(const struct incmig__bitmap *dst,
+                      const struct incmig__bitmap *src)
+{
+    if (dst->nbits == src->nbits)
+        return true;
+    ERR("cannot merge bitmaps of %" PRIu64 " and %" PRIu64 " bits",
+        dst->nbits, src->nbits);
+    return false;
+}
+
 int incmig__bitmap_merge(struct incmig__bitmap *dst,
                          const struct incmig__bitmap *src)
 {
-    if (dst->nbits != src->nbits) {
-        ERR("cannot merge bitmaps of %" PRIu64 " and %" PRIu64 " bits",
-            dst->nbits, src->nbits);
+    if (!same_size(dst, src))
         return INCMIG_EINVAL;
-    }
     uint64_t nw = nwords(dst->nbits);
     for (uint64_t i = 0; i < nw; i++)
         dst->words[i] |= src->words[i];
@@ -177,11 +184,8 @@ int incmig__bitmap_merge(struct incmig__bitmap *dst,
 
 int incmig__bitmap_move(struct incmig__bitmap *dst, struct incmig__bitmap *src)
 {
-    if (dst->nbits != src->nbits) {
-        ERR("cannot merge bitmaps of %" PRIu64 " and %" PRIu64 " bits",
-            dst->nbits, src->nbits);
+    if (!same_size(dst, src))
         return INCMIG_EINVAL;
-    }
     uint64_t nw = nwords(dst->nbits);
     for (uint64_t i = 0; i < nw; i++)
         if (src->words[i]) {

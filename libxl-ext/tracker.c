@@ -23,25 +23,25 @@
 
 #include "incmig-internal.h"
 
-/* The marks go on in `spare` (clear, resident) while the old ones move
- * into out: no allocation, no page faults, one pass. */
+/* The marks go on in `spare` (clear, resident) while the old ones are
+ * handed over: no allocation, no page faults.  Under m->take. */
+static void swap_marks(struct incmig__memtracker *m)
+{
+    pthread_mutex_lock(&m->lock);
+    incmig__bitmap_swap(&m->bm, &m->spare);
+    pthread_mutex_unlock(&m->lock);
+}
+
 static int mem_get_and_clear(struct incmig__tracker *t,
                              struct incmig__bitmap *out)
 {
     struct incmig__memtracker *m = (struct incmig__memtracker *)t;
-    int rc;
 
+    if (out->nbits != m->spare.nbits)
+        return incmig__bitmap_merge(out, &m->spare);   /* says why */
     pthread_mutex_lock(&m->take);
-    pthread_mutex_lock(&m->lock);
-    incmig__bitmap_swap(&m->bm, &m->spare);
-    pthread_mutex_unlock(&m->lock);
-    rc = incmig__bitmap_move(out, &m->spare);
-    if (rc) {   /* out of the wrong size: the marks go back */
-        pthread_mutex_lock(&m->lock);
-        incmig__bitmap_merge(&m->bm, &m->spare);
-        pthread_mutex_unlock(&m->lock);
-        incmig__bitmap_clear_all(&m->spare);
-    }
+    swap_marks(m);
+    int rc = incmig__bitmap_move(out, &m->spare);      /* one pass */
     pthread_mutex_unlock(&m->take);
     return rc;
 }
@@ -52,9 +52,7 @@ int incmig__memtracker_take(struct incmig__memtracker *m, uint8_t **enc,
     int rc;
 
     pthread_mutex_lock(&m->take);
-    pthread_mutex_lock(&m->lock);
-    incmig__bitmap_swap(&m->bm, &m->spare);
-    pthread_mutex_unlock(&m->lock);
+    swap_marks(m);
     rc = incmig__bitmap_encode(&m->spare, 0, m->spare.nbits, enc, len);
     if (rc) {   /* the marks go back */
         pthread_mutex_lock(&m->lock);

@@ -72,7 +72,6 @@ struct served {
     bool released;
     double t_paused;               /* incmig__now() when paused */
     bool saving;                   /* a SUSPEND is writing the state */
-    bool draining;                 /* paused, requests in flight finishing */
     const char *name;
     /* The guest's I/O as the export sees it (ACTIVITY), atomic: requests
      * completed, and nanoseconds spent in them. */
@@ -258,24 +257,22 @@ static int pause_all(void *opaque)
         for (int i = 0; i < s->nd; i++)
             incmig__nbd_quiesce_begin(s->d[i].nbd);
         s->state = SUSPENDED;
-        s->draining = true;
     }
     pthread_mutex_unlock(&s->lock);
     return 0;
 }
 
+/* After the state stream: when it paused the guest (SUSPENDED: a SUSPEND
+ * starts only while SERVING), wait for the exports' requests in flight. */
 static void drain_all(struct served *s)
 {
     pthread_mutex_lock(&s->lock);
-    bool draining = s->draining;
+    bool paused = s->state == SUSPENDED;
     pthread_mutex_unlock(&s->lock);
-    if (!draining)
+    if (!paused)
         return;
     for (int i = 0; i < s->nd; i++)
         incmig__nbd_quiesce_wait(s->d[i].nbd);
-    pthread_mutex_lock(&s->lock);
-    s->draining = false;
-    pthread_mutex_unlock(&s->lock);
     INFO("guest paused: exports drained and closed, %.1f ms after the "
          "pause", (incmig__now() - s->t_paused) * 1000);
 }
