@@ -787,6 +787,8 @@ struct incmig__yield {
     double t, busy;           /* the last window's start: time, busy s */
     uint64_t reqs;            /*   and requests */
     double base;              /* the guest's latency alone (s), or -1 */
+    double base_rate;         /* its requests per second alone, or 0 */
+    double rate_avg;          /* its requests per second lately, or 0 */
     double t_probe;           /* when base was measured */
     bool probe_due;           /* the caller should probe (step sets it) */
     double cap;               /* bytes/s while the guest is busy, or 0 */
