@@ -1,7 +1,7 @@
 #!/bin/bash
 # migrate-yield.sh: without --bandwidth, PUSH yields to the guest: while
 # the guest is busy it is probed (PUSH stops for 0.1 s to measure the
-# guest's latency alone) and PUSH's cap follows its latency, and PUSH's
+# guest alone) and PUSH's cap follows its latency and rate, and PUSH's
 # reads go at the IDLE I/O class; an idle guest is never probed (PUSH runs
 # uncapped); --bandwidth max or a cap turns yielding and the IDLE class
 # off.  (How much rate the guest keeps is the benchmark's to measure: a
