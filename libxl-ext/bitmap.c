@@ -94,9 +94,10 @@ static uint64_t next_word(const struct incmig__bitmap *b, uint64_t w,
 }
 
 /* Run the statement after it with w = each word whose summary bit is
- * set, in order. */
+ * set, in order (none for a disposed bitmap). */
 #define FOR_EACH_SUM_WORD(b, w)                                             \
-    for (uint64_t s_ = 0, ns_ = nsumwords(nwords((b)->nbits)), x_ = 0;      \
+    for (uint64_t s_ = 0, x_ = 0,                                           \
+         ns_ = (b)->sum ? nsumwords(nwords((b)->nbits)) : 0;                \
          s_ < ns_; s_++)                                                    \
         for (x_ = (b)->sum[s_]; x_; x_ &= x_ - 1)                           \
             for (uint64_t w = s_ * 64 + (uint64_t)__builtin_ctzll(x_),      \
@@ -227,8 +228,6 @@ uint64_t incmig__bitmap_count(const struct incmig__bitmap *b)
 {
     uint64_t n = 0;
 
-    if (!b->sum)
-        return 0;
     FOR_EACH_SUM_WORD(b, w)
         n += (uint64_t)__builtin_popcountll(b->words[w]);
     return n;

@@ -656,6 +656,10 @@ static void test_summary_skips(void **state)
     assert_int_equal(incmig__bitmap_next_set(&b, 0), n);
     incmig__bitmap_dispose(&b);
     incmig__bitmap_dispose(&d);
+    /* disposed (no words, no summary): scans see nothing, touch nothing */
+    assert_int_equal(incmig__bitmap_count(&b), 0);
+    assert_int_equal(incmig__bitmap_merge(&b, &d), 0);
+    incmig__bitmap_clear_all(&b);
 }
 
 int main(void)
