@@ -10,8 +10,19 @@
  * Layout: words[i] holds bits 64*i .. 64*i+63, bit k of the word = bit
  * 64*i+k.  Bits past nbits in the last word are always 0, so count and
  * next_set need no masking; next_clear clamps its answer to nbits.
- * Scans go a word at a time with __builtin_ctzll / popcount: a 64 GiB disk
- * at 4 KiB is 16M bits = 256K words, scanned in well under a millisecond.
+ * Scans go a word at a time with __builtin_ctzll / popcount.
+ *
+ * Two levels: a 64 GiB disk at 4 KiB is 16M bits = 256K words, and the
+ * passes between the guest's pause and GO (count, merge, next_set,
+ * encode, clear_all) must not cost that much each.  So bit w of sum[] is
+ * set whenever words[w] may be non-zero.  Invariant (a superset):
+ * words[w] != 0 implies sum bit w set; a stale set summary bit (its word
+ * became 0 through clear/clear_range) is allowed.  Every mutator that can
+ * make a word non-zero sets its summary bit (mark()); code outside this
+ * file that writes words directly calls incmig__bitmap_resum or marks
+ * the words itself.  The scans for set bits walk the summary, so they
+ * cost in proportion to the words in use, not the disk; next_clear and
+ * the raw encoding (chosen only for dense maps) still go word by word.
  *
  * Out-of-range bits: set/clear of a bit >= nbits is ignored, ranges are
  * clamped to [0, nbits), test of such a bit answers false.  Nothing ever
@@ -52,10 +63,63 @@ static uint64_t nwords(uint64_t nbits)
     return (nbits + 63) / 64;
 }
 
+/* Summary words of a bitmap of nw words (at least one). */
+static uint64_t nsumwords(uint64_t nw)
+{
+    return nw ? (nw + 63) / 64 : 1;
+}
+
+/* words[w] may now be non-zero. */
+static void mark(struct incmig__bitmap *b, uint64_t w)
+{
+    b->sum[w / 64] |= UINT64_C(1) << (w % 64);
+}
+
+/* First word >= w whose summary bit is set, or nw. */
+static uint64_t next_word(const struct incmig__bitmap *b, uint64_t w,
+                          uint64_t nw)
+{
+    if (w >= nw)
+        return nw;
+    uint64_t s = w / 64, ns = nsumwords(nw);
+    uint64_t x = b->sum[s] & (~UINT64_C(0) << (w % 64));
+
+    while (!x) {
+        if (++s >= ns)
+            return nw;
+        x = b->sum[s];
+    }
+    w = s * 64 + (uint64_t)__builtin_ctzll(x);
+    return w < nw ? w : nw;
+}
+
+/* Run the statement after it with w = each word whose summary bit is
+ * set, in order (none for a disposed bitmap). */
+#define FOR_EACH_SUM_WORD(b, w)                                             \
+    for (uint64_t s_ = 0, x_ = 0,                                           \
+         ns_ = (b)->sum ? nsumwords(nwords((b)->nbits)) : 0;                \
+         s_ < ns_; s_++)                                                    \
+        for (x_ = (b)->sum[s_]; x_; x_ &= x_ - 1)                           \
+            for (uint64_t w = s_ * 64 + (uint64_t)__builtin_ctzll(x_),      \
+                 once_ = 1; once_; once_ = 0)
+
+void incmig__bitmap_resum(struct incmig__bitmap *b)
+{
+    uint64_t nw = nwords(b->nbits);
+
+    if (!b->sum)
+        return;
+    memset(b->sum, 0, nsumwords(nw) * sizeof *b->sum);
+    for (uint64_t w = 0; w < nw; w++)
+        if (b->words[w])
+            mark(b, w);
+}
+
 int incmig__bitmap_init(struct incmig__bitmap *b, uint64_t nbits)
 {
     b->nbits = 0;
     b->words = NULL;
+    b->sum = NULL;
     if (nbits > BITMAP_MAX_BITS) {
         ERR("bitmap of %" PRIu64 " bits is larger than the maximum %" PRIu64
             " (disk larger than 16 TiB?)", nbits, (uint64_t)BITMAP_MAX_BITS);
@@ -64,7 +128,11 @@ int incmig__bitmap_init(struct incmig__bitmap *b, uint64_t nbits)
     /* At least one word, so an empty bitmap still has a valid pointer. */
     uint64_t n = nwords(nbits) ? nwords(nbits) : 1;
     b->words = calloc(n, sizeof *b->words);
-    if (!b->words) {
+    b->sum = calloc(nsumwords(nwords(nbits)), sizeof *b->sum);
+    if (!b->words || !b->sum) {
+        free(b->words);
+        free(b->sum);
+        b->words = b->sum = NULL;
         ERR("cannot allocate a bitmap of %" PRIu64 " bits", nbits);
         return INCMIG_ENOMEM;
     }
@@ -76,6 +144,9 @@ int incmig__bitmap_init(struct incmig__bitmap *b, uint64_t nbits)
     volatile uint64_t *v = b->words;
     for (uint64_t i = 0; i < n; i += 4096 / sizeof *b->words)
         v[i] = 0;
+    v = b->sum;
+    for (uint64_t i = 0; i < nsumwords(nwords(nbits)); i += 4096 / sizeof *b->sum)
+        v[i] = 0;
     b->nbits = nbits;
     return 0;
 }
@@ -83,14 +154,18 @@ int incmig__bitmap_init(struct incmig__bitmap *b, uint64_t nbits)
 void incmig__bitmap_dispose(struct incmig__bitmap *b)
 {
     free(b->words);
+    free(b->sum);
     b->words = NULL;
+    b->sum = NULL;
     b->nbits = 0;
 }
 
 void incmig__bitmap_set(struct incmig__bitmap *b, uint64_t bit)
 {
-    if (bit < b->nbits)
+    if (bit < b->nbits) {
         b->words[bit / 64] |= UINT64_C(1) << (bit % 64);
+        mark(b, bit / 64);
+    }
 }
 
 void incmig__bitmap_clear(struct incmig__bitmap *b, uint64_t bit)
@@ -127,9 +202,10 @@ static void change_range(struct incmig__bitmap *b, uint64_t first,
         unsigned lo = w == first / 64 ? first % 64 : 0;
         unsigned hi = w == wend ? (unsigned)((end - 1) % 64) + 1 : 64;
         uint64_t m = word_mask(lo, hi);
-        if (set)
+        if (set) {
             b->words[w] |= m;
-        else
+            mark(b, w);
+        } else
             b->words[w] &= ~m;
     }
 }
@@ -148,16 +224,23 @@ void incmig__bitmap_clear_range(struct incmig__bitmap *b, uint64_t first,
 
 void incmig__bitmap_clear_all(struct incmig__bitmap *b)
 {
-    if (b->words)
-        memset(b->words, 0, nwords(b->nbits) * sizeof *b->words);
+    if (!b->words)
+        return;
+    /* Only the words the summary says may be set, then the summary. */
+    uint64_t ns = nsumwords(nwords(b->nbits));
+    for (uint64_t s = 0; s < ns; s++) {
+        for (uint64_t x = b->sum[s]; x; x &= x - 1)
+            b->words[s * 64 + (uint64_t)__builtin_ctzll(x)] = 0;
+        b->sum[s] = 0;
+    }
 }
 
 uint64_t incmig__bitmap_count(const struct incmig__bitmap *b)
 {
-    uint64_t n = 0, nw = nwords(b->nbits);
+    uint64_t n = 0;
 
-    for (uint64_t i = 0; i < nw; i++)
-        n += (uint64_t)__builtin_popcountll(b->words[i]);
+    FOR_EACH_SUM_WORD(b, w)
+        n += (uint64_t)__builtin_popcountll(b->words[w]);
     return n;
 }
 
@@ -176,9 +259,11 @@ int incmig__bitmap_merge(struct incmig__bitmap *dst,
 {
     if (!same_size(dst, src))
         return INCMIG_EINVAL;
-    uint64_t nw = nwords(dst->nbits);
-    for (uint64_t i = 0; i < nw; i++)
-        dst->words[i] |= src->words[i];
+    FOR_EACH_SUM_WORD(src, w)
+        if (src->words[w]) {
+            dst->words[w] |= src->words[w];
+            mark(dst, w);
+        }
     return 0;
 }
 
@@ -186,12 +271,13 @@ int incmig__bitmap_move(struct incmig__bitmap *dst, struct incmig__bitmap *src)
 {
     if (!same_size(dst, src))
         return INCMIG_EINVAL;
-    uint64_t nw = nwords(dst->nbits);
-    for (uint64_t i = 0; i < nw; i++)
-        if (src->words[i]) {
-            dst->words[i] |= src->words[i];
-            src->words[i] = 0;
+    FOR_EACH_SUM_WORD(src, w)
+        if (src->words[w]) {
+            dst->words[w] |= src->words[w];
+            mark(dst, w);
+            src->words[w] = 0;
         }
+    memset(src->sum, 0, nsumwords(nwords(src->nbits)) * sizeof *src->sum);
     return 0;
 }
 
@@ -212,7 +298,8 @@ static uint64_t next_bit(const struct incmig__bitmap *b, uint64_t from,
              * first of them is nbits itself, so this clamp is defensive. */
             return bit < b->nbits ? bit : b->nbits;
         }
-        if (++w >= nw)
+        w = want ? next_word(b, w + 1, nw) : w + 1;
+        if (w >= nw)
             return b->nbits;
         x = want ? b->words[w] : ~b->words[w];
     }
@@ -393,10 +480,15 @@ static void apply_raw(struct incmig__bitmap *b, uint64_t first, uint64_t nbits,
             continue;
         uint64_t pos = first + (uint64_t)i * 8;
         unsigned s = pos % 64;
-        b->words[pos / 64] |= v << s;
+        if (v << s) {
+            b->words[pos / 64] |= v << s;
+            mark(b, pos / 64);
+        }
         /* Validation guarantees the high bits land below b->nbits. */
-        if (s && (v >> (64 - s)))
+        if (s && (v >> (64 - s))) {
             b->words[pos / 64 + 1] |= v >> (64 - s);
+            mark(b, pos / 64 + 1);
+        }
     }
 }
 
@@ -405,9 +497,10 @@ static void set_run(struct incmig__bitmap *b, uint64_t at, uint64_t run)
 {
     unsigned lo = at % 64;
 
-    if (lo + run <= 64)
+    if (lo + run <= 64) {
         b->words[at / 64] |= word_mask(lo, lo + (unsigned)run);
-    else
+        mark(b, at / 64);
+    } else
         change_range(b, at, run, true);
 }
 

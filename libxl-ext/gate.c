@@ -302,6 +302,10 @@ static uint64_t next_wanted(const struct incmig__gate *g, uint64_t from,
                             uint64_t last)
 {
     while (from <= last) {
+        /* skip to the next missing block through missing's summary */
+        from = incmig__bitmap_next_set(&g->missing, from);
+        if (from > last)
+            break;
         uint64_t i = from / 64;
         uint64_t w = g->missing.words[i] & ~g->requested.words[i] &
                      ~g->busy.words[i] & (~UINT64_C(0) << (from % 64));

@@ -101,6 +101,12 @@ bool incmig__block_size_valid(uint64_t bs);  /* power of two, 4K..1M */
 struct incmig__bitmap {
     uint64_t nbits;
     uint64_t *words;       /* (nbits + 63) / 64 words, bits past nbits 0 */
+    /* Summary: bit w set whenever words[w] may be non-zero (a superset:
+     * words[w] != 0 implies it; stale set bits are allowed).  The set-bit
+     * scans skip words whose summary bit is 0.  Code that writes words[]
+     * directly must keep this: set the bit, or call incmig__bitmap_resum
+     * after a bulk load.  (nwords + 63) / 64 words, at least one. */
+    uint64_t *sum;
 };
 
 int incmig__bitmap_init(struct incmig__bitmap *b, uint64_t nbits);
@@ -113,6 +119,9 @@ void incmig__bitmap_set_range(struct incmig__bitmap *b, uint64_t first,
 void incmig__bitmap_clear_range(struct incmig__bitmap *b, uint64_t first,
                                 uint64_t count);
 void incmig__bitmap_clear_all(struct incmig__bitmap *b);
+/* Rebuild b->sum from b->words (a full pass): after writing words[]
+ * directly, e.g. loading them from a file. */
+void incmig__bitmap_resum(struct incmig__bitmap *b);
 uint64_t incmig__bitmap_count(const struct incmig__bitmap *b);
 /* dst |= src; sizes must be equal (INCMIG_EINVAL otherwise). */
 int incmig__bitmap_merge(struct incmig__bitmap *dst,

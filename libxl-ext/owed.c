@@ -256,8 +256,10 @@ static int init_common(struct incmig__owed *o, int nd, const uint64_t *nb)
         if (!rc)
             rc = incmig__bitmap_init(&o->snap[i], nb[i]);
         /* touched now, not on its first sync: in the downtime */
-        if (!rc)
+        if (!rc) {
             memset(o->snap[i].words, 0xff, nwords(nb[i]) * 8);
+            incmig__bitmap_resum(&o->snap[i]);
+        }
     }
     if (!rc && !o->lock_ok) {
         pthread_mutex_init(&o->lock, NULL);
@@ -536,8 +538,10 @@ int incmig__owed_open(struct incmig__owed *o, const char *path, int wait_s,
                 i);
             rc = INCMIG_EINVAL;
         }
-        if (!rc)
+        if (!rc) {
+            incmig__bitmap_resum(&o->file[i]);   /* words loaded directly */
             incmig__bitmap_merge(&o->mem[i], &o->file[i]);
+        }
     }
     if (rc)
         goto out;
@@ -769,6 +773,9 @@ static int sync_words(struct incmig__owed *o, bool durable)
             s[w] = f[w] & m[w];
             n += s[w] != f[w];
         }
+        /* snap is a subset of file: file's summary covers it */
+        memcpy(o->snap[i].sum, o->file[i].sum,
+               (nw + 63) / 64 * sizeof *o->snap[i].sum);
     }
     o->unsynced = 0;
     pthread_mutex_unlock(&o->lock);

@@ -556,6 +556,220 @@ static void test_encode_matches_reference(void **state)
     incmig__bitmap_dispose(&b);
 }
 
+/* ---- the summary level -------------------------------------------------- */
+
+/* Every non-zero word has its summary bit; no summary bit past the words. */
+static void check_summary(const struct incmig__bitmap *b)
+{
+    uint64_t nw = (b->nbits + 63) / 64, ns = nw ? (nw + 63) / 64 : 1;
+
+    for (uint64_t w = 0; w < nw; w++)
+        if (b->words[w])
+            assert_true((b->sum[w / 64] >> (w % 64)) & 1);
+    for (uint64_t w = nw; w < ns * 64; w++)
+        assert_false((b->sum[w / 64] >> (w % 64)) & 1);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+
+static uint64_t rnd(uint64_t n)      /* xorshift64*, fixed seed */
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return n ? (rng_state * UINT64_C(2685821657736338717)) % n : 0;
+}
+
+/* b against the reference: every bit, count, scans from random points,
+ * all runs, and encode's bytes against a bitmap rebuilt bit by bit. */
+static void check_model(const struct incmig__bitmap *b, const bool *ref)
+{
+    uint64_t n = b->nbits, cnt = 0;
+
+    check_summary(b);
+    for (uint64_t i = 0; i < n; i++) {
+        assert_int_equal(incmig__bitmap_test(b, i), ref[i]);
+        cnt += ref[i];
+    }
+    assert_int_equal(incmig__bitmap_count(b), cnt);
+    for (int k = 0; k < 8; k++) {
+        uint64_t from = rnd(n + 2), s = from, c = from;
+        while (s < n && !ref[s])
+            s++;
+        while (c < n && ref[c])
+            c++;
+        assert_int_equal(incmig__bitmap_next_set(b, from), s < n ? s : n);
+        assert_int_equal(incmig__bitmap_next_clear(b, from), c < n ? c : n);
+    }
+    uint64_t pos = 0, st, len, i = 0;
+    while (incmig__bitmap_next_run(b, &pos, &st, &len)) {
+        while (!ref[i])
+            i++;
+        assert_int_equal(st, i);
+        while (i < n && ref[i])
+            i++;
+        assert_int_equal(len, i - st);
+    }
+    for (; i < n; i++)
+        assert_false(ref[i]);
+
+    struct incmig__bitmap r;
+    assert_int_equal(incmig__bitmap_init(&r, n), 0);
+    for (uint64_t j = 0; j < n; j++)
+        if (ref[j])
+            incmig__bitmap_set(&r, j);
+    uint64_t first = rnd(n + 1), nb = rnd(n - first + 1);
+    uint8_t *e1, *e2;
+    size_t l1, l2;
+    assert_int_equal(incmig__bitmap_encode(b, first, nb, &e1, &l1), 0);
+    assert_int_equal(incmig__bitmap_encode(&r, first, nb, &e2, &l2), 0);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(e1, e2, l1);
+    free(e1);
+    free(e2);
+    incmig__bitmap_dispose(&r);
+}
+
+/* Thousands of random operations on two bitmaps against bool[] models. */
+static void test_summary_model(void **state)
+{
+    const uint64_t n = 64 * 64 * 3 + 17;
+    struct incmig__bitmap bm[2];
+    bool *ref[2];
+
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(incmig__bitmap_init(&bm[k], n), 0);
+        ref[k] = calloc(n, sizeof(bool));
+        assert_non_null(ref[k]);
+    }
+    for (int op = 0; op < 4000; op++) {
+        int t = (int)rnd(2), o = 1 - t;
+        struct incmig__bitmap *b = &bm[t];
+        bool *r = ref[t];
+        uint64_t a = rnd(n + 3), c = rnd(rnd(4) ? 200 : n);
+        switch (rnd(11)) {
+        case 9:
+            assert_int_equal(incmig__bitmap_move(b, &bm[o]), 0);
+            for (uint64_t i = 0; i < n; i++) {
+                r[i] |= ref[o][i];
+                ref[o][i] = false;
+            }
+            check_model(&bm[o], ref[o]);
+            break;
+        case 0: case 1:
+            incmig__bitmap_set(b, a);
+            if (a < n)
+                r[a] = true;
+            break;
+        case 2:
+            incmig__bitmap_clear(b, a);
+            if (a < n)
+                r[a] = false;
+            break;
+        case 3:
+            incmig__bitmap_set_range(b, a, c);
+            for (uint64_t i = a; i < n && i - a < c; i++)
+                r[i] = true;
+            break;
+        case 4: case 5:
+            incmig__bitmap_clear_range(b, a, c);
+            for (uint64_t i = a; i < n && i - a < c; i++)
+                r[i] = false;
+            break;
+        case 6:
+            if (rnd(4) == 0) {
+                incmig__bitmap_clear_all(b);
+                memset(r, 0, n * sizeof(bool));
+            }
+            break;
+        case 7:
+            assert_int_equal(incmig__bitmap_merge(b, &bm[o]), 0);
+            for (uint64_t i = 0; i < n; i++)
+                r[i] |= ref[o][i];
+            break;
+        case 8: {
+            incmig__bitmap_swap(b, &bm[o]);
+            bool *x = ref[t];
+            ref[t] = ref[o];
+            ref[o] = x;
+            break;
+        }
+        default: {
+            /* decode a chunk of the other bitmap's encoding into b */
+            uint64_t first = rnd(n + 1), nb = rnd(n - first + 1);
+            uint8_t *e;
+            size_t l;
+            assert_int_equal(incmig__bitmap_encode(&bm[o], first, nb, &e, &l),
+                             0);
+            assert_int_equal(incmig__bitmap_decode(b, first, nb, e, l), 0);
+            free(e);
+            for (uint64_t i = first; i < first + nb; i++)
+                r[i] |= ref[o][i];
+            break;
+        }
+        }
+        check_model(&bm[t], ref[t]);
+        check_summary(&bm[o]);
+    }
+    for (int k = 0; k < 2; k++) {
+        incmig__bitmap_dispose(&bm[k]);
+        free(ref[k]);
+    }
+}
+
+/* 16M bits (64 GiB at 4 KiB), 3 set: count, next_set and encode use the
+ * summary.  Shown by a word set behind the summary's back, which the scans
+ * must not see; clear_all leaves the summary empty. */
+static void test_summary_skips(void **state)
+{
+    const uint64_t n = UINT64_C(1) << 24;
+    struct incmig__bitmap b, d;
+    uint8_t *e;
+    size_t l;
+
+    assert_int_equal(incmig__bitmap_init(&b, n), 0);
+    incmig__bitmap_set(&b, 5000);
+    incmig__bitmap_set(&b, 9000000);
+    incmig__bitmap_set(&b, n - 1);
+    check_summary(&b);
+    assert_int_equal(incmig__bitmap_count(&b), 3);
+    assert_int_equal(incmig__bitmap_next_set(&b, 0), 5000);
+    assert_int_equal(incmig__bitmap_next_set(&b, 5001), 9000000);
+    assert_int_equal(incmig__bitmap_next_set(&b, 9000001), n - 1);
+    assert_int_equal(incmig__bitmap_encode(&b, 0, n, &e, &l), 0);
+    assert_true(l < 16);
+    assert_int_equal(incmig__bitmap_init(&d, n), 0);
+    assert_int_equal(incmig__bitmap_decode(&d, 0, n, e, l), 0);
+    free(e);
+    assert_int_equal(incmig__bitmap_count(&d), 3);
+    check_summary(&d);
+
+    /* invariant broken on purpose: word 1000 set without its summary bit */
+    b.words[1000] = 1;
+    assert_int_equal(incmig__bitmap_count(&b), 3);
+    assert_int_equal(incmig__bitmap_next_set(&b, 0), 5000);
+    assert_int_equal(incmig__bitmap_encode(&b, 0, n, &e, &l), 0);
+    assert_int_equal(incmig__bitmap_decode(&d, 0, n, e, l), 0);
+    free(e);
+    assert_int_equal(incmig__bitmap_count(&d), 3);
+    incmig__bitmap_resum(&b);          /* repaired: now it is seen */
+    check_summary(&b);
+    assert_int_equal(incmig__bitmap_count(&b), 4);
+    assert_int_equal(incmig__bitmap_next_set(&b, 5001), 64000);
+
+    incmig__bitmap_clear_all(&b);
+    for (uint64_t s = 0; s < n / 64 / 64; s++)
+        assert_int_equal(b.sum[s], 0);
+    assert_int_equal(incmig__bitmap_count(&b), 0);
+    assert_int_equal(incmig__bitmap_next_set(&b, 0), n);
+    incmig__bitmap_dispose(&b);
+    incmig__bitmap_dispose(&d);
+    /* disposed (no words, no summary): scans see nothing, touch nothing */
+    assert_int_equal(incmig__bitmap_count(&b), 0);
+    assert_int_equal(incmig__bitmap_merge(&b, &d), 0);
+    incmig__bitmap_clear_all(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -573,6 +787,8 @@ int main(void)
         cmocka_unit_test(test_move),
         cmocka_unit_test(test_init_resident),
         cmocka_unit_test(test_memtracker),
+        cmocka_unit_test(test_summary_model),
+        cmocka_unit_test(test_summary_skips),
     };
     /* Decode errors are expected here: keep stderr quiet. */
     incmig__verbosity = -1;
