@@ -145,7 +145,8 @@ int incmig__bitmap_init(struct incmig__bitmap *b, uint64_t nbits)
     for (uint64_t i = 0; i < n; i += 4096 / sizeof *b->words)
         v[i] = 0;
     v = b->sum;
-    for (uint64_t i = 0; i < nsumwords(nwords(nbits)); i += 4096 / sizeof *b->sum)
+    uint64_t ns = nsumwords(nwords(nbits));
+    for (uint64_t i = 0; i < ns; i += 4096 / sizeof *b->sum)
         v[i] = 0;
     b->nbits = nbits;
     return 0;
