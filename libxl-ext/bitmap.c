@@ -270,16 +270,11 @@ int incmig__bitmap_merge(struct incmig__bitmap *dst,
 
 int incmig__bitmap_move(struct incmig__bitmap *dst, struct incmig__bitmap *src)
 {
-    if (!same_size(dst, src))
-        return INCMIG_EINVAL;
-    FOR_EACH_SUM_WORD(src, w)
-        if (src->words[w]) {
-            dst->words[w] |= src->words[w];
-            mark(dst, w);
-            src->words[w] = 0;
-        }
-    memset(src->sum, 0, nsumwords(nwords(src->nbits)) * sizeof *src->sum);
-    return 0;
+    int rc = incmig__bitmap_merge(dst, src);
+
+    if (!rc)   /* both passes walk src's summary: the set words only */
+        incmig__bitmap_clear_all(src);
+    return rc;
 }
 
 /* First bit >= from whose value is `want`, or nbits. */

@@ -126,8 +126,8 @@ uint64_t incmig__bitmap_count(const struct incmig__bitmap *b);
 /* dst |= src; sizes must be equal (INCMIG_EINVAL otherwise). */
 int incmig__bitmap_merge(struct incmig__bitmap *dst,
                          const struct incmig__bitmap *src);
-/* dst |= src, and src is left clear (one pass; src's words are written
- * only where they were set). */
+/* dst |= src, and src is left clear (src's words are written only where
+ * they were set); sizes must be equal. */
 int incmig__bitmap_move(struct incmig__bitmap *dst, struct incmig__bitmap *src);
 /* First set bit >= from, or b->nbits if none. */
 uint64_t incmig__bitmap_next_set(const struct incmig__bitmap *b,

@@ -41,7 +41,7 @@ static int mem_get_and_clear(struct incmig__tracker *t,
         return incmig__bitmap_merge(out, &m->spare);   /* says why */
     pthread_mutex_lock(&m->take);
     swap_marks(m);
-    int rc = incmig__bitmap_move(out, &m->spare);      /* one pass */
+    int rc = incmig__bitmap_move(out, &m->spare);
     pthread_mutex_unlock(&m->take);
     return rc;
 }
