@@ -119,6 +119,7 @@ struct guest {
 
     /* disk state */
     uint64_t size, nblocks;
+    uint64_t span, span_bytes;  /* blocks I/O goes to; --span (0: all) */
     uint64_t hot_start, hot_len;
     uint32_t maxblk;
     uint32_t *ver;          /* acknowledged version per block, 0 = never */
@@ -327,11 +328,11 @@ static uint64_t pick_block(struct guest *g, uint32_t count)
     uint64_t b;
 
     if (rnd(g) % 100 < (uint64_t)g->hot_pct)
-        b = (g->hot_start + rnd(g) % g->hot_len) % g->nblocks;
+        b = (g->hot_start + rnd(g) % g->hot_len) % g->span;
     else
-        b = rnd(g) % g->nblocks;
-    if (b + count > g->nblocks)
-        b = g->nblocks - count;
+        b = rnd(g) % g->span;
+    if (b + count > g->span)
+        b = g->span - count;
     return b;
 }
 
@@ -358,8 +359,8 @@ static uint32_t pick_count(struct guest *g)
 
     if (g->maxblk > 1 && rnd(g) % 100 < 5)
         n = 2 + (uint32_t)(rnd(g) % (g->maxblk - 1));
-    if (n > g->nblocks)
-        n = (uint32_t)g->nblocks;
+    if (n > g->span)
+        n = (uint32_t)g->span;
     return n;
 }
 
@@ -747,7 +748,9 @@ static void usage(FILE *f)
 "  --rate R                write bytes/s, e.g. 50M; 0 = no writes (default 4M)\n"
 "  --read-rate R           read bytes/s (default: --rate, or 4M if it is 0)\n"
 "  --block-size B          power of two, 512..1M (default 4096)\n"
-"  --hot P:F               P%% of I/O goes to F%% of the disk (default 80:10)\n"
+"  --hot P:F               P%% of I/O goes to F%% of the span (default 80:10)\n"
+"  --span S                I/O only to the disk's first S bytes, e.g. 1G\n"
+"                          (default: the whole disk)\n"
 "  --queue-depth N         requests in flight, 1..%d (default 16)\n"
 "  --seed S                stamp and workload seed (default: random)\n"
 "  --journal FILE          final version of every written block\n"
@@ -766,6 +769,7 @@ int cmd_guest(int argc, char **argv)
         { "read-rate", required_argument, NULL, 'R' },
         { "block-size", required_argument, NULL, 'b' },
         { "hot", required_argument, NULL, 'H' },
+        { "span", required_argument, NULL, 'P' },
         { "queue-depth", required_argument, NULL, 'q' },
         { "seed", required_argument, NULL, 'S' },
         { "journal", required_argument, NULL, 'j' },
@@ -847,6 +851,14 @@ int cmd_guest(int argc, char **argv)
             g.hot_frac = f;
             break;
         }
+        case 'P':
+            if (incmig_parse_size(optarg, &u) < 0 || u == 0) {
+                fprintf(stderr, "xl-incmig guest: --span: not a size in "
+                        "bytes (e.g. 1G): %s\n", optarg);
+                goto out;
+            }
+            g.span_bytes = u;
+            break;
         case 'q':
             if (parse_int(optarg, 1, MAX_QD, &v) < 0) {
                 fprintf(stderr, "xl-incmig guest: --queue-depth must be 1 "
@@ -940,13 +952,20 @@ int cmd_guest(int argc, char **argv)
     }
     g.maxblk = MAX_REQ_BYTES / g.bs < MAX_MULTI ? MAX_REQ_BYTES / g.bs
                                                 : MAX_MULTI;
-    g.hot_len = g.nblocks * (uint64_t)g.hot_frac / 100;
+    g.span = g.span_bytes ? g.span_bytes / g.bs : g.nblocks;
+    if (g.span == 0 || g.span > g.nblocks) {
+        fprintf(stderr, "guest: --span %" PRIu64 " must hold at least one "
+                "block of %" PRIu32 " bytes and at most the disk's %" PRIu64
+                " bytes\n", g.span_bytes, g.bs, g.size);
+        goto out;
+    }
+    g.hot_len = g.span * (uint64_t)g.hot_frac / 100;
     if (g.hot_len == 0)
         g.hot_len = 1;
     g.rng = g.seed ^ UINT64_C(0x9e3779b97f4a7c15);
     if (!g.rng)
         g.rng = 1;
-    g.hot_start = rnd(&g) % g.nblocks;
+    g.hot_start = rnd(&g) % g.span;
     g.ver = calloc(g.nblocks, sizeof *g.ver);
     g.busy = calloc((g.nblocks + 63) / 64, sizeof *g.busy);
     g.slots = calloc((size_t)g.qd, sizeof *g.slots);

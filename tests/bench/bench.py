@@ -266,6 +266,8 @@ class Bench:
                 "--queue-depth", str(self.qd), "--stats-json", gj]
         if rate == 0:
             argv += ["--read-rate", "4M"]
+        if self.a.span:
+            argv += ["--span", self.a.span]
         p = P.start("guest", argv)
         s = Sampler(gj)
         # The counter must move (writes) or at least the file appear.
@@ -606,10 +608,14 @@ def fs_of(path):
     return "%s %s" % best[:2]
 
 
+SPAN = None  # --span: the guest's I/O confined to the disk's first SPAN bytes
+
+
 def sc_name(sc):
     size_g, kind, rate, qd = sc
     w = "idle" if rate == 0 else "wmax" if rate >= GiB else "w%dM" % (rate // MiB)
-    return "%dG-%s-%s%s" % (size_g, kind, w, "" if qd == 16 else "-qd%d" % qd)
+    return "%dG-%s-%s%s%s" % (size_g, kind, w, "" if qd == 16 else "-qd%d" % qd,
+                              "-span" + SPAN if SPAN else "")
 
 
 # The guest's view (issue 14): switchover, write gaps and the rate a guest
@@ -931,6 +937,9 @@ def main():
     ap.add_argument("--dst-dir", default=None, metavar="DIR",
                     help="the destinations' images in DIR (another device: a "
                     "second host's disk); default: beside the sources'")
+    ap.add_argument("--span", default=None, metavar="SIZE",
+                    help="the guest's I/O only to the disk's first SIZE (e.g. 1G): "
+                    "the same workload at every disk size")
     ap.add_argument("--debug", action="store_true",
                     help="incmig's debug messages (timings of the pause) in the "
                     "kept logs; with --keep")
@@ -953,6 +962,8 @@ def main():
         a.cap = 0   # uncapped, the mirrors too (speed 0)
         a.time_limit_set = True
         a.time_limit = 120.0
+    global SPAN
+    SPAN = a.span
     if a.debug and not a.keep:
         ap.error("--debug goes with --keep (its messages are in the kept logs)")
     if a.repeats < 1:

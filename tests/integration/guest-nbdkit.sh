@@ -138,4 +138,18 @@ st=0; "$XL_INCMIG" verify --image "$IMG" 2>"$T/verify.out" || st=$?
 st=0; "$XL_INCMIG" guest --nbd "$URI" --hot 120:5 2>"$T/verify.out" || st=$?
 [ "$st" = 2 ] && grep -q '^xl-incmig guest: --hot' "$T/verify.out" || fail "7: bad --hot exited $st"
 
+# 8. --span: I/O only to the disk's first bytes (the bench's large disks
+#    written as a 1 GiB one is); beyond the span, the image is untouched
+cp "$IMG" "$IMG.before8"
+"$XL_INCMIG" guest --nbd "$URI" --seconds 1 --rate 8M --span 1M --seed 18 \
+    --journal "$T/j8" >"$T/guest8.log" 2>&1 || fail "8: guest exited $?"
+cmp -s -n 1M "$IMG" "$IMG.before8" && fail "8: nothing written in the span"
+cmp -s -i 1M "$IMG" "$IMG.before8" || fail "8: written beyond the 1 MiB span"
+verify --journal "$T/j8" --image "$IMG" --original "$IMG.before8" ||
+    fail "8: $(cat "$T/verify.out")"
+st=0; "$XL_INCMIG" guest --nbd "$URI" --span 64M 2>"$T/verify.out" || st=$?
+[ "$st" = 1 ] && grep -q 'at most the disk' "$T/verify.out" || fail "8: a span beyond the disk: exit $st"
+st=0; "$XL_INCMIG" guest --nbd "$URI" --span 0 2>"$T/verify.out" || st=$?
+[ "$st" = 2 ] && grep -q '^xl-incmig guest: --span' "$T/verify.out" || fail "8: --span 0 exited $st"
+
 echo "guest-nbdkit: $w writes in 3 s, reconnect stall $(json longest_stall_ms "$T/s2.json") ms, lost write of block $blk found"
