@@ -586,8 +586,10 @@ int incmig__owed_create(struct incmig__owed *o, const char *path, int nd,
                         const struct incmig__bitmap *sets, const char *text);
 int incmig__owed_prepare(struct incmig__owed *o, const char *path, int nd,
                          const uint64_t *nblocks, const char *text);
+/* sets: narrow the file to them (NULL: leave every word as it is); mark:
+ * the GO mark (source) too. */
 int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets,
-                     bool mark);   /* mark: the GO mark (source) too */
+                     bool mark);
 /* Validated (magic, version, bounds, checksum, size); *text_r malloc'd.
  * The file locked by another process: waits up to wait_s seconds for it
  * to let go (one killed a moment ago), then INCMIG_EINVAL. */

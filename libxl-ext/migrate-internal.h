@@ -144,6 +144,7 @@ int incmig__mig_pull(struct mig *m, bool reconnect);
 /* migrate-owed.c: the state file */
 int incmig__mig_prepare_state(struct mig *m);
 int incmig__mig_arm_state(struct mig *m);
+void incmig__mig_narrow_state(struct mig *m);
 void incmig__mig_say_resume(struct mig *m);
 int incmig__mig_state_complete(struct mig *m);
 int incmig__mig_resume_state(struct mig *m,

@@ -390,9 +390,10 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     }
     INFO("GO: guest runs on the destination (GO sent %.1f ms after the "
          "pause)", rep->go_ms);
-    /* Out of the downtime: the state file armed in it made durable (a
-     * killed process already finds it in the page cache), the source
-     * copy's new generation recorded. */
+    /* Out of the downtime: the state file marked in it narrowed and made
+     * durable (a killed process already finds it in the page cache), the
+     * source copy's new generation recorded. */
+    incmig__mig_narrow_state(&m);
     if (incmig__owed_settle(&m.owed))
         ERR("the state file %s could not be made durable: PULL goes on, "
             "but if this host goes down before it completes, `migrate "

@@ -28,11 +28,12 @@
  * that exists is whole.  That costs tens of milliseconds on a loaded
  * disk, so a migration prepares its file before the downtime with every
  * block owed (prepare: a superset is always safe) and, in the downtime,
- * only arms it with the stop-and-copy bitmaps (words written in place,
- * and the GO mark, without an fdatasync: what is written is in the page
- * cache, which outlives a killed process; `settle` makes it durable
- * against the loss of the host right after GO, outside the downtime,
- * and before a guest's flush is acknowledged).  Afterwards only bitmap words change, in place,
+ * only arms it: the destination with the stop-and-copy bitmaps (words
+ * written in place; the GO mark at GO), the source with the GO mark alone
+ * (its words narrowed just after GO), without an fdatasync: what is
+ * written is in the page cache, which outlives a killed process; `settle`
+ * makes it durable against the loss of the host right after GO, outside
+ * the downtime, and before a guest's flush is acknowledged).  Afterwards only bitmap words change, in place,
  * and only from 1 to 0: a word torn by a kill is a mix of its old and new
  * bits, a superset of what is owed, so it is never wrong, at worst a
  * block is fetched again.  A bit is cleared in the file only after the
@@ -397,7 +398,7 @@ int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets,
 {
     int rc = 0;
 
-    for (int i = 0; i < o->nd && !rc; i++)
+    for (int i = 0; i < o->nd && !rc && sets; i++)
         rc = incmig__owed_keep(o, i, &sets[i]);
     if (!rc && mark) {
         pthread_mutex_lock(&o->sync_lock);
@@ -405,7 +406,7 @@ int incmig__owed_arm(struct incmig__owed *o, const struct incmig__bitmap *sets,
         o->unsettled = true;
         pthread_mutex_unlock(&o->sync_lock);
     }
-    if (!rc)
+    if (!rc && sets)
         rc = sync_words(o, false);   /* incmig__owed_settle makes it durable */
     if (!rc && mark)
         o->go = true;

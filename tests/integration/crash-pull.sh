@@ -97,6 +97,13 @@ one_run() {
         if [ "$sig" = TERM ] && [ "$phase" = pull ]; then
             fin=$(grep -o 'Finish with: .*' "$T/migrate.log" | sed 's/Finish with: //')
             [ -n "$fin" ] || fail "run $run: the stopped migrate did not say how to finish"
+            # what it owes is the final bitmap (narrowed just after GO), not
+            # every block as the state file was prepared
+            local owes final
+            owes=$(sed -n 's/.*up to \([0-9]*\) of its blocks are only on this host.*/\1/p' "$T/migrate.log")
+            final=$(sed -n 's/.*stop-and-copy: \([0-9]*\) blocks of disk .* left on the source.*/\1/p' "$T/receive.log")
+            [ -n "$owes" ] && [ "$owes" = "$final" ] ||
+                fail "run $run: migrate owes '$owes' blocks, the final bitmap had '$final'"
         fi
         local st; st=$(ls "$SD"/migrate-*.state 2>/dev/null || true)
         if [ -n "$st" ]; then

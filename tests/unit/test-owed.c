@@ -120,7 +120,8 @@ static void test_sync_maybe_thread(void **state)
     incmig__owed_close(&o, true);
 }
 
-/* prepare (every block owed) then arm: the file holds the armed sets */
+/* prepare (every block owed), mark, then arm: the mark alone leaves every
+ * block owed; the file then holds the armed sets */
 static void test_prepare_arm(void **state)
 {
     struct incmig__owed o;
@@ -135,7 +136,17 @@ static void test_prepare_arm(void **state)
     assert_int_equal(incmig__bitmap_init(&b[0], 130), 0);
     assert_int_equal(incmig__bitmap_init(&b[1], 7), 0);
     incmig__bitmap_set(&b[0], 129);
-    assert_int_equal(incmig__owed_arm(&o, b, true), 0);
+    /* the source's downtime: the mark alone, every block still owed */
+    assert_int_equal(incmig__owed_arm(&o, NULL, true), 0);
+    assert_true(o.go);
+    incmig__owed_close(&o, false);
+    reopen(&o, &text);
+    free(text);
+    text = NULL;
+    assert_true(o.go);
+    assert_int_equal(incmig__owed_count(&o), 137);
+    /* after GO: narrowed to the final sets */
+    assert_int_equal(incmig__owed_arm(&o, b, false), 0);
     incmig__owed_close(&o, false);
     reopen(&o, &text);
     free(text);
