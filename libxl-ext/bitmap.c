@@ -75,6 +75,15 @@ static void mark(struct incmig__bitmap *b, uint64_t w)
     b->sum[w / 64] |= UINT64_C(1) << (w % 64);
 }
 
+/* words[w] is zero again: scans may skip it (a bitmap that once held the
+ * whole disk, PUSH's round 0, would otherwise be walked word by word for
+ * the rest of the migration). */
+static void unmark_if_zero(struct incmig__bitmap *b, uint64_t w)
+{
+    if (!b->words[w])
+        b->sum[w / 64] &= ~(UINT64_C(1) << (w % 64));
+}
+
 /* First word >= w whose summary bit is set, or nw. */
 static uint64_t next_word(const struct incmig__bitmap *b, uint64_t w,
                           uint64_t nw)
@@ -171,8 +180,10 @@ void incmig__bitmap_set(struct incmig__bitmap *b, uint64_t bit)
 
 void incmig__bitmap_clear(struct incmig__bitmap *b, uint64_t bit)
 {
-    if (bit < b->nbits)
+    if (bit < b->nbits) {
         b->words[bit / 64] &= ~(UINT64_C(1) << (bit % 64));
+        unmark_if_zero(b, bit / 64);
+    }
 }
 
 bool incmig__bitmap_test(const struct incmig__bitmap *b, uint64_t bit)
@@ -206,8 +217,10 @@ static void change_range(struct incmig__bitmap *b, uint64_t first,
         if (set) {
             b->words[w] |= m;
             mark(b, w);
-        } else
+        } else {
             b->words[w] &= ~m;
+            unmark_if_zero(b, w);
+        }
     }
 }
 

@@ -770,6 +770,32 @@ static void test_summary_skips(void **state)
     incmig__bitmap_clear_all(&b);
 }
 
+/* Clearing keeps the summary tight: a bitmap that held the whole disk
+ * (PUSH's round 0) and was sent, range by range and bit by bit, has an
+ * empty summary again, so later scans skip its words. */
+static void test_summary_shrinks(void **state)
+{
+    const uint64_t n = 100000;
+    struct incmig__bitmap b;
+
+    assert_int_equal(incmig__bitmap_init(&b, n), 0);
+    incmig__bitmap_set_range(&b, 0, n);
+    incmig__bitmap_clear_range(&b, 0, 50000);
+    incmig__bitmap_clear_range(&b, 50001, n - 50001);
+    assert_true((b.sum[50000 / 64 / 64] >> (50000 / 64 % 64)) & 1);
+    check_summary(&b);
+    incmig__bitmap_clear(&b, 50000);
+    for (uint64_t s = 0; s < (n + 63) / 64 / 64 + 1; s++)
+        assert_int_equal(b.sum[s], 0);
+    /* a word only partly cleared keeps its bit */
+    incmig__bitmap_set_range(&b, 130, 4);
+    incmig__bitmap_clear_range(&b, 130, 2);
+    check_summary(&b);
+    assert_int_equal(incmig__bitmap_count(&b), 2);
+    assert_int_equal(incmig__bitmap_next_set(&b, 0), 132);
+    incmig__bitmap_dispose(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -789,6 +815,7 @@ int main(void)
         cmocka_unit_test(test_memtracker),
         cmocka_unit_test(test_summary_model),
         cmocka_unit_test(test_summary_skips),
+        cmocka_unit_test(test_summary_shrinks),
     };
     /* Decode errors are expected here: keep stderr quiet. */
     incmig__verbosity = -1;
