@@ -259,6 +259,14 @@ class Bench:
         except (OSError, ValueError):
             return None
 
+    @staticmethod
+    def serve(P, d, img, x, v):
+        """x serve: img exported on d/src.sock, controlled on d/src.ctl."""
+        P.start("serve", [x] + v + ["serve", "--nbd", "unix:" + d + "/src.sock",
+                                    "--control", d + "/src.ctl", img])
+        if not wait_for(lambda: os.path.exists(d + "/src.ctl"), 20):
+            raise RuntimeError("serve did not start")
+
     def guest(self, P, d, uris, rate):
         gj = os.path.join(d, "guest.json")
         argv = [self.x, "guest", "--nbd", ",".join(uris), "--seconds", "0",
@@ -328,10 +336,7 @@ class Bench:
         try:
             src_sock, dst_sock = d + "/src.sock", d + "/dst.sock"
             v = ["-v"] if self.a.debug else []
-            P.start("serve", [x] + v + ["serve", "--nbd", "unix:" + src_sock,
-                                        "--control", d + "/src.ctl", img])
-            if not wait_for(lambda: os.path.exists(d + "/src.ctl"), 20):
-                raise RuntimeError("serve did not start")
+            self.serve(P, d, img, x, v)
             rport = free_port()
             P.start("receive", [x] + v + [
                 "migrate-receive", "--listen", "127.0.0.1:%d" % rport,
@@ -413,10 +418,7 @@ class Bench:
         P = Procs(d)
         try:
             src_sock = d + "/src.sock"
-            P.start("serve", [self.x, "serve", "--nbd", "unix:" + src_sock,
-                              "--control", d + "/src.ctl", img])
-            if not wait_for(lambda: os.path.exists(d + "/src.ctl"), 20):
-                raise RuntimeError("serve did not start")
+            self.serve(P, d, img, self.x, [])
             gp, s = self.guest(P, d, ["nbd+unix:///?socket=" + src_sock], self.rate)
             t0 = now()
             s.sleep(self.alone_s.get(r["scenario"], 20.0))

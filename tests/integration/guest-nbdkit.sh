@@ -111,6 +111,16 @@ grep -q '^state checkpoint$' "$T/j5" || fail "5: no checkpoint journal"
 verify --journal "$T/j5" --image "$IMG" --original "$IMG.before5" ||
     fail "5: the checkpoint does not verify: $(cat "$T/verify.out")"
 
+# nbdkit 1.32 may abort ("raw_send_socket: Assertion `sock >= 0' failed")
+# when a client killed mid-request goes while a worker still replies to
+# it: a race in nbdkit, not in the guest; it is started again for the rest
+st=$(ps -o stat= -p "$NBDKIT" 2>/dev/null || true)
+if [ -z "$st" ] || [ "${st#Z}" != "$st" ]; then
+    echo "note: nbdkit ($(nbdkit --version)) died when the killed guest went; started again"
+    wait "$NBDKIT" 2>/dev/null || true
+    start_nbdkit
+fi
+
 # 6. an idle guest still reads, writes nothing
 cp "$IMG" "$IMG.before6"
 "$XL_INCMIG" guest --nbd "$URI" --seconds 1 --rate 0 --journal "$T/j6" \
