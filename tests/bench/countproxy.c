@@ -127,6 +127,15 @@ static void *conn_thread(void *arg)
     freeaddrinfo(ai);
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(t, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* A hop that counts bytes must not also queue them: with the
+     * kernel's autotuned buffers (megabytes each way) a PULL demand
+     * answer waited behind that much background data in this proxy
+     * (64 GiB sparse: longest wait 82-198 ms; 10-41 ms with these). */
+    int sz = 128 << 10;
+    setsockopt(c, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    setsockopt(c, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(t, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    setsockopt(t, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
     conns++;
     struct pump up = { c, t, 0 }, down = { t, c, 1 };
     pthread_t th;
