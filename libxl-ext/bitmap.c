@@ -16,8 +16,9 @@
  * passes between the guest's pause and GO (count, merge, next_set,
  * encode, clear_all) must not cost that much each.  So bit w of sum[] is
  * set whenever words[w] may be non-zero.  Invariant (a superset):
- * words[w] != 0 implies sum bit w set; a stale set summary bit (its word
- * became 0 through clear/clear_range) is allowed.  Every mutator that can
+ * words[w] != 0 implies sum bit w set.  clear and clear_range drop the bit
+ * of a word they empty; a stale set bit (a word emptied by a direct write
+ * elsewhere) is allowed.  Every mutator that can
  * make a word non-zero sets its summary bit (mark()); code outside this
  * file that writes words directly calls incmig__bitmap_resum or marks
  * the words itself.  The scans for set bits walk the summary, so they

@@ -102,7 +102,8 @@ struct incmig__bitmap {
     uint64_t nbits;
     uint64_t *words;       /* (nbits + 63) / 64 words, bits past nbits 0 */
     /* Summary: bit w set whenever words[w] may be non-zero (a superset:
-     * words[w] != 0 implies it; stale set bits are allowed).  The set-bit
+     * words[w] != 0 implies it; clear/clear_range drop the bit of a word
+     * they empty, stale set bits are allowed).  The set-bit
      * scans skip words whose summary bit is 0.  Code that writes words[]
      * directly must keep this: set the bit, or call incmig__bitmap_resum
      * after a bulk load.  (nwords + 63) / 64 words, at least one. */

@@ -257,10 +257,8 @@ static int init_common(struct incmig__owed *o, int nd, const uint64_t *nb)
         if (!rc)
             rc = incmig__bitmap_init(&o->snap[i], nb[i]);
         /* touched now, not on its first sync: in the downtime */
-        if (!rc) {
-            memset(o->snap[i].words, 0xff, nwords(nb[i]) * 8);
-            incmig__bitmap_resum(&o->snap[i]);
-        }
+        if (!rc)
+            incmig__bitmap_set_range(&o->snap[i], 0, nb[i]);
     }
     if (!rc && !o->lock_ok) {
         pthread_mutex_init(&o->lock, NULL);
