@@ -806,6 +806,7 @@ struct incmig__yield {
     double cap;               /* bytes/s while the guest is busy, or 0 */
     uint64_t out;             /* the last cap returned (0: none) */
     uint64_t backoffs;        /* times the cap shrank */
+    uint64_t backoffs_lat;    /*   of them for the latency (else the rate) */
     uint64_t probes;
     double probe_s;           /* PUSH time spent in probes */
 };

@@ -347,6 +347,10 @@ int incmig_migrate(const struct incmig_migrate_opts *o,
     rep->push_s = incmig__now() - tp;
     rep->push_yield_backoffs = m.y.backoffs;
     rep->push_yield_probes = m.y.probes;
+    if (m.y.backoffs)
+        DBG("PUSH yielding: %" PRIu64 " back-offs, %" PRIu64 " for the "
+            "guest's latency, the others for its rate", m.y.backoffs,
+            m.y.backoffs_lat);
     for (int i = 0; i < m.nd; i++)
         if (m.d[i].snd.q)
             rep->push_idle_reads += incmig__aioq_idle_reqs(m.d[i].snd.q);

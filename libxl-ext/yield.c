@@ -102,6 +102,7 @@ uint64_t incmig__yield_step(struct incmig__yield *y, double now,
                (y->base_rate > 0 && y->rate_avg < y->base_rate * RATE_KEEP)) {
         y->cap = y->cap * SHRINK > MIN_BPS ? y->cap * SHRINK : MIN_BPS;
         y->backoffs++;
+        y->backoffs_lat += y->base >= 0 && lat > y->base * SLACK + SLACK_S;
     } else {
         y->cap = y->cap * GROW < MAX_BPS ? y->cap * GROW : MAX_BPS;
     }

@@ -29,6 +29,10 @@ every migration link goes through the same byte-counting proxy:
   guest-alone     no migration: serve and the guest only, for as long as
                   the scenario's last incmig-nocap run (its write gaps and
                   rate over a window of the migration's length)
+  incmig*-ssh     (--ssh) the same over migrate's default transport: ssh
+                  to 127.0.0.1 through a private sshd (throwaway keys in
+                  the scratch dir), which starts the receiver; no proxy,
+                  the bytes are the report's
 
 --dst-dir DIR puts every destination image on another device, as a second
 host's disk would be (the default is beside the source's, on one disk).
@@ -331,30 +335,67 @@ class Bench:
 
     # ---- the tools -------------------------------------------------------
 
-    def run_incmig(self, d, img, r, cap, x):
+    def start_sshd(self):
+        """A private sshd on a loopback port, throwaway keys (--ssh):
+        migrate's default transport as an administrator runs it."""
+        k = os.path.join(self.a.work, "ssh")
+        os.makedirs(k)
+        for f in ("hostkey", "id"):
+            subprocess.check_call(["ssh-keygen", "-q", "-t", "ed25519", "-N", "",
+                                   "-f", os.path.join(k, f)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        shutil.copy(os.path.join(k, "id.pub"), os.path.join(k, "authorized_keys"))
+        port = free_port()
+        with open(os.path.join(k, "sshd_config"), "w") as f:
+            f.write("\n".join([
+                "ListenAddress 127.0.0.1", "Port %d" % port,
+                "HostKey %s/hostkey" % k, "AuthorizedKeysFile %s/authorized_keys" % k,
+                "PidFile %s/sshd.pid" % k, "UsePAM no", "StrictModes no",
+                "PermitRootLogin prohibit-password", "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
+                "AllowTcpForwarding no", "X11Forwarding no", "PrintMotd no",
+                "UseDNS no"]) + "\n")
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.sshd = Procs(k)
+        self.sshd.start("sshd", ["/usr/sbin/sshd", "-D", "-f", k + "/sshd_config",
+                                 "-E", k + "/sshd.log"])
+        self.ssh_cmd = ("ssh -i %s/id -p %d -o StrictHostKeyChecking=no "
+                        "-o UserKnownHostsFile=/dev/null -o BatchMode=yes "
+                        "-o LogLevel=ERROR" % (k, port))
+        if not wait_for(lambda: subprocess.call(
+                self.ssh_cmd.split() + ["127.0.0.1", "true"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0, 15):
+            raise RuntimeError("cannot log in to the bench's sshd: see %s/sshd.log" % k)
+
+    def run_incmig(self, d, img, r, cap, x, ssh=False):
         P = Procs(d)
         try:
             src_sock, dst_sock = d + "/src.sock", d + "/dst.sock"
             v = ["-v"] if self.a.debug else []
             self.serve(P, d, img, x, v)
-            rport = free_port()
-            P.start("receive", [x] + v + [
-                "migrate-receive", "--listen", "127.0.0.1:%d" % rport,
-                "--image", self.dst_img(d), "--nbd", "unix:" + dst_sock,
-                "--exit-when-done"])
-            if not wait_for(lambda: "waiting for the source" in
-                            open(d + "/receive.log").read(), 20):
-                raise RuntimeError("receiver did not start")
-            pport, stats = self.proxy(P, d, rport)
+            if not ssh:
+                rport = free_port()
+                P.start("receive", [x] + v + [
+                    "migrate-receive", "--listen", "127.0.0.1:%d" % rport,
+                    "--image", self.dst_img(d), "--nbd", "unix:" + dst_sock,
+                    "--exit-when-done"])
+                if not wait_for(lambda: "waiting for the source" in
+                                open(d + "/receive.log").read(), 20):
+                    raise RuntimeError("receiver did not start")
+                pport, stats = self.proxy(P, d, rport)
             gp, s = self.guest(P, d, ["nbd+unix:///?socket=" + src_sock,
                                       "nbd+unix:///?socket=" + dst_sock], self.rate)
-            argv = [x] + v + ["migrate", "-s", "", "--no-progress",
-                    "--json", d + "/report.json"]
+            argv = [x] + v + ["migrate", "--no-progress", "--json", d + "/report.json"]
             if cap == "max":
                 argv += ["--bandwidth", "max"]
             elif cap:
                 argv += ["--bandwidth", str(cap)]
-            argv += ["sim:" + d + "/src.ctl", "127.0.0.1:%d" % pport]
+            if ssh:   # the receiver's log comes back in migrate.log
+                argv += ["-s", self.ssh_cmd, "--receiver", x + " migrate-receive",
+                         "--dest-image", self.dst_img(d), "--dest-nbd",
+                         "unix:" + dst_sock, "sim:" + d + "/src.ctl", "127.0.0.1"]
+            else:
+                argv += ["-s", "", "sim:" + d + "/src.ctl", "127.0.0.1:%d" % pport]
             t0 = now()
             mp = P.start("migrate", argv)
             end = t0 + self.limit
@@ -391,9 +432,12 @@ class Bench:
             t_switch = t0 + (rep.get("push_s", t_end - t0) +
                              (rep.get("downtime_ms") or 0) / 1000.0)
             self.finish_guest(gp, s, d, r, t0, t_switch, t_end)
-            r["wire_bytes"] = self.proxy_bytes(stats)
+            r["wire_bytes"] = (r["report_wire_bytes"] if ssh else
+                               self.proxy_bytes(stats))
         finally:
             P.stop_all()
+            if ssh:   # a receiver left by a failed run (it is not ours)
+                subprocess.call(["pkill", "-f", "--", "--image " + self.dst_img(d)])
 
     def dst_img(self, d):
         """The destination's image: beside the source's, or with --dst-dir
@@ -566,7 +610,8 @@ class Bench:
             os.close(fd)
         r = {"scenario": name, "tool": tool, "rep": rep, "size": size_g * GiB,
              "image": kind, "guest_qd": qd, "guest_rate": rate,
-             "cap_bps": 0 if tool.split("@")[0] in ("nbdcopy", "incmig-nocap", "incmig-max") else self.cap,
+             "cap_bps": 0 if tool.split("@")[0].replace("-ssh", "") in
+             ("nbdcopy", "incmig-nocap", "incmig-max") else self.cap,
              "allocated_bytes": alloc, "finished": False, "total_s": None,
              "downtime_ms": None, "wire_bytes": None, "payload_bytes": None,
              "guest_write_ratio": None, "load_before": round(os.getloadavg()[0], 2)}
@@ -575,9 +620,11 @@ class Bench:
         try:
             if tool.startswith("incmig"):
                 base, _, ref = tool.partition("@")
+                ssh = base.endswith("-ssh")
+                base = base[:-4] if ssh else base
                 self.run_incmig(d, img, r, {"incmig": self.cap, "incmig-nocap": 0,
                                             "incmig-max": "max"}[base],
-                                self.a.reference if ref else self.x)
+                                self.a.reference if ref else self.x, ssh)
             elif tool == "guest-alone":
                 self.run_alone(d, img, r)
             elif tool.startswith("qemu-mirror"):
@@ -644,6 +691,15 @@ def alloc_pct(kind):
 
 
 def tools_for(rate, a, kind="random", size=1, qd=16):
+    ts = tools_for_tcp(rate, a, kind, size, qd)
+    if not a.ssh:
+        return ts
+    return [v for t in ts for v in
+            ([t, t.replace("@", "-ssh@") if "@" in t else t + "-ssh"]
+             if t.startswith("incmig") else [t])]
+
+
+def tools_for_tcp(rate, a, kind="random", size=1, qd=16):
     if a.large:
         return ["incmig-max"] + (["incmig-max@ref"] if a.reference else [])
     if a.latency:
@@ -696,7 +752,7 @@ def estimate(a, m):
             run = 7 + a.baseline + alloc / 1e9  # setup, baseline, cp
             if t == "guest-alone":
                 run += 20  # as long as the uncapped migration
-            elif t.split("@")[0] in ("nbdcopy", "incmig-nocap", "incmig-max"):
+            elif t.split("@")[0].replace("-ssh", "") in ("nbdcopy", "incmig-nocap", "incmig-max"):
                 run += alloc / 6e8
             elif t == "qemu-mirror-bg" and r >= 10 * MiB:
                 run += lim + a.force_limit  # never READY (hot spot)
@@ -735,7 +791,8 @@ SUMMARY = [("total_s", "total_s", "%.2f"), ("downtime_ms", "downtime_ms", "%.1f"
            ("guest_switch_ms", "g_switch_ms", "%.1f"),
            ("guest_stall_ms", "g_maxgap_ms", "%.0f"),
            ("guest_stall_before_ms", "g_gap_alone", "%.0f"),
-           ("guest_write_ratio", "g_ratio", "%.2f"), ("wire_pay", "wire/pay", "%.3f"),
+           ("guest_write_ratio", "g_ratio", "%.2f"),
+           ("dst_max_wait_ms", "dst_wait_ms", "%.1f"), ("wire_pay", "wire/pay", "%.3f"),
            ("copy_MBps", "copy_MBps", "%.0f")]
 
 
@@ -783,14 +840,15 @@ def large_summary(results):
     lines = ["%-22s %-15s %s" % ("scenario", "build", " ".join("%-22s" % k for k, _ in keys))]
     scs = sorted({r["scenario"] for r in results}, key=lambda x: int(x.split("G")[0]))
     for sc in scs:
-        for tool in ("incmig-max", "incmig-max@ref"):
+        for tool in ("incmig-max", "incmig-max-ssh", "incmig-max@ref", "incmig-max-ssh@ref"):
             if not any(r["scenario"] == sc and r["tool"] == tool for r in results):
                 continue
             cells = []
             for k, fmt in keys:
                 m = med(results, sc, tool, k)
                 cells.append("%-22s" % (((fmt + " [" + fmt + "-" + fmt + "]") % m[:3]) if m else "-"))
-            lines.append("%-22s %-15s %s" % (sc, "this" if tool == "incmig-max" else "reference",
+            build = "reference" if "@" in tool else "this"
+            lines.append("%-22s %-15s %s" % (sc, build + (" ssh" if "-ssh" in tool else ""),
                                              " ".join(cells)))
         ratios = []
         for k, _ in keys[:3] + keys[-1:]:
@@ -945,6 +1003,9 @@ def main():
     ap.add_argument("--debug", action="store_true",
                     help="incmig's debug messages (timings of the pause) in the "
                     "kept logs; with --keep")
+    ap.add_argument("--ssh", action="store_true",
+                    help="every incmig tool also over ssh (migrate's default "
+                    "transport), through a private sshd on 127.0.0.1")
     ap.add_argument("--xl-incmig", required=True)
     ap.add_argument("--countproxy", required=True)
     ap.add_argument("--mkimg", required=True)
@@ -1008,6 +1069,8 @@ def main():
     b = Bench(a)
     t_start = now()
     try:
+        if a.ssh:
+            b.start_sshd()
         images = {}
         for sc in m:
             size_g, kind = sc[0], sc[1]
@@ -1043,6 +1106,8 @@ def main():
         print("bench: %.1f min, load %s at end" % ((now() - t_start) / 60,
               " ".join("%.2f" % x for x in os.getloadavg())))
         print("bench: results in %s" % res)
+        if a.ssh and getattr(b, "sshd", None):
+            b.sshd.stop_all()
         for k in os.listdir(a.work):
             p = os.path.join(a.work, k)
             if p != a.out and not a.keep:

@@ -82,6 +82,7 @@ static void test_busy_guest_backoff(void **state)
         low = window(&f, 200, 300e-6);
     assert_true(low < cap * 0.6);
     assert_int_equal(f.y.backoffs, 3);
+    assert_int_equal(f.y.backoffs_lat, 3);  /* each for the latency */
     for (int i = 0; i < 30; i++)            /* latency back: grows again */
         cap = window(&f, 500, 100e-6);
     assert_true(cap > low * 16);
@@ -111,6 +112,7 @@ static void test_rate_loss_backoff(void **state)
     for (int i = 0; i < 6; i++)             /* 0.8 of alone: shrinks */
         low = window(&f, 400, 100e-6);
     assert_true(f.y.backoffs >= b0 + 4);
+    assert_int_equal(f.y.backoffs_lat, 0);  /* all for the rate */
     assert_true(low < cap / 2);
     /* one slow window among steady ones is no verdict */
     start(&f);
